@@ -1,0 +1,1 @@
+"""Sparse and dense encoders for lsr, their on-disk contract, and (later) their training."""

@@ -1,0 +1,83 @@
+"""Encoders and the encoder directory contract. Entry point: :func:`load_encoder`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from training.encoders.base import (
+    ENCODER_CONFIG_FILE,
+    KINDS,
+    SPARSE_KINDS,
+    EncoderConfig,
+    SparseBatch,
+)
+from training.encoders.dense import DenseEncoder
+from training.encoders.sparse import InferenceFreeEncoder, SparseEncoder, SpladeEncoder, idf_table_to_array
+
+__all__ = [
+    "ENCODER_CONFIG_FILE",
+    "KINDS",
+    "SPARSE_KINDS",
+    "DenseEncoder",
+    "EncoderConfig",
+    "InferenceFreeEncoder",
+    "SparseBatch",
+    "SparseEncoder",
+    "SpladeEncoder",
+    "load_encoder",
+]
+
+
+def load_encoder(
+    path: str | Path,
+    kind: str | None = None,
+    idf: str | Path | None = None,
+    device: str | None = None,
+    dtype: str = "auto",
+    max_query_length: int | None = None,
+    max_document_length: int | None = None,
+) -> SparseEncoder | DenseEncoder:
+    """Load an lsr encoder directory, or a plain Hugging Face directory given ``kind`` (and ``idf`` for
+    inference-free). A hub id works where the hub is reachable; tests and the default run use local folders."""
+    import transformers
+    from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    directory = Path(path)
+    if (directory / ENCODER_CONFIG_FILE).exists():
+        config = EncoderConfig.load(directory)
+        if kind is not None and kind != config.kind:
+            raise ValueError(f"{directory} is a {config.kind!r} encoder but --kind {kind} was given; drop --kind")
+    elif kind is None:
+        raise ValueError(
+            f"{directory} has no {ENCODER_CONFIG_FILE}: it is not an lsr encoder directory. For a plain Hugging Face "
+            f"model pass --kind ({'|'.join(KINDS)}) and, for inference-free, --idf FILE"
+        )
+    else:
+        config = EncoderConfig(kind=kind, pooling="mean" if kind == "dense" else "max",
+                               extra={"base_model": str(path)})
+    if max_query_length is not None:
+        config.max_query_length = max_query_length
+    if max_document_length is not None:
+        config.max_document_length = max_document_length
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    if config.kind == "dense":
+        model = AutoModel.from_pretrained(str(path))
+        return DenseEncoder(config, model, tokenizer, device=device, dtype=dtype)
+
+    model = AutoModelForMaskedLM.from_pretrained(str(path))
+    if config.kind == "splade":
+        return SpladeEncoder(config, model, tokenizer, device=device, dtype=dtype)
+
+    idf_path = Path(idf) if idf is not None else (directory / config.idf_file if config.idf_file else None)
+    if idf_path is None:
+        raise ValueError("an inference-free encoder needs an IDF table: pass --idf FILE (token -> weight JSON)")
+    if not idf_path.exists():
+        raise FileNotFoundError(f"IDF table {idf_path} does not exist; compute one with `lsr idf` or pass --idf FILE")
+    table = json.loads(idf_path.read_text())
+    idf_array = idf_table_to_array(table, tokenizer, int(model.config.vocab_size), str(idf_path))
+    config.idf_file = "idf.json"
+    return InferenceFreeEncoder(config, model, tokenizer, device=device, dtype=dtype, idf=idf_array)
