@@ -1,0 +1,1 @@
+"""Corpus reading, batched document encoding and the native inverted index."""

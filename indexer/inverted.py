@@ -1,0 +1,281 @@
+"""The native inverted index: a manifest plus plain ``.npy`` arrays, memory-mapped at load, no pickle.
+
+Layout of an index directory::
+
+    manifest.json                  format version, encoder identity, quantization, build parameters, segments
+    encoder/                       the encoder directory the documents were encoded with (queries use it too)
+    segments/seg-000000/
+        offsets.npy                int64 (vocab_size + 1): postings of term t are [offsets[t], offsets[t+1])
+        doc_ids.npy                uint32: segment-local document ids, increasing within each term
+        impacts.npy                uint8 (quantized) or float32
+        ids.npy                    external document ids (unicode array), by local document id
+
+An index is a list of immutable segments, each with its own ``doc_base``; one segment is the case n = 1.
+Quantization: q = round(w * scale) with scale = (2**bits - 1) / max_weight over the whole collection; a posting whose
+q is 0 is dropped (counted in the manifest); impact(d, t) = q / scale.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numba
+import numpy as np
+
+from training.encoders import SparseBatch
+
+INDEX_FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+IMPACT_DTYPES = ("uint8", "float32")
+
+
+class IndexError_(ValueError):
+    """An index that cannot be used as asked; the message says why and what to do."""
+
+
+@dataclass
+class SegmentInfo:
+    name: str
+    doc_base: int
+    doc_count: int
+    postings: int
+
+
+@dataclass
+class Manifest:
+    doc_count: int
+    vocab_size: int
+    impact_dtype: str
+    scale: float
+    max_weight: float
+    dropped_postings: int
+    encoder: dict
+    build: dict
+    segments: list[SegmentInfo]
+    format_version: int = INDEX_FORMAT_VERSION
+    created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+
+    @property
+    def postings(self) -> int:
+        return sum(s.postings for s in self.segments)
+
+    def save(self, directory: Path) -> None:
+        (directory / MANIFEST_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, directory: Path) -> Manifest:
+        path = directory / MANIFEST_FILE
+        if not path.exists():
+            raise IndexError_(f"{directory} is not an lsr index (no {MANIFEST_FILE}); build one with `lsr index`")
+        data = json.loads(path.read_text())
+        version = data.get("format_version")
+        if version != INDEX_FORMAT_VERSION:
+            raise IndexError_(f"{directory}: index format version {version}, this lsr reads version "
+                              f"{INDEX_FORMAT_VERSION}; rebuild the index with this lsr's `lsr index`")
+        data["segments"] = [SegmentInfo(**s) for s in data["segments"]]
+        return cls(**data)
+
+
+@dataclass
+class Segment:
+    info: SegmentInfo
+    offsets: np.ndarray
+    doc_ids: np.ndarray
+    impacts: np.ndarray
+    ids: np.ndarray
+
+    @classmethod
+    def load(cls, directory: Path, info: SegmentInfo, mmap: bool) -> Segment:
+        mode = "r" if mmap else None
+        arrays = {name: np.load(directory / f"{name}.npy", mmap_mode=mode, allow_pickle=False)
+                  for name in ("offsets", "doc_ids", "impacts", "ids")}
+        return cls(info=info, **arrays)
+
+
+class InvertedIndex:
+    """A loaded index: manifest + segments (memory-mapped by default)."""
+
+    def __init__(self, directory: str | Path, mmap: bool = True) -> None:
+        self.directory = Path(directory)
+        self.manifest = Manifest.load(self.directory)
+        self.segments = [Segment.load(self.directory / "segments" / s.name, s, mmap) for s in self.manifest.segments]
+        for segment in self.segments:
+            if len(segment.offsets) != self.manifest.vocab_size + 1:
+                raise IndexError_(f"{self.directory}: segment {segment.info.name} has {len(segment.offsets) - 1} "
+                                  f"terms, manifest says {self.manifest.vocab_size}; the index is damaged, rebuild it")
+
+    @property
+    def doc_count(self) -> int:
+        return self.manifest.doc_count
+
+    @property
+    def encoder_directory(self) -> Path:
+        return self.directory / "encoder"
+
+    def external_id(self, doc: int) -> str:
+        for segment in self.segments:
+            if segment.info.doc_base <= doc < segment.info.doc_base + segment.info.doc_count:
+                return str(segment.ids[doc - segment.info.doc_base])
+        raise KeyError(doc)
+
+
+def quantize(weights: np.ndarray, scale: float, dtype: str) -> np.ndarray:
+    """Impacts as stored: float32 unchanged, or uint8 q = round(w * scale) clipped to [0, 255]."""
+    if dtype == "float32":
+        return weights.astype(np.float32)
+    return np.clip(np.rint(weights.astype(np.float64) * scale), 0, 255).astype(np.uint8)
+
+
+@numba.njit(cache=True)
+def _fill_postings(indptr, indices, impacts, doc_base, cursor, doc_ids_out, impacts_out):  # pragma: no cover - numba
+    for row in range(len(indptr) - 1):
+        for j in range(indptr[row], indptr[row + 1]):
+            if impacts[j] == 0:
+                continue
+            term = indices[j]
+            position = cursor[term]
+            doc_ids_out[position] = doc_base + row
+            impacts_out[position] = impacts[j]
+            cursor[term] = position + 1
+
+
+class IndexWriter:
+    """Builds an index into a temporary sibling directory and renames it into place only when complete.
+
+    Use as a context manager: an exception (or an interrupt) inside the block removes the temporary directory and
+    leaves any previous index at ``directory`` untouched. Encoded batches are spooled to disk, so memory holds one
+    batch at a time plus the final postings arrays.
+    """
+
+    def __init__(self, directory: str | Path, vocab_size: int, impact_dtype: str = "uint8",
+                 keep_texts: bool = False) -> None:
+        if impact_dtype not in IMPACT_DTYPES:
+            raise ValueError(f"impact dtype {impact_dtype!r} is not one of {', '.join(IMPACT_DTYPES)}")
+        self.directory = Path(directory)
+        self.vocab_size = vocab_size
+        self.impact_dtype = impact_dtype
+        self.tmp = self.directory.parent / f".{self.directory.name}.tmp-{uuid.uuid4().hex[:8]}"
+        self.spool = self.tmp / "spool"
+        self.ids: list[str] = []
+        self.chunks = 0
+        self.max_weight = 0.0
+        self.keep_texts = keep_texts
+
+    def __enter__(self) -> IndexWriter:
+        self.directory.parent.mkdir(parents=True, exist_ok=True)
+        self.spool.mkdir(parents=True)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def add(self, batch: SparseBatch, ids: list[str], texts: list[str] | None = None) -> None:
+        if len(batch) != len(ids):
+            raise ValueError(f"{len(batch)} vectors for {len(ids)} ids")
+        if self.keep_texts:
+            with (self.spool / "texts.jsonl").open("a", encoding="utf-8") as handle:
+                for text in texts if texts is not None else [""] * len(ids):
+                    handle.write(json.dumps(text) + "\n")
+        batch.validate(self.vocab_size)
+        np.save(self.spool / f"{self.chunks:06d}-indptr.npy", batch.indptr, allow_pickle=False)
+        np.save(self.spool / f"{self.chunks:06d}-indices.npy", batch.indices, allow_pickle=False)
+        np.save(self.spool / f"{self.chunks:06d}-weights.npy", batch.weights, allow_pickle=False)
+        self.chunks += 1
+        self.ids.extend(ids)
+        if batch.nnz:
+            self.max_weight = max(self.max_weight, float(batch.weights.max()))
+
+    def spooled(self, scale: float):
+        """Yield (doc_base, indptr, indices, stored impacts) for every spooled chunk, in document order."""
+        doc_base = 0
+        for chunk in range(self.chunks):
+            indptr = np.load(self.spool / f"{chunk:06d}-indptr.npy")
+            indices = np.load(self.spool / f"{chunk:06d}-indices.npy")
+            weights = np.load(self.spool / f"{chunk:06d}-weights.npy")
+            yield doc_base, indptr, indices, quantize(weights, scale, self.impact_dtype)
+            doc_base += len(indptr) - 1
+
+    def scale(self) -> float:
+        if self.impact_dtype == "float32":
+            return 1.0
+        return 255.0 / self.max_weight if self.max_weight > 0 else 1.0
+
+    def export_jsonl(self, path: Path, tokens: list[str]) -> None:
+        """Pyserini's JsonVectorCollection: {"id", "contents", "vector": {token: impact}}, impacts as stored
+        (integers for a uint8 index). Written to a temporary file; :meth:`commit` renames it into place."""
+        scale = self.scale()
+        integer = self.impact_dtype == "uint8"
+        texts = (self.spool / "texts.jsonl").open(encoding="utf-8") if self.keep_texts else None
+        with path.open("w", encoding="utf-8") as out:
+            for doc_base, indptr, indices, impacts in self.spooled(scale):
+                for row in range(len(indptr) - 1):
+                    s, e = indptr[row], indptr[row + 1]
+                    vector = {tokens[t]: (int(v) if integer else round(float(v), 5))
+                              for t, v in zip(indices[s:e].tolist(), impacts[s:e].tolist()) if v > 0}
+                    contents = json.loads(next(texts)) if texts is not None else ""
+                    record = {"id": self.ids[doc_base + row], "contents": contents, "vector": vector}
+                    out.write(json.dumps(record, ensure_ascii=False) + "\n")
+        if texts is not None:
+            texts.close()
+
+    def commit(self, encoder_info: dict, build: dict, save_encoder=None, export_jsonl: Path | None = None,
+               tokens: list[str] | None = None) -> Manifest:
+        """Write the postings and manifest, then atomically put the index (and the JSONL export) in place."""
+        if not self.ids:
+            raise IndexError_("the corpus gave no documents to index; check the path (and --skip-malformed counts)")
+        scale = self.scale()
+        counts = np.zeros(self.vocab_size, dtype=np.int64)
+        total = 0
+        for _, _, indices, impacts in self.spooled(scale):
+            keep = impacts > 0
+            counts += np.bincount(indices[keep], minlength=self.vocab_size)
+            total += len(indices)
+        offsets = np.zeros(self.vocab_size + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        postings = int(offsets[-1])
+        doc_ids = np.empty(postings, dtype=np.uint32)
+        impacts_out = np.empty(postings, dtype=np.uint8 if self.impact_dtype == "uint8" else np.float32)
+        cursor = offsets[:-1].copy()
+        for doc_base, indptr, indices, impacts in self.spooled(scale):
+            _fill_postings(indptr, indices, impacts, doc_base, cursor, doc_ids, impacts_out)
+
+        segment = SegmentInfo(name="seg-000000", doc_base=0, doc_count=len(self.ids), postings=postings)
+        segment_dir = self.tmp / "segments" / segment.name
+        segment_dir.mkdir(parents=True)
+        for name, array in (("offsets", offsets), ("doc_ids", doc_ids), ("impacts", impacts_out),
+                            ("ids", np.asarray(self.ids, dtype=str))):
+            np.save(segment_dir / f"{name}.npy", array, allow_pickle=False)
+        export_tmp = None
+        if export_jsonl is not None:
+            export_tmp = self.tmp / "export.jsonl"
+            self.export_jsonl(export_tmp, tokens or [])
+        shutil.rmtree(self.spool)
+        if save_encoder is not None:
+            save_encoder(self.tmp / "encoder")
+        manifest = Manifest(
+            doc_count=len(self.ids), vocab_size=self.vocab_size, impact_dtype=self.impact_dtype, scale=scale,
+            max_weight=self.max_weight, dropped_postings=total - postings, encoder=encoder_info, build=build,
+            segments=[segment],
+        )
+        manifest.save(self.tmp)
+        if export_tmp is not None:
+            Path(export_jsonl).parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(export_tmp), str(export_jsonl))
+        self._swap_into_place()
+        return manifest
+
+    def _swap_into_place(self) -> None:
+        old = None
+        if self.directory.exists():
+            old = self.directory.parent / f".{self.directory.name}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(self.directory, old)
+        os.rename(self.tmp, self.directory)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)

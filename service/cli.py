@@ -1,0 +1,84 @@
+"""The `lsr` command: each package registers its own subcommands; this module only dispatches."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    evaluate = subparsers.add_parser("eval", help="evaluate an index on a BEIR split (nDCG@10, Recall@100, MRR@10)")
+    evaluate.add_argument("--beir", required=True, metavar="DIR", help="BEIR folder (queries.jsonl, qrels/)")
+    evaluate.add_argument("--index", required=True, metavar="DIR", help="index directory built by `lsr index`")
+    evaluate.add_argument("--encoder", metavar="DIR", help="query encoder (default: the one stored in the index)")
+    evaluate.add_argument("--split", default="test", help="qrels split (default test)")
+    evaluate.add_argument("--k", type=int, default=1000, help="hits per query (default 1000)")
+    evaluate.add_argument("--output", metavar="FILE.json", help="write the metrics as flat JSON")
+    evaluate.add_argument("--run", metavar="FILE", help="TREC run file (default: next to --output, or none)")
+    evaluate.add_argument("--device", default=None, help="query encoding device (siamese encoders)")
+    evaluate.set_defaults(handler=run_eval)
+
+    serve = subparsers.add_parser("serve", help="serve an index over HTTP (FastAPI)")
+    serve.add_argument("--index", default=None, metavar="DIR", help="index directory (or LSR_INDEX)")
+    serve.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="port (default 8000)")
+    serve.add_argument("--device", default=None, help="query encoding device (siamese encoders)")
+    serve.set_defaults(handler=run_serve)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from service.evaluation import evaluate
+    from service.searcher import Searcher
+
+    searcher = Searcher.open(args.index, encoder=args.encoder, device=args.device)
+    run_path = args.run or (str(Path(args.output).with_suffix(".trec")) if args.output else None)
+    metrics = evaluate(searcher, args.beir, split=args.split, k=args.k, run_path=run_path)
+    if run_path:
+        metrics["run"] = run_path
+    text = json.dumps(metrics, indent=2)
+    print(text)
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(text + "\n")
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    overrides = {key: value for key, value in (("index", args.index), ("host", args.host), ("port", args.port),
+                                               ("device", args.device)) if value is not None}
+    settings = Settings(**overrides)
+    if settings.index is None:
+        print("lsr serve: no index given; pass --index DIR (or set LSR_INDEX)", file=sys.stderr)
+        return 2
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from indexer.cli import register as register_indexer
+
+    parser = argparse.ArgumentParser(prog="lsr", description="learned sparse retrieval: encode, index, search, serve")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    register_indexer(subparsers)
+    register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (ValueError, FileNotFoundError) as exc:  # user errors: one clear line, no traceback
+        print(f"lsr {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

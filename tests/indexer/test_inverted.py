@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from indexer.build import build_index
+from indexer.inverted import IndexError_, IndexWriter, InvertedIndex, Manifest, quantize
+from training.encoders import SparseBatch, load_encoder
+from tests.conftest import TINY_DOCS, write_jsonl
+
+
+def random_batch(rng, n_docs, vocab, max_nnz=12, low=0.01, high=5.0):
+    rows = []
+    for _ in range(n_docs):
+        nnz = int(rng.integers(1, max_nnz))
+        rows.append((np.sort(rng.choice(vocab, nnz, replace=False)), rng.uniform(low, high, nnz)))
+    return SparseBatch.from_rows(rows)
+
+
+def test_quantization_error_is_at_most_half_a_step():
+    rng = np.random.default_rng(0)
+    weights = rng.uniform(0, 7.3, 10_000).astype(np.float32)
+    scale = 255 / weights.max()
+    q = quantize(weights, scale, "uint8")
+    assert q.dtype == np.uint8 and q.max() == 255
+    assert np.abs(q / scale - weights).max() <= 0.5 / scale + 1e-6
+
+
+def write_index(directory, batch, ids, dtype="uint8"):
+    with IndexWriter(directory, vocab_size=50, impact_dtype=dtype) as writer:
+        half = len(ids) // 2
+        writer.add(batch.take(range(half)), ids[:half])
+        writer.add(batch.take(range(half, len(ids))), ids[half:])
+        return writer.commit({"kind": "test", "identity": "x"}, {})
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "float32"])
+def test_postings_round_trip(tmp_path, dtype):
+    rng = np.random.default_rng(1)
+    batch = random_batch(rng, 40, 50)
+    ids = [f"doc{i}" for i in range(40)]
+    manifest = write_index(tmp_path / "idx", batch, ids, dtype)
+    index = InvertedIndex(tmp_path / "idx")
+    assert index.doc_count == 40 and manifest.impact_dtype == dtype
+    segment = index.segments[0]
+    assert isinstance(segment.doc_ids, np.memmap)
+    dense = np.zeros((40, 50))
+    for term in range(50):
+        start, end = segment.offsets[term], segment.offsets[term + 1]
+        docs = segment.doc_ids[start:end]
+        assert (np.diff(docs.astype(np.int64)) > 0).all(), "doc ids increase within a posting list"
+        dense[docs, term] = segment.impacts[start:end] / manifest.scale
+    expected = np.zeros((40, 50))
+    for i in range(40):
+        expected[i, batch.row(i)[0]] = batch.row(i)[1]
+    step = 0.5 / manifest.scale if dtype == "uint8" else 1e-6
+    assert np.abs(dense - expected).max() <= step + 1e-6
+    assert index.external_id(7) == "doc7"
+    assert manifest.postings + manifest.dropped_postings == batch.nnz
+
+
+def test_failed_build_keeps_previous_index(tmp_path):
+    rng = np.random.default_rng(2)
+    batch = random_batch(rng, 10, 50)
+    write_index(tmp_path / "idx", batch, [f"d{i}" for i in range(10)])
+    before = {p.name: p.read_bytes() for p in (tmp_path / "idx").rglob("*") if p.is_file()}
+    with pytest.raises(KeyboardInterrupt):
+        with IndexWriter(tmp_path / "idx", vocab_size=50) as writer:
+            writer.add(batch, [f"new{i}" for i in range(10)])
+            raise KeyboardInterrupt  # an interrupt in the middle of a build
+    after = {p.name: p.read_bytes() for p in (tmp_path / "idx").rglob("*") if p.is_file()}
+    assert after == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["idx"], "no temporary directory left behind"
+
+
+def test_bad_vectors_are_refused_before_anything_is_written(tmp_path):
+    bad = SparseBatch.from_rows([(np.array([3]), np.array([np.nan], dtype=np.float32))])
+    with pytest.raises(ValueError, match="not a finite"):
+        with IndexWriter(tmp_path / "idx", vocab_size=50) as writer:
+            writer.add(bad, ["x"])
+    assert not any(tmp_path.iterdir())
+
+
+def test_manifest_version_and_missing_index_are_explained(tmp_path):
+    with pytest.raises(IndexError_, match="not an lsr index"):
+        InvertedIndex(tmp_path)
+    write_index(tmp_path / "idx", random_batch(np.random.default_rng(3), 4, 50), ["a", "b", "c", "d"])
+    data = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    data["format_version"] = 99
+    (tmp_path / "idx" / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(IndexError_, match="rebuild the index"):
+        Manifest.load(tmp_path / "idx")
+
+
+def test_build_index_end_to_end_with_export(tmp_path, tiny_mlm_dir, tiny_idf_file):
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", TINY_DOCS)
+    encoder = load_encoder(tiny_mlm_dir, kind="inference-free", idf=tiny_idf_file, device="cpu")
+    manifest = build_index(corpus, encoder, tmp_path / "idx", batch_size=2, chunk_documents=3,
+                           export_jsonl=tmp_path / "vectors.jsonl", progress=False)
+    assert manifest.doc_count == 5 and manifest.encoder["identity"] == encoder.identity()
+    assert (tmp_path / "idx" / "encoder" / "lsr_encoder.json").exists()
+    records = [json.loads(line) for line in (tmp_path / "vectors.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in records] == [d["_id"] for d in TINY_DOCS]
+    assert records[1]["contents"] == "Fish oil fish oil and heart disease risk"
+    vector = records[0]["vector"]
+    assert vector and all(isinstance(v, int) and 1 <= v <= 255 for v in vector.values())
+    ids, weights = encoder.encode_documents([TINY_DOCS[0]["title"] + " " + TINY_DOCS[0]["text"]]).row(0)
+    tokens = encoder.tokenizer.convert_ids_to_tokens(ids.tolist())
+    expected = {t: int(np.rint(w * manifest.scale)) for t, w in zip(tokens, weights) if np.rint(w * manifest.scale) > 0}
+    assert vector == expected
+
+
+def test_build_index_malformed_corpus_keeps_old_index(tmp_path, tiny_mlm_dir, tiny_idf_file):
+    encoder = load_encoder(tiny_mlm_dir, kind="inference-free", idf=tiny_idf_file, device="cpu")
+    good = write_jsonl(tmp_path / "good.jsonl", TINY_DOCS)
+    build_index(good, encoder, tmp_path / "idx", progress=False)
+    bad = write_jsonl(tmp_path / "bad.jsonl", [*TINY_DOCS[:3], "{broken"])
+    with pytest.raises(ValueError, match="bad.jsonl:4"):
+        build_index(bad, encoder, tmp_path / "idx", chunk_documents=2, progress=False)
+    assert InvertedIndex(tmp_path / "idx").doc_count == 5
+    manifest = build_index(bad, encoder, tmp_path / "idx", skip_malformed=True, progress=False)
+    assert manifest.doc_count == 3 and manifest.build["skipped_lines"] == 1
