@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from indexer.corpus import Document, ReadStats, read_corpus
+from indexer.corpus import Document, ReadStats, count_documents, read_corpus
 from indexer.inverted import IndexWriter, Manifest
 from training.encoders import SparseEncoder
 
@@ -40,7 +40,10 @@ def build_index(
     if limit is not None:
         documents = itertools.islice(documents, limit)
     started = time.perf_counter()
-    bar = tqdm(desc="encoding documents", unit="doc", disable=not progress, total=limit)
+    total = count_documents(corpus) if progress else None
+    if limit is not None:
+        total = min(limit, total) if total is not None else limit
+    bar = tqdm(desc="encoding documents", unit="doc", disable=not progress, total=total)
     with IndexWriter(out, encoder.vocab_size, impact_dtype, keep_texts=export_jsonl is not None) as writer:
         for chunk in chunked(documents, chunk_documents):
             texts = [d.contents for d in chunk]

@@ -127,6 +127,16 @@ def read_corpus(path: str | Path, skip_malformed: bool = False, stats: ReadStats
     return read_jsonl_corpus(corpus_file(candidate), skip_malformed, stats)
 
 
+def count_documents(path: str | Path) -> int | None:
+    """Non-empty lines of a JSONL corpus (for a progress bar's total); None for ir_datasets ids."""
+    try:
+        file = corpus_file(path)
+    except CorpusError:
+        return None
+    with _open(file) as handle:
+        return sum(1 for line in handle if line.strip())
+
+
 def read_queries(beir_dir: str | Path) -> dict[str, str]:
     path = Path(beir_dir) / "queries.jsonl"
     if not path.exists():

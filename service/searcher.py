@@ -11,8 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from indexer.inverted import IndexError_, InvertedIndex
 from service.kernel import score_batch, score_batch_serial
 from training.encoders import SparseBatch, SparseEncoder, load_encoder

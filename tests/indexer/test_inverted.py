@@ -7,8 +7,8 @@ import pytest
 
 from indexer.build import build_index
 from indexer.inverted import IndexError_, IndexWriter, InvertedIndex, Manifest, quantize
-from training.encoders import SparseBatch, load_encoder
 from tests.conftest import TINY_DOCS, write_jsonl
+from training.encoders import SparseBatch, load_encoder
 
 
 def random_batch(rng, n_docs, vocab, max_nnz=12, low=0.01, high=5.0):

@@ -3,7 +3,8 @@
 SPLADE (Formal et al., SIGIR 2021; SPLADE v2, arXiv 2109.10086): w_t = max_i log(1 + ReLU(logit_{i,t})) over the
 non-padding positions i. The activation is monotone, so we max-pool the raw logits and activate the (batch,
 vocabulary) result once. The (vocabulary x tokens) logits are computed over packed non-padding tokens in chunks of at
-most ``chunk_tokens`` tokens, the decoder bias is added after the max, so memory stays bounded whatever the batch and length, and no work is spent on padding.
+most ``chunk_tokens`` tokens (so memory stays bounded whatever the batch and length, and no work is spent on
+padding), and the decoder bias is added after the max.
 """
 
 from __future__ import annotations

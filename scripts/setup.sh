@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Create .venv (once) and install lsr into it with its test tools. Source it or run it; safe to rerun.
+#   TORCH_SPEC   the torch to install first (default torch==2.13.0, the local CPU wheel on this kind of machine;
+#                on a GPU host set e.g. TORCH_SPEC=torch to keep/get a CUDA build)
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv with $($PYTHON --version)"
+  "$PYTHON" -m venv .venv
+fi
+# shellcheck disable=SC1091
+. .venv/bin/activate
+if ! python -c "import torch" >/dev/null 2>&1; then
+  echo "[setup] installing ${TORCH_SPEC:-torch==2.13.0}"
+  python -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
+fi
+echo "[setup] installing lsr (editable) with its dev extras"
+python -m pip install -q -e ".[dev]" 2>&1 | grep -v -E "^WARNING: Location .* is ignored" || true
+python -c "import service, indexer, training, torch, numba, fastapi" || { echo "[setup] install failed" >&2; exit 1; }

@@ -1,0 +1,106 @@
+"""End to end on a small NFCorpus slice: `lsr index` -> `lsr eval` -> `lsr serve` (real HTTP on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import NFCORPUS, OPENSEARCH_IDF, SPLADE_TINY
+
+pytestmark = pytest.mark.skipif(not NFCORPUS.exists() or not SPLADE_TINY.exists(),
+                                reason="needs ../shared (NFCorpus and splade-tiny)")
+N_DOCS = 120
+
+
+def lsr(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "service.cli", *args], capture_output=True, text=True,
+                            timeout=timeout, cwd=Path(__file__).resolve().parents[2])
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def beir_slice(tmp_path_factory) -> Path:
+    """The first N_DOCS documents, the test queries judged on them, and those judgments."""
+    root = tmp_path_factory.mktemp("nfcorpus-slice")
+    lines = (NFCORPUS / "corpus.jsonl").read_text().splitlines()[:N_DOCS]
+    (root / "corpus.jsonl").write_text("\n".join(lines) + "\n")
+    doc_ids = {json.loads(line)["_id"] for line in lines}
+    (root / "qrels").mkdir()
+    qrels = [row for row in (NFCORPUS / "qrels" / "test.tsv").read_text().splitlines()[1:]
+             if row.split("\t")[1] in doc_ids]
+    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(qrels) + "\n")
+    judged = {row.split("\t")[0] for row in qrels}
+    queries = [q for q in (NFCORPUS / "queries.jsonl").read_text().splitlines() if json.loads(q)["_id"] in judged]
+    (root / "queries.jsonl").write_text("\n".join(queries) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def index_dir(beir_slice, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("index") / "nf"
+    result = lsr("index", "--corpus", str(beir_slice), "--encoder", str(SPLADE_TINY), "--kind", "inference-free",
+                 "--idf", str(OPENSEARCH_IDF), "--out", str(out), "--export-jsonl", str(out.parent / "vec.jsonl"))
+    summary = json.loads(result.stdout[result.stdout.index("{"):])
+    assert summary["documents"] == N_DOCS and summary["avg_doc_nnz"] > 50
+    assert sum(1 for _ in (out.parent / "vec.jsonl").open()) == N_DOCS
+    return out
+
+
+def test_eval_reports_metrics(beir_slice, index_dir, tmp_path):
+    lsr("eval", "--beir", str(beir_slice), "--index", str(index_dir), "--output", str(tmp_path / "m.json"))
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    for key in ("ndcg@10", "recall@100", "mrr@10", "latency_ms_mean", "latency_ms_p99", "qps", "postings_per_query"):
+        assert key in metrics
+    assert 0.2 < metrics["ndcg@10"] <= 1 and 0.2 < metrics["recall@100"] <= 1
+    assert metrics["queries"] > 20 and metrics["postings_per_query"] > 0
+    run = (tmp_path / "m.trec").read_text().splitlines()
+    assert len(run) > metrics["queries"] and len(run[0].split()) == 6
+
+
+def test_eval_refuses_a_foreign_encoder(beir_slice, index_dir, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "service.cli", "eval", "--beir", str(beir_slice), "--index",
+                             str(index_dir), "--encoder", str(index_dir / "missing")], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parents[2])
+    assert result.returncode == 2 and "error" in result.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_serve_answers_real_http(index_dir):
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--index", str(index_dir),
+                               "--host", "127.0.0.1", "--port", str(port)],
+                              cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None, server.stdout.read()
+            assert time.monotonic() < deadline, "server did not become healthy"
+            time.sleep(0.3)
+        response = httpx.post(f"{base}/search", json={"query": "statin use and breast cancer survival", "k": 5})
+        assert response.status_code == 200
+        hits = response.json()["hits"]
+        assert len(hits) == 5 and hits[0]["id"] == "MED-10"  # that document's title is the query, nearly
+        assert httpx.post(f"{base}/search", json={"query": "", "k": 5}).status_code == 422
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
