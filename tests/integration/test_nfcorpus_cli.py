@@ -60,7 +60,7 @@ def test_eval_reports_metrics(beir_slice, index_dir, tmp_path):
     for key in ("ndcg@10", "recall@100", "mrr@10", "latency_ms_mean", "latency_ms_p99", "qps", "postings_per_query"):
         assert key in metrics
     assert 0.2 < metrics["ndcg@10"] <= 1 and 0.2 < metrics["recall@100"] <= 1
-    assert metrics["queries"] > 20 and metrics["postings_per_query"] > 0
+    assert metrics["queries"] >= 10 and metrics["postings_per_query"] > 0
     run = (tmp_path / "m.trec").read_text().splitlines()
     assert len(run) > metrics["queries"] and len(run[0].split()) == 6
 
