@@ -64,7 +64,7 @@ def create_app(settings: Settings | None = None, searcher: Searcher | None = Non
         started = time.perf_counter()
         result = searcher.search(body.query, body.k)
         took_ms = (time.perf_counter() - started) * 1000
-        return SearchResponse(hits=[HitOut(id=h.id, score=h.score) for h in result.hits], took_ms=took_ms)
+        return SearchResponse(hits=[HitOut(id=i, score=s) for i, s in zip(result.ids, result.scores)], took_ms=took_ms)
 
     @app.get("/healthz", response_model=Health)
     def healthz(searcher: Annotated[Searcher, Depends(get_searcher)]) -> Health:

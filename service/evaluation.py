@@ -53,7 +53,7 @@ def evaluate(searcher: Searcher, beir_dir: str | Path, split: str = "test", k: i
         result = searcher.search_batch([queries[qid]], k, threads=1)[0]
         latencies.append((time.perf_counter() - started) * 1000)
         postings.append(result.postings)
-        run[qid] = {hit.id: hit.score for hit in result.hits}
+        run[qid] = dict(zip(result.ids, result.scores))
     metrics = trec_metrics(run, qrels)
     latency = np.asarray(latencies)
     manifest = searcher.index.manifest

@@ -10,24 +10,33 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
 
 from indexer.inverted import IndexError_, InvertedIndex
 from service.kernel import score_batch, score_batch_serial
 from training.encoders import SparseBatch, SparseEncoder, load_encoder
 
 
-@dataclass(frozen=True)
-class Hit:
+class Hit(NamedTuple):
     id: str
     score: float
 
 
 @dataclass(frozen=True)
 class SearchResult:
-    hits: list[Hit]
+    """Top-k of one query, best first: external ids and their scores (kept as lists; ``hits`` pairs them)."""
+
+    ids: list[str]
+    scores: list[float]
     postings: int  # postings scored for this query
     encode_ms: float
     score_ms: float
+
+    @property
+    def hits(self) -> list[Hit]:
+        return [Hit(i, s) for i, s in zip(self.ids, self.scores)]
 
 
 class Searcher:
@@ -95,11 +104,12 @@ class Searcher:
             for segment, docs, seg_scores, _ in per_segment:
                 found = docs[q][docs[q] >= 0]
                 ids.extend(segment.ids[found].tolist())
-                scores.extend(seg_scores[q][: len(found)].tolist())
+                scores.extend((seg_scores[q][: len(found)].astype(np.float64) * inv_scale).tolist())
                 global_docs.extend((found + segment.info.doc_base).tolist())
-            order = range(len(ids)) if len(per_segment) == 1 else sorted(
-                range(len(ids)), key=lambda i: (-scores[i], global_docs[i]))
-            hits = [Hit(id=ids[i], score=scores[i] * inv_scale) for i in list(order)[:k]]
+            if len(per_segment) > 1:  # merge the segments' top-k lists: score desc, then global doc id
+                order = sorted(range(len(ids)), key=lambda i: (-scores[i], global_docs[i]))[:k]
+                ids, scores = [ids[i] for i in order], [scores[i] for i in order]
             postings = sum(int(seg_postings[q]) for _, _, _, seg_postings in per_segment)
-            results.append(SearchResult(hits=hits, postings=postings, encode_ms=encode_ms, score_ms=score_ms))
+            results.append(SearchResult(ids=ids, scores=scores, postings=postings, encode_ms=encode_ms,
+                                        score_ms=score_ms))
         return results

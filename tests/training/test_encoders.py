@@ -146,3 +146,14 @@ def test_encoder_config_rejects_unknown_kind_and_future_version():
         EncoderConfig(kind="colbert")
     with pytest.raises(ValueError, match="upgrade lsr"):
         EncoderConfig(kind="splade", format_version=99)
+
+
+def test_sparse_batch_take_reorders_rows_including_empty_ones():
+    rows = [(np.array([1, 4]), np.array([0.5, 1.0])), (np.array([], dtype=int), np.array([])),
+            (np.array([2]), np.array([3.0]))]
+    taken = SparseBatch.from_rows(rows).take([2, 0, 1, 0])
+    expected = [rows[2], rows[0], rows[1], rows[0]]
+    assert len(taken) == 4
+    for i, (ids, weights) in enumerate(expected):
+        np.testing.assert_array_equal(taken.row(i)[0], ids)
+        np.testing.assert_allclose(taken.row(i)[1], weights)

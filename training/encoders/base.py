@@ -116,7 +116,14 @@ class SparseBatch:
 
     def take(self, order: Sequence[int] | np.ndarray) -> SparseBatch:
         """Rows in the given order (used to undo length sorting)."""
-        return SparseBatch.from_rows([self.row(int(i)) for i in order])
+        order = np.asarray(order, dtype=np.int64)
+        starts, ends = self.indptr[order], self.indptr[order + 1]
+        lengths = ends - starts
+        indptr = np.zeros(len(order) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        # position j of the output row r reads input position starts[r] + (j - indptr[r])
+        gather = np.repeat(starts - indptr[:-1], lengths) + np.arange(indptr[-1], dtype=np.int64)
+        return SparseBatch(indptr, self.indices[gather], self.weights[gather])
 
     def validate(self, vocab_size: int) -> None:
         """Raise ``ValueError`` naming the first bad row: ids outside the vocabulary, NaN/Inf or negative weights."""
