@@ -40,9 +40,7 @@ def build_index(
     if limit is not None:
         documents = itertools.islice(documents, limit)
     started = time.perf_counter()
-    total = count_documents(corpus) if progress else None
-    if limit is not None:
-        total = min(limit, total) if total is not None else limit
+    total = limit if limit is not None else (count_documents(corpus) if progress else None)
     bar = tqdm(desc="encoding documents", unit="doc", disable=not progress, total=total)
     with IndexWriter(out, encoder.vocab_size, impact_dtype, keep_texts=export_jsonl is not None) as writer:
         for chunk in chunked(documents, chunk_documents):

@@ -51,10 +51,12 @@ def run_index(args: argparse.Namespace) -> int:
 
 
 def run_idf(args: argparse.Namespace) -> int:
+    import transformers
     from transformers import AutoTokenizer
 
     from training.idf import idf_table
 
+    transformers.utils.logging.set_verbosity_error()  # "sequence longer than the model maximum": irrelevant here
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     table = idf_table((d.contents for d in read_corpus(args.corpus, skip_malformed=args.skip_malformed)), tokenizer)
     out = Path(args.out)

@@ -41,10 +41,8 @@ class ReadStats:
             self.examples.append(reason)
 
 
-def _open(path: Path) -> IO[str]:
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return path.open(encoding="utf-8")
+def _open_bytes(path: Path) -> IO[bytes]:
+    return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
 
 
 def corpus_file(path: str | Path) -> Path:
@@ -60,7 +58,12 @@ def corpus_file(path: str | Path) -> Path:
     raise CorpusError(f"corpus {path} does not exist (expected a BEIR folder, a JSONL file or an ir_datasets id)")
 
 
-def _parse_document(line: str, where: str) -> Document:
+def _parse_document(raw: bytes, where: str) -> Document:
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CorpusError(f"{where}: not UTF-8 (byte {exc.start}); re-encode the file as UTF-8 or pass "
+                          "--skip-malformed") from None
     try:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
@@ -84,7 +87,7 @@ def _parse_document(line: str, where: str) -> Document:
 def read_jsonl_corpus(path: Path, skip_malformed: bool = False, stats: ReadStats | None = None) -> Iterator[Document]:
     stats = stats if stats is not None else ReadStats()
     seen: set[str] = set()
-    with _open(path) as handle:
+    with _open_bytes(path) as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -133,7 +136,7 @@ def count_documents(path: str | Path) -> int | None:
         file = corpus_file(path)
     except CorpusError:
         return None
-    with _open(file) as handle:
+    with _open_bytes(file) as handle:
         return sum(1 for line in handle if line.strip())
 
 

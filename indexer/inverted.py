@@ -11,8 +11,8 @@ Layout of an index directory::
         ids.npy                    external document ids (unicode array), by local document id
 
 An index is a list of immutable segments, each with its own ``doc_base``; one segment is the case n = 1.
-Quantization: q = round(w * scale) with scale = (2**bits - 1) / max_weight over the whole collection; a posting whose
-q is 0 is dropped (counted in the manifest); impact(d, t) = q / scale.
+Quantization: q = round(w * scale) with scale = 255 / max_weight over the segment's documents (stored per segment);
+a posting whose q is 0 is dropped (counted in the manifest); impact(d, t) = q / scale.
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ class SegmentInfo:
     doc_base: int
     doc_count: int
     postings: int
+    scale: float  # impact(d, t) = stored / scale; per segment, so segments can be quantized independently
+    max_weight: float
 
 
 @dataclass
@@ -52,8 +54,6 @@ class Manifest:
     doc_count: int
     vocab_size: int
     impact_dtype: str
-    scale: float
-    max_weight: float
     dropped_postings: int
     encoder: dict
     build: dict
@@ -78,8 +78,12 @@ class Manifest:
         if version != INDEX_FORMAT_VERSION:
             raise IndexError_(f"{directory}: index format version {version}, this lsr reads version "
                               f"{INDEX_FORMAT_VERSION}; rebuild the index with this lsr's `lsr index`")
-        data["segments"] = [SegmentInfo(**s) for s in data["segments"]]
-        return cls(**data)
+        try:
+            data["segments"] = [SegmentInfo(**s) for s in data["segments"]]
+            return cls(**data)
+        except (TypeError, KeyError) as exc:
+            raise IndexError_(f"{path} does not match index format {INDEX_FORMAT_VERSION} ({exc}); "
+                              "the file is damaged or from another tool: rebuild the index") from None
 
 
 @dataclass
@@ -168,6 +172,10 @@ class IndexWriter:
         self.keep_texts = keep_texts
 
     def __enter__(self) -> IndexWriter:
+        if self.directory.exists() and not (self.directory / MANIFEST_FILE).exists() and (
+                not self.directory.is_dir() or any(self.directory.iterdir())):
+            raise IndexError_(f"{self.directory} exists and is not an lsr index; refusing to replace it. "
+                              "Choose another --out (an existing index there would be replaced atomically)")
         self.directory.parent.mkdir(parents=True, exist_ok=True)
         self.spool.mkdir(parents=True)
         return self
@@ -210,8 +218,11 @@ class IndexWriter:
     def export_jsonl(self, path: Path, tokens: list[str]) -> None:
         """Pyserini's JsonVectorCollection: {"id", "contents", "vector": {token: impact}}, impacts as stored
         (integers for a uint8 index). Written to a temporary file; :meth:`commit` renames it into place."""
+        if self.impact_dtype != "uint8":
+            raise IndexError_("--export-jsonl writes integer impacts for Lucene (Anserini casts weights to int); "
+                              "build with --impact-dtype uint8 (the default) to export")
         scale = self.scale()
-        integer = self.impact_dtype == "uint8"
+        integer = True
         texts = (self.spool / "texts.jsonl").open(encoding="utf-8") if self.keep_texts else None
         with path.open("w", encoding="utf-8") as out:
             for doc_base, indptr, indices, impacts in self.spooled(scale):
@@ -246,7 +257,8 @@ class IndexWriter:
         for doc_base, indptr, indices, impacts in self.spooled(scale):
             _fill_postings(indptr, indices, impacts, doc_base, cursor, doc_ids, impacts_out)
 
-        segment = SegmentInfo(name="seg-000000", doc_base=0, doc_count=len(self.ids), postings=postings)
+        segment = SegmentInfo(name="seg-000000", doc_base=0, doc_count=len(self.ids), postings=postings,
+                              scale=scale, max_weight=self.max_weight)
         segment_dir = self.tmp / "segments" / segment.name
         segment_dir.mkdir(parents=True)
         for name, array in (("offsets", offsets), ("doc_ids", doc_ids), ("impacts", impacts_out),
@@ -260,8 +272,8 @@ class IndexWriter:
         if save_encoder is not None:
             save_encoder(self.tmp / "encoder")
         manifest = Manifest(
-            doc_count=len(self.ids), vocab_size=self.vocab_size, impact_dtype=self.impact_dtype, scale=scale,
-            max_weight=self.max_weight, dropped_postings=total - postings, encoder=encoder_info, build=build,
+            doc_count=len(self.ids), vocab_size=self.vocab_size, impact_dtype=self.impact_dtype,
+            dropped_postings=total - postings, encoder=encoder_info, build=build,
             segments=[segment],
         )
         manifest.save(self.tmp)
@@ -272,10 +284,17 @@ class IndexWriter:
         return manifest
 
     def _swap_into_place(self) -> None:
+        """Two renames; if the second fails, the previous index is put back. (A generation pointer swapped with
+        one ``os.replace`` comes with live updates.)"""
         old = None
         if self.directory.exists():
             old = self.directory.parent / f".{self.directory.name}.old-{uuid.uuid4().hex[:8]}"
             os.rename(self.directory, old)
-        os.rename(self.tmp, self.directory)
+        try:
+            os.rename(self.tmp, self.directory)
+        except BaseException:
+            if old is not None:
+                os.rename(old, self.directory)
+            raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)

@@ -12,10 +12,15 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # shellcheck disable=SC1091
 . .venv/bin/activate
+quiet_pip() {  # pip, minus this machine's harmless "Location ... is ignored" notes; fails when pip fails
+  python -m pip install -q "$@" 2>&1 | { grep -v -E "^WARNING: Location .* is ignored" || true; }
+  return "${PIPESTATUS[0]}"
+}
 if ! python -c "import torch" >/dev/null 2>&1; then
   echo "[setup] installing ${TORCH_SPEC:-torch==2.13.0}"
-  python -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
+  quiet_pip "${TORCH_SPEC:-torch==2.13.0}"
 fi
 echo "[setup] installing lsr (editable) with its dev extras"
-python -m pip install -q -e ".[dev]" 2>&1 | grep -v -E "^WARNING: Location .* is ignored" || true
-python -c "import service, indexer, training, torch, numba, fastapi" || { echo "[setup] install failed" >&2; exit 1; }
+quiet_pip -e ".[dev]"
+python -c "import service.app, indexer.build, training.encoders, torch, numba, fastapi, uvicorn, pytrec_eval, \
+pydantic_settings, httpx, pytest" || { echo "[setup] install failed: see the errors above" >&2; exit 1; }

@@ -7,15 +7,17 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from service.searcher import Searcher
 from service.settings import Settings
 
 
 class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     query: str = Field(..., min_length=1, description="query text", examples=["statins and breast cancer"])
-    k: int = Field(10, ge=1, le=1000, description="number of hits")
+    k: StrictInt = Field(10, ge=1, description="number of hits (at most LSR_MAX_K, default 1000)")
 
 
 class HitOut(BaseModel):

@@ -49,6 +49,7 @@ def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.app import create_app
+    from service.searcher import Searcher
     from service.settings import Settings
 
     overrides = {key: value for key, value in (("index", args.index), ("host", args.host), ("port", args.port),
@@ -57,7 +58,8 @@ def run_serve(args: argparse.Namespace) -> int:
     if settings.index is None:
         print("lsr serve: no index given; pass --index DIR (or set LSR_INDEX)", file=sys.stderr)
         return 2
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    searcher = Searcher.open(settings.index, device=settings.device)  # fail here, with one line, not in uvicorn
+    uvicorn.run(create_app(settings, searcher=searcher), host=settings.host, port=settings.port, log_level="info")
     return 0
 
 
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (ValueError, FileNotFoundError) as exc:  # user errors: one clear line, no traceback
+    except (ValueError, FileNotFoundError) as exc:  # user errors (CorpusError, IndexError_, ...): one clear line
         print(f"lsr {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -9,17 +10,21 @@ import numpy as np
 import pytrec_eval
 from tqdm.auto import tqdm
 
-from indexer.corpus import read_qrels, read_queries
+from indexer.corpus import CorpusError, read_qrels, read_queries
 from service.searcher import Searcher
 
 
-def trec_metrics(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, int]]) -> dict[str, float]:
+def trec_metrics(run: dict[str, list[str]], qrels: dict[str, dict[str, int]]) -> dict[str, float]:
     """nDCG@10, Recall@100 and MRR@10 (reciprocal rank of the run cut at 10), averaged over the judged queries.
 
+    ``run`` maps a query to its ranked document ids, best first. trec_eval re-sorts by score and breaks ties its own
+    way, so it gets strictly decreasing rank-based scores: the metrics score exactly the ranking the API returns.
     Queries with no hits count as zero, as in trec_eval's -c mode.
     """
-    full_run = {qid: run.get(qid, {}) or {"__no_hit__": 0.0} for qid in qrels}
-    top10 = {qid: dict(sorted(hits.items(), key=lambda kv: -kv[1])[:10]) for qid, hits in full_run.items()}
+    full_run = {qid: {doc: float(len(ranked) - rank) for rank, doc in enumerate(ranked)} or {"__no_hit__": 0.0}
+                for qid in qrels for ranked in [run.get(qid, [])]}
+    top10 = {qid: {doc: float(10 - rank) for rank, doc in enumerate(run.get(qid, [])[:10])} or {"__no_hit__": 0.0}
+             for qid in qrels}
     per_query = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.100"}).evaluate(full_run)
     per_query_rr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(top10)
     return {
@@ -29,32 +34,45 @@ def trec_metrics(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, in
     }
 
 
-def write_trec_run(run: dict[str, dict[str, float]], path: Path, tag: str) -> None:
+def write_trec_run(run: dict[str, list[tuple[str, float]]], path: Path, tag: str) -> None:
+    """TREC run file, hits in the searcher's order (ties as the API breaks them)."""
     with path.open("w", encoding="utf-8") as out:
         for qid, hits in run.items():
-            for rank, (doc, score) in enumerate(sorted(hits.items(), key=lambda kv: (-kv[1], kv[0])), start=1):
+            for rank, (doc, score) in enumerate(hits, start=1):
                 out.write(f"{qid} Q0 {doc} {rank} {score:.6f} {tag}\n")
 
 
 def evaluate(searcher: Searcher, beir_dir: str | Path, split: str = "test", k: int = 1000,
-             run_path: str | Path | None = None, progress: bool = True) -> dict:
-    """Run every judged query of ``split`` one at a time (timed end to end: encode + score) and score the run."""
+             run_path: str | Path | None = None, progress: bool = True, ignore_identical_ids: bool = True) -> dict:
+    """Run every judged query of ``split`` one at a time (timed end to end: encode + score) and score the run.
+
+    ``qps`` is sequential single-query throughput (1000 / mean latency); ``qps_batch`` scores all queries in one
+    multi-threaded batch. As BEIR does, a hit whose id equals the query id is dropped (``ignore_identical_ids``).
+    """
     queries = read_queries(beir_dir)
     qrels = read_qrels(beir_dir, split)
+    if not qrels:
+        raise CorpusError(f"{beir_dir}/qrels/{split}.tsv has no judgments; nothing to evaluate")
+    if k < 100:
+        print(f"warning: --k {k} < 100, so recall@100 is computed on {k} hits", file=sys.stderr)
     missing = [qid for qid in qrels if qid not in queries]
     if missing:
         raise ValueError(f"{len(missing)} judged queries are missing from queries.jsonl (first: {missing[0]})")
     qids = sorted(qrels)
     searcher.search(queries[qids[0]], k)  # warm-up: JIT compile and page in the index
-    run: dict[str, dict[str, float]] = {}
+    run: dict[str, list[tuple[str, float]]] = {}
     latencies, postings = [], []
     for qid in tqdm(qids, desc=f"searching {split}", unit="query", disable=not progress):
         started = time.perf_counter()
         result = searcher.search_batch([queries[qid]], k, threads=1)[0]
         latencies.append((time.perf_counter() - started) * 1000)
         postings.append(result.postings)
-        run[qid] = dict(zip(result.ids, result.scores))
-    metrics = trec_metrics(run, qrels)
+        run[qid] = [(doc, score) for doc, score in zip(result.ids, result.scores)
+                    if not (ignore_identical_ids and doc == qid)]
+    started = time.perf_counter()
+    searcher.search_batch([queries[qid] for qid in qids], k)
+    batch_s = time.perf_counter() - started
+    metrics = trec_metrics({qid: [doc for doc, _ in hits] for qid, hits in run.items()}, qrels)
     latency = np.asarray(latencies)
     manifest = searcher.index.manifest
     metrics.update({
@@ -62,6 +80,8 @@ def evaluate(searcher: Searcher, beir_dir: str | Path, split: str = "test", k: i
         "latency_ms_p50": float(np.percentile(latency, 50)),
         "latency_ms_p99": float(np.percentile(latency, 99)),
         "qps": float(len(latency) / (latency.sum() / 1000)),
+        "qps_batch": float(len(qids) / batch_s),
+        "threads": searcher.threads,
         "postings_per_query": float(np.mean(postings)),
         "queries": len(qids),
         "split": split,

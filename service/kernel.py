@@ -64,11 +64,13 @@ def score_query(offsets, doc_ids, impacts, terms, weights, k, accumulator, touch
         end = offsets[term + 1]
         postings += end - start
         for p in range(start, end):
-            doc = doc_ids[p]
-            if accumulator[doc] == 0.0:
-                touched[n_touched] = doc
-                n_touched += 1
-            accumulator[doc] += weight * np.float32(impacts[p])
+            contribution = weight * np.float32(impacts[p])
+            if contribution > 0.0:  # (an underflow to 0 must not register the document twice)
+                doc = doc_ids[p]
+                if accumulator[doc] == 0.0:
+                    touched[n_touched] = doc
+                    n_touched += 1
+                accumulator[doc] += contribution
 
     # Partial selection: a size-k min-heap whose root is the worst of the current best k.
     size = 0
@@ -102,7 +104,8 @@ def score_query(offsets, doc_ids, impacts, terms, weights, k, accumulator, touch
     return postings
 
 
-def _score_batch(offsets, doc_ids, impacts, q_indptr, q_terms, q_weights, num_docs, k, n_chunks):
+@numba.njit(cache=True, parallel=True)
+def score_batch(offsets, doc_ids, impacts, q_indptr, q_terms, q_weights, num_docs, k, n_chunks):
     """Score a batch of queries; returns (docs (n, k) int64, scores (n, k) float32, postings (n,) int64)."""
     n_queries = len(q_indptr) - 1
     out_docs = np.empty((n_queries, k), dtype=np.int64)
@@ -121,5 +124,22 @@ def _score_batch(offsets, doc_ids, impacts, q_indptr, q_terms, q_weights, num_do
     return out_docs, out_scores, postings
 
 
-score_batch = numba.njit(cache=True, parallel=True)(_score_batch)
-score_batch_serial = numba.njit(cache=True)(_score_batch)  # one query or one thread: no thread-pool launch
+@numba.njit(cache=True)
+def score_batch_serial(offsets, doc_ids, impacts, q_indptr, q_terms, q_weights, num_docs, k, n_chunks=1):
+    """:func:`score_batch` on the calling thread: no thread-pool launch, for one query or one thread.
+
+    A separate function, not ``njit(parallel=False)`` of the same one: numba's on-disk cache does not key on
+    ``parallel`` (numba issue 6845), so two dispatchers of one function could load each other's machine code.
+    """
+    n_queries = len(q_indptr) - 1
+    out_docs = np.empty((n_queries, k), dtype=np.int64)
+    out_scores = np.empty((n_queries, k), dtype=np.float32)
+    postings = np.zeros(n_queries, dtype=np.int64)
+    accumulator = np.zeros(num_docs, dtype=np.float32)
+    touched = np.empty(num_docs, dtype=np.int64)
+    for q in range(n_queries):
+        start = q_indptr[q]
+        end = q_indptr[q + 1]
+        postings[q] = score_query(offsets, doc_ids, impacts, q_terms[start:end], q_weights[start:end], k,
+                                  accumulator, touched, out_docs[q], out_scores[q])
+    return out_docs, out_scores, postings

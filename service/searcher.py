@@ -16,7 +16,7 @@ import numpy as np
 
 from indexer.inverted import IndexError_, InvertedIndex
 from service.kernel import score_batch, score_batch_serial
-from training.encoders import SparseBatch, SparseEncoder, load_encoder
+from training.encoders import ENCODER_CONFIG_FILE, SparseBatch, SparseEncoder, load_encoder
 
 
 class Hit(NamedTuple):
@@ -65,6 +65,9 @@ class Searcher:
              mmap: bool = True) -> Searcher:
         """Load an index and the encoder stored with it (or ``encoder``, which must be the one it was built with)."""
         index = InvertedIndex(index_dir, mmap=mmap)
+        if encoder is not None and not (Path(encoder) / ENCODER_CONFIG_FILE).exists():
+            raise IndexError_(f"--encoder {encoder} is not an lsr encoder directory (no {ENCODER_CONFIG_FILE}); "
+                              f"queries must use the encoder the index was built with, stored in {index.encoder_directory}")
         return cls(index, load_encoder(encoder or index.encoder_directory, device=device))
 
     def search(self, query: str, k: int = 10) -> SearchResult:
@@ -95,7 +98,6 @@ class Searcher:
             for segment in self.index.segments
         ]
         score_ms = (time.perf_counter() - started) * 1000 / max(1, len(vectors))
-        inv_scale = 1.0 / self.index.manifest.scale
         results = []
         for q in range(len(vectors)):
             ids: list[str] = []
@@ -104,7 +106,7 @@ class Searcher:
             for segment, docs, seg_scores, _ in per_segment:
                 found = docs[q][docs[q] >= 0]
                 ids.extend(segment.ids[found].tolist())
-                scores.extend((seg_scores[q][: len(found)].astype(np.float64) * inv_scale).tolist())
+                scores.extend((seg_scores[q][: len(found)].astype(np.float64) / segment.info.scale).tolist())
                 global_docs.extend((found + segment.info.doc_base).tolist())
             if len(per_segment) > 1:  # merge the segments' top-k lists: score desc, then global doc id
                 order = sorted(range(len(ids)), key=lambda i: (-scores[i], global_docs[i]))[:k]

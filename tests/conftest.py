@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED = Path(os.environ.get("LSR_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 NFCORPUS = SHARED / "data" / "beir" / "nfcorpus"
 SPLADE_TINY = SHARED / "models" / "splade-tiny"
 OPENSEARCH_IDF = SHARED / "models" / "opensearch-idf" / "idf.json"

@@ -43,7 +43,8 @@ def idf_from_frequencies(df: np.ndarray, n_docs: int) -> np.ndarray:
 
 
 def idf_table(texts: Iterable[str], tokenizer, max_length: int | None = None) -> dict[str, float]:
-    """A ``{token: idf}`` table over the tokenizer's vocabulary (special tokens left out)."""
+    """A ``{token: idf}`` table over the tokenizer's whole vocabulary (special tokens left out); tokens the corpus
+    never contains get the largest weight, ln(1 + (N + 0.5) / 0.5)."""
     df, n_docs = document_frequencies(texts, tokenizer, max_length)
     idf = idf_from_frequencies(df, n_docs)
     special = set(tokenizer.all_special_ids)

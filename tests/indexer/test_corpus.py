@@ -56,3 +56,11 @@ def test_missing_corpus_and_split_are_explained(tmp_path):
         read_qrels(tmp_path, "dev")
     with pytest.raises(CorpusError, match="queries.jsonl"):
         read_queries(tmp_path)
+
+
+def test_invalid_utf8_is_a_malformed_line(tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(b'{"_id": "a", "text": "ok"}\n{"_id": "b", "text": "caf\xe9"}\n{"_id": "c", "text": "fine"}\n')
+    with pytest.raises(CorpusError, match=r"c.jsonl:2: not UTF-8"):
+        list(read_corpus(path))
+    assert [d.id for d in read_corpus(path, skip_malformed=True)] == ["a", "c"]

@@ -51,11 +51,11 @@ def test_postings_round_trip(tmp_path, dtype):
         start, end = segment.offsets[term], segment.offsets[term + 1]
         docs = segment.doc_ids[start:end]
         assert (np.diff(docs.astype(np.int64)) > 0).all(), "doc ids increase within a posting list"
-        dense[docs, term] = segment.impacts[start:end] / manifest.scale
+        dense[docs, term] = segment.impacts[start:end] / segment.info.scale
     expected = np.zeros((40, 50))
     for i in range(40):
         expected[i, batch.row(i)[0]] = batch.row(i)[1]
-    step = 0.5 / manifest.scale if dtype == "uint8" else 1e-6
+    step = 0.5 / segment.info.scale if dtype == "uint8" else 1e-6
     assert np.abs(dense - expected).max() <= step + 1e-6
     assert index.external_id(7) == "doc7"
     assert manifest.postings + manifest.dropped_postings == batch.nnz
@@ -108,7 +108,8 @@ def test_build_index_end_to_end_with_export(tmp_path, tiny_mlm_dir, tiny_idf_fil
     assert vector and all(isinstance(v, int) and 1 <= v <= 255 for v in vector.values())
     ids, weights = encoder.encode_documents([TINY_DOCS[0]["title"] + " " + TINY_DOCS[0]["text"]]).row(0)
     tokens = encoder.tokenizer.convert_ids_to_tokens(ids.tolist())
-    expected = {t: int(np.rint(w * manifest.scale)) for t, w in zip(tokens, weights) if np.rint(w * manifest.scale) > 0}
+    scale = manifest.segments[0].scale
+    expected = {t: int(np.rint(w * scale)) for t, w in zip(tokens, weights) if np.rint(w * scale) > 0}
     assert vector == expected
 
 
@@ -122,3 +123,20 @@ def test_build_index_malformed_corpus_keeps_old_index(tmp_path, tiny_mlm_dir, ti
     assert InvertedIndex(tmp_path / "idx").doc_count == 5
     manifest = build_index(bad, encoder, tmp_path / "idx", skip_malformed=True, progress=False)
     assert manifest.doc_count == 3 and manifest.build["skipped_lines"] == 1
+
+
+def test_out_that_is_not_an_index_is_never_replaced(tmp_path):
+    precious = tmp_path / "indexes"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    with pytest.raises(IndexError_, match="is not an lsr index; refusing"):
+        write_index(precious, random_batch(np.random.default_rng(4), 4, 50), ["a", "b", "c", "d"])
+    assert (precious / "notes.txt").read_text() == "keep me"
+
+
+def test_export_needs_integer_impacts(tmp_path):
+    with pytest.raises(IndexError_, match="--impact-dtype uint8"):
+        with IndexWriter(tmp_path / "idx", vocab_size=50, impact_dtype="float32") as writer:
+            writer.add(random_batch(np.random.default_rng(5), 3, 50), ["a", "b", "c"])
+            writer.commit({}, {}, export_jsonl=tmp_path / "v.jsonl", tokens=[str(i) for i in range(50)])
+    assert not (tmp_path / "idx").exists() and not (tmp_path / "v.jsonl").exists()

@@ -66,10 +66,14 @@ def test_eval_reports_metrics(beir_slice, index_dir, tmp_path):
 
 
 def test_eval_refuses_a_foreign_encoder(beir_slice, index_dir, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "service.cli", "eval", "--beir", str(beir_slice), "--index",
-                             str(index_dir), "--encoder", str(index_dir / "missing")], capture_output=True, text=True,
-                            cwd=Path(__file__).resolve().parents[2])
-    assert result.returncode == 2 and "error" in result.stderr
+    from training.encoders import load_encoder
+
+    foreign = load_encoder(SPLADE_TINY, kind="splade", device="cpu").save(tmp_path / "splade")
+    for encoder, message in ((foreign, "was built with encoder"), (SPLADE_TINY, "not an lsr encoder directory")):
+        result = subprocess.run([sys.executable, "-m", "service.cli", "eval", "--beir", str(beir_slice), "--index",
+                                 str(index_dir), "--encoder", str(encoder)], capture_output=True, text=True,
+                                cwd=Path(__file__).resolve().parents[2])
+        assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
 
 
 def free_port() -> int:

@@ -157,3 +157,8 @@ def test_sparse_batch_take_reorders_rows_including_empty_ones():
     for i, (ids, weights) in enumerate(expected):
         np.testing.assert_array_equal(taken.row(i)[0], ids)
         np.testing.assert_allclose(taken.row(i)[1], weights)
+
+
+def test_missing_encoder_directory_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="encoder directory .* does not exist"):
+        load_encoder(tmp_path / "nosuch", kind="splade")

@@ -46,6 +46,10 @@ def load_encoder(
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     directory = Path(path)
+    looks_local = directory.is_absolute() or str(path).startswith(".") or len(directory.parts) != 2
+    if not directory.exists() and looks_local:
+        raise FileNotFoundError(f"encoder directory {path} does not exist (expected an lsr encoder directory, "
+                                "a Hugging Face model directory, or a hub id such as org/name)")
     if (directory / ENCODER_CONFIG_FILE).exists():
         config = EncoderConfig.load(directory)
         if kind is not None and kind != config.kind:
