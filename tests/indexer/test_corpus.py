@@ -64,3 +64,16 @@ def test_invalid_utf8_is_a_malformed_line(tmp_path):
     with pytest.raises(CorpusError, match=r"c.jsonl:2: not UTF-8"):
         list(read_corpus(path))
     assert [d.id for d in read_corpus(path, skip_malformed=True)] == ["a", "c"]
+
+
+def test_ir_datasets_ids_are_read_through_the_package(monkeypatch):
+    import sys
+    import types
+
+    doc = types.SimpleNamespace
+    fake = types.ModuleType("ir_datasets")
+    fake.load = lambda name: types.SimpleNamespace(docs_iter=lambda: iter([
+        doc(doc_id="1", title="T", text="body"), doc(doc_id=2, body="only a body")]))
+    monkeypatch.setitem(sys.modules, "ir_datasets", fake)
+    docs = list(read_corpus("beir/nfcorpus"))
+    assert [(d.id, d.contents) for d in docs] == [("1", "T body"), ("2", "only a body")]
