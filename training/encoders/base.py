@@ -7,8 +7,10 @@ An *encoder directory* is a Hugging Face directory (``config.json``, ``model.saf
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
-from collections.abc import Iterator, Sequence
+import shutil
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -162,3 +164,29 @@ def pad_batch(token_ids: Sequence[Sequence[int]], pad_id: int, device: torch.dev
         input_ids[i, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
         mask[i, : len(ids)] = 1
     return input_ids.to(device), mask.to(device)
+
+
+def hash_weights(digest: hashlib._Hash, model: torch.nn.Module) -> None:
+    """Feed every tensor of ``model`` (sorted by name, as float32 bytes) into ``digest``: identity, not file format."""
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+
+
+def save_encoder_directory(directory: str | Path, model, tokenizer, config: EncoderConfig,
+                           extra_files: Callable[[Path], None] | None = None) -> Path:
+    """Write model (safetensors), tokenizer, ``lsr_encoder.json`` and any extra files into a temporary sibling,
+    then put it in place, so a failed save never leaves a half-written encoder directory."""
+    directory = Path(directory)
+    tmp = directory.with_name(directory.name + ".tmp-save")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    if extra_files is not None:
+        extra_files(tmp)
+    config.save(tmp)
+    if directory.exists():
+        shutil.rmtree(directory)
+    tmp.rename(directory)
+    return directory

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import numpy as np
 import torch
 
 from training.device import autocast_for, resolve_device
-from training.encoders.base import EncoderConfig, length_sorted_batches, pad_batch
+from training.encoders.base import EncoderConfig, hash_weights, length_sorted_batches, pad_batch, save_encoder_directory
 from training.encoders.sparse import Progress
 
 
@@ -50,20 +49,8 @@ class DenseEncoder:
 
     def identity(self) -> str:
         digest = hashlib.sha256(self.config.kind.encode())
-        for name, tensor in sorted(self.model.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+        hash_weights(digest, self.model)
         return digest.hexdigest()[:16]
 
     def save(self, directory: str | Path) -> Path:
-        directory = Path(directory)
-        tmp = directory.with_name(directory.name + ".tmp-save")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        self.model.save_pretrained(tmp, safe_serialization=True)
-        self.tokenizer.save_pretrained(tmp)
-        self.config.save(tmp)
-        if directory.exists():
-            shutil.rmtree(directory)
-        tmp.rename(directory)
-        return directory
+        return save_encoder_directory(directory, self.model, self.tokenizer, self.config)

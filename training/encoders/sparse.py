@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -12,7 +11,14 @@ import numpy as np
 import torch
 
 from training.device import resolve_device
-from training.encoders.base import EncoderConfig, SparseBatch, length_sorted_batches, pad_batch
+from training.encoders.base import (
+    EncoderConfig,
+    SparseBatch,
+    hash_weights,
+    length_sorted_batches,
+    pad_batch,
+    save_encoder_directory,
+)
 from training.encoders.mlm import MlmMaxPooler
 
 Progress = Callable[[int], None]  # called with the number of texts just encoded
@@ -81,31 +87,23 @@ class SparseEncoder:
         config = {k: v for k, v in vars(self.config).items() if k not in ("extra", "idf_file")}
         digest.update(json.dumps(config, sort_keys=True).encode())
         digest.update(str(self.vocab_size).encode())
-        for name, tensor in sorted(self.model.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+        hash_weights(digest, self.model)
         if self.idf is not None:
             digest.update(np.ascontiguousarray(self.idf, dtype=np.float32).tobytes())
         return digest.hexdigest()[:16]
 
     def save(self, directory: str | Path) -> Path:
         """Write an encoder directory that :func:`training.encoders.load_encoder` reads back exactly."""
-        directory = Path(directory)
-        tmp = directory.with_name(directory.name + ".tmp-save")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        self.model.save_pretrained(tmp, safe_serialization=True)
-        self.tokenizer.save_pretrained(tmp)
+        write_idf = None
         if self.idf is not None:
             tokens = self.token_strings()
             table = {tokens[i]: float(self.idf[i]) for i in np.flatnonzero(self.idf > 0)}
-            (tmp / "idf.json").write_text(json.dumps(table))
             self.config.idf_file = "idf.json"
-        self.config.save(tmp)
-        if directory.exists():
-            shutil.rmtree(directory)
-        tmp.rename(directory)
-        return directory
+
+            def write_idf(tmp: Path) -> None:
+                (tmp / "idf.json").write_text(json.dumps(table))
+
+        return save_encoder_directory(directory, self.model, self.tokenizer, self.config, write_idf)
 
 
 class SpladeEncoder(SparseEncoder):
