@@ -11,7 +11,8 @@ from pathlib import Path
 def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate = subparsers.add_parser("eval", help="evaluate an index on a BEIR split (nDCG@10, Recall@100, MRR@10)")
     evaluate.add_argument("--beir", required=True, metavar="DIR", help="BEIR folder (queries.jsonl, qrels/)")
-    evaluate.add_argument("--index", required=True, metavar="DIR", help="index directory built by `lsr index`")
+    evaluate.add_argument("--index", metavar="DIR", help="index directory built by `lsr index`")
+    evaluate.add_argument("--baseline", choices=("bm25",), help="evaluate a baseline instead of an index: bm25")
     evaluate.add_argument("--encoder", metavar="DIR", help="query encoder (default: the one stored in the index)")
     evaluate.add_argument("--split", default="test", help="qrels split (default test)")
     evaluate.add_argument("--k", type=int, default=1000, help="hits per query (default 1000)")
@@ -29,12 +30,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from service.evaluation import evaluate
+    from service.evaluation import evaluate, evaluate_bm25
     from service.searcher import Searcher
 
-    searcher = Searcher.open(args.index, encoder=args.encoder, device=args.device)
+    if (args.index is None) == (args.baseline is None):
+        raise ValueError("pass exactly one of --index DIR or --baseline bm25")
     run_path = args.run or (str(Path(args.output).with_suffix(".trec")) if args.output else None)
-    metrics = evaluate(searcher, args.beir, split=args.split, k=args.k, run_path=run_path)
+    if args.baseline == "bm25":
+        metrics = evaluate_bm25(args.beir, split=args.split, k=args.k, run_path=run_path)
+    else:
+        searcher = Searcher.open(args.index, encoder=args.encoder, device=args.device)
+        metrics = evaluate(searcher, args.beir, split=args.split, k=args.k, run_path=run_path)
     if run_path:
         metrics["run"] = run_path
     text = json.dumps(metrics, indent=2)
@@ -65,16 +71,19 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from indexer.cli import register as register_indexer
+    from training.cli import register as register_training
 
     parser = argparse.ArgumentParser(prog="lsr", description="learned sparse retrieval: encode, index, search, serve")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     register_indexer(subparsers)
+    register_training(subparsers)
     register(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded by `lsr train` in the model card
     try:
         return args.handler(args)
     except (ValueError, FileNotFoundError) as exc:  # user errors (CorpusError, IndexError_, ...): one clear line

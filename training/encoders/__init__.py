@@ -69,10 +69,10 @@ def load_encoder(
 
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     if config.kind == "dense":
-        model = AutoModel.from_pretrained(str(path))
+        model = AutoModel.from_pretrained(str(path)).float()  # fp16 files (the shipped model) compute in fp32
         return DenseEncoder(config, model, tokenizer, device=device, dtype=dtype)
 
-    model = AutoModelForMaskedLM.from_pretrained(str(path))
+    model = AutoModelForMaskedLM.from_pretrained(str(path)).float()
     if config.kind == "splade":
         return SpladeEncoder(config, model, tokenizer, device=device, dtype=dtype)
 

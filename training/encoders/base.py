@@ -116,6 +116,13 @@ class SparseBatch:
             np.concatenate([b.weights for b in batches]),
         )
 
+    def to_scipy(self, vocab_size: int | None = None):
+        """A ``scipy.sparse.csr_matrix`` view (rows x vocabulary)."""
+        import scipy.sparse
+
+        columns = vocab_size if vocab_size is not None else (int(self.indices.max()) + 1 if len(self.indices) else 0)
+        return scipy.sparse.csr_matrix((self.weights, self.indices, self.indptr), shape=(len(self), columns))
+
     def take(self, order: Sequence[int] | np.ndarray) -> SparseBatch:
         """Rows in the given order (used to undo length sorting)."""
         order = np.asarray(order, dtype=np.int64)
