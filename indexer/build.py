@@ -10,8 +10,10 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from indexer.corpus import Document, ReadStats, count_documents, read_corpus
+from indexer.dense import DenseIndexWriter
+from indexer.docstore import DocumentStoreWriter
 from indexer.inverted import IndexWriter, Manifest
-from training.encoders import SparseEncoder
+from training.encoders import DenseEncoder, SparseEncoder
 
 
 def chunked(documents: Iterable[Document], size: int) -> Iterator[list[Document]]:
@@ -31,10 +33,22 @@ def build_index(
     skip_malformed: bool = False,
     limit: int | None = None,
     progress: bool = True,
+    dense_encoder: DenseEncoder | None = None,
+    dense_index: str = "flat",
+    bm25: bool = False,
+    store_documents: bool = False,
 ) -> Manifest:
-    """Encode every document of ``corpus`` with ``encoder`` and write the index at ``out`` atomically."""
+    """Encode every document of ``corpus`` with ``encoder`` and write the index at ``out`` atomically.
+
+    Optional parts, in the same directory and manifest: ``dense_encoder`` also embeds every document into a FAISS
+    index (``dense_index``: flat = exact, hnsw = approximate) for dense and hybrid search; ``bm25`` adds a bm25s
+    index (the lexical hybrid partner); ``store_documents`` keeps the texts for ``GET /documents/{id}``.
+    """
     if not isinstance(encoder, SparseEncoder):
         raise ValueError("the inverted index needs a sparse encoder (splade or inference-free), not a dense one")
+    if dense_encoder is not None and not isinstance(dense_encoder, DenseEncoder):
+        raise ValueError(f"--dense-encoder must be a dense encoder (mean pooling), got a {dense_encoder.config.kind!r} "
+                         "one; pass e.g. all-MiniLM-L6-v2")
     stats = ReadStats()
     documents: Iterable[Document] = read_corpus(corpus, skip_malformed=skip_malformed, stats=stats)
     if limit is not None:
@@ -42,13 +56,42 @@ def build_index(
     started = time.perf_counter()
     total = limit if limit is not None else (count_documents(corpus) if progress else None)
     bar = tqdm(desc="encoding documents", unit="doc", disable=not progress, total=total)
-    with IndexWriter(out, encoder.vocab_size, impact_dtype, keep_texts=export_jsonl is not None) as writer:
+    keep_texts = export_jsonl is not None or bm25
+    with IndexWriter(out, encoder.vocab_size, impact_dtype, keep_texts=keep_texts) as writer:
+        dense = DenseIndexWriter(writer.tmp / "dense", dense_encoder.dim, dense_index) if dense_encoder else None
+        store = DocumentStoreWriter(writer.tmp / "documents") if store_documents else None
+        dense_s = 0.0
         for chunk in chunked(documents, chunk_documents):
             texts = [d.contents for d in chunk]
             batch = encoder.encode_documents(texts, batch_size=batch_size, progress=bar.update)
             writer.add(batch, [d.id for d in chunk], texts)
+            if dense is not None:
+                dense_started = time.perf_counter()
+                dense.add(dense_encoder.encode_documents(texts, batch_size=batch_size))
+                dense_s += time.perf_counter() - dense_started
+            if store is not None:
+                for d in chunk:
+                    store.add(d.id, d.title, d.text)
         bar.close()
-        encode_s = time.perf_counter() - started
+        encode_s = time.perf_counter() - started - dense_s
+
+        def extras(tmp: Path) -> dict:
+            fields: dict = {}
+            if dense is not None:
+                fields["dense"] = {**dense.commit(), "encoder_identity": dense_encoder.identity(),
+                                   "source": str(dense_encoder.config.extra.get("base_model", "")),
+                                   "directory": "dense/encoder", "encode_seconds": round(dense_s, 2)}
+                dense_encoder.save(tmp / "dense" / "encoder")
+            if bm25:
+                from training.bm25 import Bm25
+
+                (tmp / "bm25").mkdir()
+                fields["bm25"] = Bm25(writer.ids, list(writer.texts())).save(tmp / "bm25")
+            if store is not None:
+                store.close()
+                fields["documents"] = True
+            return fields
+
         encoder_info = {
             "kind": encoder.config.kind,
             "identity": encoder.identity(),
@@ -68,7 +111,7 @@ def build_index(
         manifest = writer.commit(
             encoder_info, build, save_encoder=encoder.save,
             export_jsonl=Path(export_jsonl) if export_jsonl else None,
-            tokens=encoder.token_strings() if export_jsonl else None,
+            tokens=encoder.token_strings() if export_jsonl else None, extras=extras,
         )
     if stats.skipped:
         print(f"skipped {stats.skipped} malformed line(s); first: {stats.examples[0]}")

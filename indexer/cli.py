@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from indexer.corpus import read_corpus
+from indexer.dense import DENSE_KINDS
 from indexer.inverted import IMPACT_DTYPES
 
 
@@ -23,6 +24,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     index.add_argument("--export-jsonl", metavar="FILE", help="also write Pyserini's JsonVectorCollection JSONL")
     index.add_argument("--skip-malformed", action="store_true", help="skip and count malformed corpus lines")
     index.add_argument("--limit", type=int, default=None, help="index only the first N documents")
+    extra = index.add_argument_group("hybrid search and document texts")
+    extra.add_argument("--dense-encoder", metavar="DIR",
+                       help="also embed documents with this dense encoder (lsr dense directory or a Hugging Face "
+                            "sentence encoder such as all-MiniLM-L6-v2) into a FAISS index, for dense/hybrid search")
+    extra.add_argument("--dense-index", choices=DENSE_KINDS, default="flat",
+                       help="flat: exact inner product (default); hnsw: approximate (HNSW, M=32)")
+    extra.add_argument("--bm25", action="store_true", help="also build a BM25 index (bm25s), a hybrid partner")
+    extra.add_argument("--store-documents", action="store_true",
+                       help="keep the document texts in the index (GET /documents/{id})")
     index.set_defaults(handler=run_index)
 
     idf = subparsers.add_parser("idf", help="compute an IDF table {token: weight} over a corpus")
@@ -36,16 +46,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_index(args: argparse.Namespace) -> int:
     from indexer.build import build_index
     from training.cli import encoder_from_args
+    from training.encoders import load_encoder
 
     encoder = encoder_from_args(args)
+    dense = None
+    if args.dense_encoder:
+        from training.encoders.base import ENCODER_CONFIG_FILE
+
+        plain = not (Path(args.dense_encoder) / ENCODER_CONFIG_FILE).exists()
+        dense = load_encoder(args.dense_encoder, kind="dense" if plain else None, device=args.device,
+                             dtype=args.dtype)
     manifest = build_index(
         args.corpus, encoder, args.out, batch_size=args.batch_size, impact_dtype=args.impact_dtype,
         export_jsonl=args.export_jsonl, skip_malformed=args.skip_malformed, limit=args.limit,
+        dense_encoder=dense, dense_index=args.dense_index, bm25=args.bm25, store_documents=args.store_documents,
     )
     print(json.dumps({
         "index": args.out, "documents": manifest.doc_count, "postings": manifest.postings,
         "avg_doc_nnz": round(manifest.postings / manifest.doc_count, 1), "impact_dtype": manifest.impact_dtype,
         "dropped_postings": manifest.dropped_postings, "docs_per_second": manifest.build["docs_per_second"],
+        **({"dense": manifest.dense} if manifest.dense else {}), **({"bm25": manifest.bm25} if manifest.bm25 else {}),
+        "documents_stored": manifest.documents,
     }, indent=2))
     return 0
 

@@ -58,6 +58,9 @@ class Manifest:
     encoder: dict
     build: dict
     segments: list[SegmentInfo]
+    dense: dict | None = None  # FAISS side (``dense/``): index kind, dim, encoder identity; None without one
+    bm25: dict | None = None  # bm25s side (``bm25/``): k1, b, analyzer; None without one
+    documents: bool = False  # texts stored in ``documents/`` (GET /documents/{id})
     format_version: int = INDEX_FORMAT_VERSION
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
@@ -236,9 +239,19 @@ class IndexWriter:
         if texts is not None:
             texts.close()
 
+    def texts(self):
+        """The spooled document texts (``keep_texts``), in document order."""
+        with (self.spool / "texts.jsonl").open(encoding="utf-8") as handle:
+            for line in handle:
+                yield json.loads(line)
+
     def commit(self, encoder_info: dict, build: dict, save_encoder=None, export_jsonl: Path | None = None,
-               tokens: list[str] | None = None) -> Manifest:
-        """Write the postings and manifest, then atomically put the index (and the JSONL export) in place."""
+               tokens: list[str] | None = None, extras=None) -> Manifest:
+        """Write the postings and manifest, then atomically put the index (and the JSONL export) in place.
+
+        ``extras(tmp_directory)`` writes the optional parts (dense, BM25, stored texts) into the temporary index and
+        returns the manifest fields that describe them; it runs before the swap, so a failure there leaves any
+        previous index untouched."""
         if not self.ids:
             raise IndexError_("the corpus gave no documents to index; check the path (and --skip-malformed counts)")
         scale = self.scale()
@@ -268,13 +281,14 @@ class IndexWriter:
         if export_jsonl is not None:
             export_tmp = self.tmp / "export.jsonl"
             self.export_jsonl(export_tmp, tokens or [])
+        extra_fields = extras(self.tmp) if extras is not None else {}
         shutil.rmtree(self.spool)
         if save_encoder is not None:
             save_encoder(self.tmp / "encoder")
         manifest = Manifest(
             doc_count=len(self.ids), vocab_size=self.vocab_size, impact_dtype=self.impact_dtype,
             dropped_postings=total - postings, encoder=encoder_info, build=build,
-            segments=[segment],
+            segments=[segment], **extra_fields,
         )
         manifest.save(self.tmp)
         if export_tmp is not None:

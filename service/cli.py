@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from service.engine import FUSION_METHODS, MODES
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate = subparsers.add_parser("eval", help="evaluate an index on a BEIR split (nDCG@10, Recall@100, MRR@10)")
@@ -19,19 +21,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--output", metavar="FILE.json", help="write the metrics as flat JSON")
     evaluate.add_argument("--run", metavar="FILE", help="TREC run file (default: next to --output, or none)")
     evaluate.add_argument("--device", default=None, help="query encoding device (siamese encoders)")
+    evaluate.add_argument("--mode", choices=MODES, default="sparse",
+                          help="sparse (default), dense, bm25, or hybrid (needs the index's dense/bm25 parts)")
+    evaluate.add_argument("--fusion", choices=FUSION_METHODS, default="convex",
+                          help="hybrid: convex (min-max per query, then alpha*a + (1-alpha)*b) or rrf")
+    evaluate.add_argument("--alpha", type=float, default=0.5, help="hybrid convex: weight of the first component")
+    evaluate.add_argument("--rrf-k", type=int, default=60, help="hybrid rrf: k in 1/(k + rank) (default 60)")
+    evaluate.add_argument("--components", default="sparse,dense",
+                          help="hybrid: the two fused lists, of sparse, dense, bm25 (default sparse,dense)")
+    evaluate.add_argument("--depth", type=int, default=100,
+                          help="hybrid: hits per component before fusion, at least k (default 100)")
     evaluate.set_defaults(handler=run_eval)
 
-    serve = subparsers.add_parser("serve", help="serve an index over HTTP (FastAPI)")
+    serve = subparsers.add_parser("serve", help="serve an index over HTTP (FastAPI + uvicorn)")
     serve.add_argument("--index", default=None, metavar="DIR", help="index directory (or LSR_INDEX)")
     serve.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="port (default 8000)")
-    serve.add_argument("--device", default=None, help="query encoding device (siamese encoders)")
+    serve.add_argument("--device", default=None, help="query encoding device (siamese and dense encoders)")
+    serve.add_argument("--workers", type=int, default=None, help="uvicorn worker processes (default 1)")
+    serve.add_argument("--config", metavar="FILE", default=None,
+                       help="settings file, YAML or JSON (or LSR_CONFIG_FILE); LSR_* variables override it")
     serve.set_defaults(handler=run_serve)
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from service.engine import Engine, Fusion
     from service.evaluation import evaluate, evaluate_bm25
-    from service.searcher import Searcher
 
     if (args.index is None) == (args.baseline is None):
         raise ValueError("pass exactly one of --index DIR or --baseline bm25")
@@ -39,8 +54,13 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.baseline == "bm25":
         metrics = evaluate_bm25(args.beir, split=args.split, k=args.k, run_path=run_path)
     else:
-        searcher = Searcher.open(args.index, encoder=args.encoder, device=args.device)
-        metrics = evaluate(searcher, args.beir, split=args.split, k=args.k, run_path=run_path)
+        fusion = Fusion(method=args.fusion, alpha=args.alpha, rrf_k=args.rrf_k, depth=args.depth,
+                        components=tuple(c.strip() for c in args.components.split(",")))
+        needs = set(fusion.components) if args.mode == "hybrid" else {args.mode}
+        engine = Engine.open(args.index, encoder=args.encoder, device=args.device,
+                             load=[part for part in ("dense", "bm25") if part in needs])
+        metrics = evaluate(engine, args.beir, split=args.split, k=args.k, run_path=run_path, mode=args.mode,
+                           fusion=fusion)
     if run_path:
         metrics["run"] = run_path
     text = json.dumps(metrics, indent=2)
@@ -52,20 +72,34 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    import os
+    import tempfile
+
     import uvicorn
 
     from service.app import create_app
-    from service.searcher import Searcher
-    from service.settings import Settings
+    from service.engine import Engine
+    from service.settings import CONFIG_FILE_ENV, Settings
 
+    if args.config:
+        os.environ[CONFIG_FILE_ENV] = args.config
     overrides = {key: value for key, value in (("index", args.index), ("host", args.host), ("port", args.port),
-                                               ("device", args.device)) if value is not None}
+                                               ("device", args.device), ("workers", args.workers)) if value is not None}
     settings = Settings(**overrides)
     if settings.index is None:
         print("lsr serve: no index given; pass --index DIR (or set LSR_INDEX)", file=sys.stderr)
         return 2
-    searcher = Searcher.open(settings.index, device=settings.device)  # fail here, with one line, not in uvicorn
-    uvicorn.run(create_app(settings, searcher=searcher), host=settings.host, port=settings.port, log_level="info")
+    engine = Engine.open(settings.index, device=settings.device)  # fail here, with one line, not in uvicorn
+    if settings.workers == 1:
+        uvicorn.run(create_app(settings, engine=engine), host=settings.host, port=settings.port, log_level="info")
+        return 0
+    del engine  # each worker opens the (memory-mapped) index itself
+    for key, value in overrides.items():  # the workers build their Settings from the environment
+        os.environ[f"LSR_{key.upper()}"] = str(value)
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # /metrics adds up every worker's counts
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="lsr-metrics-")
+    uvicorn.run("service.app:app_from_environment", factory=True, host=settings.host, port=settings.port,
+                workers=settings.workers, log_level="info")
     return 0
 
 

@@ -12,6 +12,7 @@ import pytrec_eval
 from tqdm.auto import tqdm
 
 from indexer.corpus import CorpusError, read_qrels, read_queries
+from service.engine import Engine, Fusion
 from service.searcher import Searcher
 
 
@@ -43,15 +44,19 @@ def write_trec_run(run: dict[str, list[tuple[str, float]]], path: Path, tag: str
                 out.write(f"{qid} Q0 {doc} {rank} {score:.6f} {tag}\n")
 
 
-def evaluate(searcher: Searcher, beir_dir: str | Path, split: str = "test", k: int = 1000,
+def evaluate(searcher: Searcher | Engine, beir_dir: str | Path, split: str = "test", k: int = 1000,
              run_path: str | Path | None = None, progress: bool = True, ignore_identical_ids: bool = True,
-             qids: Sequence[str] | None = None, batch_throughput: bool = True) -> dict:
+             qids: Sequence[str] | None = None, batch_throughput: bool = True, mode: str = "sparse",
+             fusion: Fusion | None = None) -> dict:
     """Run every judged query of ``split`` one at a time (timed end to end: encode + score) and score the run.
 
     ``qps`` is sequential single-query throughput (1000 / mean latency); ``qps_batch`` scores all queries in one
     multi-threaded batch. As BEIR does, a hit whose id equals the query id is dropped (``ignore_identical_ids``).
-    ``qids`` restricts the evaluation to those judged queries (training uses a fixed dev slice).
+    ``qids`` restricts the evaluation to those judged queries (training uses a fixed dev slice). ``mode`` and
+    ``fusion`` are those of the HTTP API (:class:`service.engine.Engine`).
     """
+    engine = searcher if isinstance(searcher, Engine) else Engine(searcher)
+    engine.require(mode)
     queries = read_queries(beir_dir)
     qrels = read_qrels(beir_dir, split)
     if qids is not None:
@@ -64,12 +69,12 @@ def evaluate(searcher: Searcher, beir_dir: str | Path, split: str = "test", k: i
     if missing:
         raise ValueError(f"{len(missing)} judged queries are missing from queries.jsonl (first: {missing[0]})")
     qids = sorted(qrels)
-    searcher.search(queries[qids[0]], k)  # warm-up: JIT compile and page in the index
+    engine.search(queries[qids[0]], k, mode, fusion)  # warm-up: JIT compile and page in the index
     run: dict[str, list[tuple[str, float]]] = {}
     latencies, postings = [], []
     for qid in tqdm(qids, desc=f"searching {split}", unit="query", disable=not progress):
         started = time.perf_counter()
-        result = searcher.search_batch([queries[qid]], k, threads=1)[0]
+        result = engine.search_batch([queries[qid]], k, mode, fusion, threads=1)[0]
         latencies.append((time.perf_counter() - started) * 1000)
         postings.append(result.postings)
         run[qid] = [(doc, score) for doc, score in zip(result.ids, result.scores)
@@ -77,23 +82,27 @@ def evaluate(searcher: Searcher, beir_dir: str | Path, split: str = "test", k: i
     batch_s = float("nan")
     if batch_throughput:
         started = time.perf_counter()
-        searcher.search_batch([queries[qid] for qid in qids], k)
+        engine.search_batch([queries[qid] for qid in qids], k, mode, fusion)
         batch_s = time.perf_counter() - started
     metrics = trec_metrics({qid: [doc for doc, _ in hits] for qid, hits in run.items()}, qrels)
     latency = np.asarray(latencies)
-    manifest = searcher.index.manifest
+    manifest = engine.index.manifest
     metrics.update({
+        "mode": mode,
+        **({"fusion": f"{fusion.method} {'+'.join(fusion.components)}"
+                      + (f" alpha={fusion.alpha}" if fusion.method == "convex" else f" k={fusion.rrf_k}")
+                      + f" depth={max(k, fusion.depth)}"} if mode == "hybrid" else {}),
         "latency_ms_mean": float(latency.mean()),
         "latency_ms_p50": float(np.percentile(latency, 50)),
         "latency_ms_p99": float(np.percentile(latency, 99)),
         "qps": float(len(latency) / (latency.sum() / 1000)),
         "qps_batch": float(len(qids) / batch_s),
-        "threads": searcher.threads,
+        "threads": engine.searcher.threads,
         "postings_per_query": float(np.mean(postings)),
         "queries": len(qids),
         "split": split,
         "k": k,
-        "index": str(searcher.index.directory),
+        "index": str(engine.index.directory),
         "impact_dtype": manifest.impact_dtype,
         "encoder_kind": manifest.encoder.get("kind"),
         "encoder_identity": manifest.encoder.get("identity"),
@@ -101,7 +110,7 @@ def evaluate(searcher: Searcher, beir_dir: str | Path, split: str = "test", k: i
         "avg_doc_nnz": manifest.postings / max(1, manifest.doc_count),
     })
     if run_path is not None:
-        write_trec_run(run, Path(run_path), tag=f"lsr-{manifest.encoder.get('kind')}")
+        write_trec_run(run, Path(run_path), tag=f"lsr-{manifest.encoder.get('kind')}-{mode}")
     return metrics
 
 

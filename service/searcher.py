@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -33,6 +33,7 @@ class SearchResult:
     postings: int  # postings scored for this query
     encode_ms: float
     score_ms: float
+    rows: list[int] = field(default_factory=list)  # index positions of the hits (0..doc_count-1)
 
     @property
     def hits(self) -> list[Hit]:
@@ -111,7 +112,27 @@ class Searcher:
             if len(per_segment) > 1:  # merge the segments' top-k lists: score desc, then global doc id
                 order = sorted(range(len(ids)), key=lambda i: (-scores[i], global_docs[i]))[:k]
                 ids, scores = [ids[i] for i in order], [scores[i] for i in order]
+                global_docs = [global_docs[i] for i in order]
             postings = sum(int(seg_postings[q]) for _, _, _, seg_postings in per_segment)
             results.append(SearchResult(ids=ids, scores=scores, postings=postings, encode_ms=encode_ms,
-                                        score_ms=score_ms))
+                                        score_ms=score_ms, rows=global_docs))
         return results
+
+    def explain(self, token_ids: np.ndarray, weights: np.ndarray, row: int) -> list[tuple[int, float, float]]:
+        """(token id, query weight, document impact) for every query token the document at ``row`` holds, largest
+        contribution first. Impacts are as scored (dequantized), so the contributions sum to the hit's score."""
+        for segment in self.index.segments:
+            local = row - segment.info.doc_base
+            if 0 <= local < segment.info.doc_count:
+                break
+        else:
+            raise KeyError(row)
+        out = []
+        for token, weight in zip(token_ids.tolist(), weights.tolist()):
+            start, end = int(segment.offsets[token]), int(segment.offsets[token + 1])
+            postings = segment.doc_ids[start:end]
+            at = int(np.searchsorted(postings, local))
+            if at < len(postings) and int(postings[at]) == local:
+                out.append((token, float(weight), float(segment.impacts[start + at]) / segment.info.scale))
+        out.sort(key=lambda item: -item[1] * item[2])
+        return out

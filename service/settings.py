@@ -1,17 +1,64 @@
-"""Server settings: one class, from the environment (``LSR_*``) or constructor arguments."""
+"""Server settings: one class, read from (highest first) constructor arguments, ``LSR_*`` environment variables,
+a settings file (``LSR_CONFIG_FILE``: YAML or JSON), then the defaults below."""
 
 from __future__ import annotations
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+CONFIG_FILE_ENV = "LSR_CONFIG_FILE"
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """Settings from the YAML/JSON file named by ``LSR_CONFIG_FILE`` (unknown keys are an error)."""
+
+    def get_field_value(self, field, field_name):  # pragma: no cover - __call__ does the work
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get(CONFIG_FILE_ENV)
+        if not path:
+            return {}
+        file = Path(path)
+        if not file.exists():
+            raise FileNotFoundError(f"{CONFIG_FILE_ENV}={path}: the settings file does not exist")
+        text = file.read_text()
+        if file.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of settings")
+        unknown = sorted(set(data) - set(self.settings_cls.model_fields))
+        if unknown:
+            raise ValueError(f"{path}: unknown settings {unknown}; known: {sorted(self.settings_cls.model_fields)}")
+        return data
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LSR_")
+    model_config = SettingsConfigDict(env_prefix="LSR_", extra="forbid")
 
     index: str | None = Field(None, description="index directory built by `lsr index`")
-    device: str | None = Field(None, description="query encoding device for siamese encoders")
-    host: str = "127.0.0.1"
-    port: int = 8000
-    max_k: int = Field(1000, ge=1)
-    max_query_chars: int = Field(4096, ge=1)
+    device: str | None = Field(None, description="query encoding device for siamese and dense encoders")
+    host: str = Field("127.0.0.1", description="bind address")
+    port: int = Field(8000, ge=0, le=65535)
+    workers: int = Field(1, ge=1, description="uvicorn worker processes (each memory-maps the same index)")
+    api_key: SecretStr | None = Field(None, description="if set, every route but /healthz and /readyz needs "
+                                                        "`Authorization: Bearer <key>`")
+    max_k: int = Field(1000, ge=1, description="largest k a request may ask for")
+    max_query_chars: int = Field(4096, ge=1, description="longest query, in characters")
+    max_batch: int = Field(256, ge=1, description="most queries in one /search/batch call")
+    max_body_bytes: int = Field(1_048_576, ge=1, description="largest request body")
+    cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS (empty: CORS off)")
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
+        return init_settings, env_settings, _FileSource(settings_cls), dotenv_settings, file_secret_settings

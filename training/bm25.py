@@ -6,7 +6,9 @@ Text analysis: lowercase, English stopwords removed, Snowball English stemming (
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -26,6 +28,30 @@ class Bm25:
         self._bm25s = bm25s
         self._index = bm25s.BM25(k1=k1, b=b, method="lucene")
         self._index.index(self._tokenize(texts), show_progress=False)
+
+    def save(self, directory: str | Path) -> dict:
+        """Write the bm25s index and the id list to ``directory``; returns what the index manifest records."""
+        directory = Path(directory)
+        self._index.save(str(directory / "bm25s"))
+        (directory / "ids.json").write_text(json.dumps(self.ids))
+        return {"k1": self.k1, "b": self.b, "analyzer": "bm25s: lowercase, English stopwords, Snowball stemmer",
+                "documents": len(self.ids)}
+
+    @classmethod
+    def load(cls, directory: str | Path, mmap: bool = True) -> Bm25:
+        import bm25s
+        import Stemmer
+
+        directory = Path(directory)
+        if not (directory / "ids.json").exists():
+            raise FileNotFoundError(f"{directory} holds no BM25 index (no ids.json); build the index with --bm25")
+        self = cls.__new__(cls)
+        self.ids = json.loads((directory / "ids.json").read_text())
+        self._bm25s = bm25s
+        self._stemmer = Stemmer.Stemmer("english")
+        self._index = bm25s.BM25.load(str(directory / "bm25s"), mmap=mmap)
+        self.k1, self.b = self._index.k1, self._index.b
+        return self
 
     def _tokenize(self, texts: Sequence[str]):
         return self._bm25s.tokenize(list(texts), stopwords="en", stemmer=self._stemmer, show_progress=False)
