@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 CONFIG_FILE_ENV = "LSR_CONFIG_FILE"
@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     max_batch: int = Field(256, ge=1, description="most queries in one /search/batch call")
     max_body_bytes: int = Field(1_048_576, ge=1, description="largest request body")
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS (empty: CORS off)")
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value):
+        return None if value in ("", None) else value  # LSR_API_KEY= (compose's default) means no key
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,

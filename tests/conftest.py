@@ -13,6 +13,7 @@ SHARED = Path(os.environ.get("LSR_SHARED", Path(__file__).resolve().parents[1].p
 NFCORPUS = SHARED / "data" / "beir" / "nfcorpus"
 SPLADE_TINY = SHARED / "models" / "splade-tiny"
 OPENSEARCH_IDF = SHARED / "models" / "opensearch-idf" / "idf.json"
+MINILM = SHARED / "models" / "all-MiniLM-L6-v2"
 
 WORDS = ("the a of and in is to statin statins breast cancer heart disease diet vitamin fish oil risk study "
          "women men blood pressure sugar salt fat protein fiber coffee tea milk egg meat bean soy green "

@@ -12,10 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import NFCORPUS, OPENSEARCH_IDF, SPLADE_TINY
+from tests.conftest import MINILM, NFCORPUS, OPENSEARCH_IDF, SPLADE_TINY
 
-pytestmark = pytest.mark.skipif(not NFCORPUS.exists() or not SPLADE_TINY.exists(),
-                                reason="needs ../shared (NFCorpus and splade-tiny)")
+pytestmark = pytest.mark.skipif(not NFCORPUS.exists() or not SPLADE_TINY.exists() or not MINILM.exists(),
+                                reason="needs ../shared (NFCorpus, splade-tiny, all-MiniLM-L6-v2)")
 N_DOCS = 120
 
 
@@ -47,9 +47,12 @@ def beir_slice(tmp_path_factory) -> Path:
 def index_dir(beir_slice, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("index") / "nf"
     result = lsr("index", "--corpus", str(beir_slice), "--encoder", str(SPLADE_TINY), "--kind", "inference-free",
-                 "--idf", str(OPENSEARCH_IDF), "--out", str(out), "--export-jsonl", str(out.parent / "vec.jsonl"))
+                 "--idf", str(OPENSEARCH_IDF), "--out", str(out), "--export-jsonl", str(out.parent / "vec.jsonl"),
+                 "--dense-encoder", str(MINILM), "--bm25", "--store-documents")
     summary = json.loads(result.stdout[result.stdout.index("{"):])
     assert summary["documents"] == N_DOCS and summary["avg_doc_nnz"] > 50
+    assert summary["dense"]["dim"] == 384 and summary["dense"]["documents"] == N_DOCS
+    assert summary["bm25"]["documents"] == N_DOCS and summary["documents_stored"] is True
     assert sum(1 for _ in (out.parent / "vec.jsonl").open()) == N_DOCS
     return out
 
@@ -63,6 +66,20 @@ def test_eval_reports_metrics(beir_slice, index_dir, tmp_path):
     assert metrics["queries"] >= 10 and metrics["postings_per_query"] > 0
     run = (tmp_path / "m.trec").read_text().splitlines()
     assert len(run) > metrics["queries"] and len(run[0].split()) == 6
+
+
+def test_eval_every_mode(beir_slice, index_dir, tmp_path):
+    ndcg = {}
+    for name, extra in (("sparse", []), ("dense", ["--mode", "dense"]), ("bm25", ["--mode", "bm25"]),
+                        ("convex", ["--mode", "hybrid"]), ("rrf", ["--mode", "hybrid", "--fusion", "rrf"]),
+                        ("bm25+dense", ["--mode", "hybrid", "--components", "bm25,dense"])):
+        out = tmp_path / f"{name}.json"
+        lsr("eval", "--beir", str(beir_slice), "--index", str(index_dir), "--output", str(out), *extra)
+        metrics = json.loads(out.read_text())
+        assert metrics["mode"] == (extra[1] if extra else "sparse")
+        ndcg[name] = metrics["ndcg@10"]
+    assert all(0.2 < value <= 1 for value in ndcg.values()), ndcg
+    assert len(set(ndcg.values())) >= 4, ndcg  # the modes are really different rankings
 
 
 def test_eval_refuses_a_foreign_encoder(beir_slice, index_dir, tmp_path):
@@ -82,10 +99,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_serve_answers_real_http(index_dir):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_answers_real_http(index_dir, workers):
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--index", str(index_dir),
-                               "--host", "127.0.0.1", "--port", str(port)],
+                               "--host", "127.0.0.1", "--port", str(port), "--workers", workers],
                               cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
@@ -93,7 +111,7 @@ def test_serve_answers_real_http(index_dir):
         deadline = time.monotonic() + 120
         while True:
             try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
@@ -105,6 +123,17 @@ def test_serve_answers_real_http(index_dir):
         hits = response.json()["hits"]
         assert len(hits) == 5 and hits[0]["id"] == "MED-10"  # that document's title is the query, nearly
         assert httpx.post(f"{base}/search", json={"query": "", "k": 5}).status_code == 422
+        hybrid = httpx.post(f"{base}/search", json={"query": "statin use and breast cancer survival", "k": 5,
+                                                    "mode": "hybrid", "explain": True}).json()
+        assert hybrid["mode"] == "hybrid" and hybrid["hits"][0]["id"] == "MED-10"
+        assert any(c["token"] == "breast" for c in hybrid["hits"][0]["explanation"])
+        assert httpx.get(f"{base}/documents/MED-10").json()["title"].startswith("Statin")
+        for _ in range(3):  # the workers' counts add up in /metrics (multiprocess mode with 2 workers)
+            httpx.post(f"{base}/search", json={"query": "vitamin d", "k": 3, "mode": "dense"})
+        metrics = httpx.get(f"{base}/metrics").text
+        dense = [line for line in metrics.splitlines()
+                 if line.startswith("lsr_requests_total") and 'mode="dense"' in line and 'status="200"' in line]
+        assert dense and float(dense[0].split()[-1]) == 3.0, metrics[-2000:]
     finally:
         server.terminate()
         server.wait(timeout=30)

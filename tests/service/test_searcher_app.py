@@ -74,11 +74,12 @@ def test_wrong_encoder_is_refused(tiny_index, tmp_path, tiny_idf_file):
 def test_http_search_and_errors(tiny_index):
     app = create_app(Settings(index=str(tiny_index), max_query_chars=50, max_k=20))
     with TestClient(app) as client:
-        assert client.get("/healthz").json() == {"status": "ok", "documents": 5}
+        assert client.get("/healthz").json() == {"status": "ok"}
+        assert client.get("/readyz").json()["documents"] == 5
         response = client.post("/search", json={"query": "fish oil heart", "k": 2})
         assert response.status_code == 200
         body = response.json()
-        expected = app.state.searcher.search("fish oil heart", k=2).hits
+        expected = app.state.engine.searcher.search("fish oil heart", k=2).hits
         assert [(h["id"], h["score"]) for h in body["hits"]] == [(h.id, pytest.approx(h.score)) for h in expected]
         assert len(body["hits"]) == 2 and body["took_ms"] >= 0
         for payload, field in [({"k": 3}, "query"), ({"query": "fish", "k": 0}, "k"),

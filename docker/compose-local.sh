@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Run the real compose deployment on a machine without a registry: start dockerd if none answers, build the local
+# base image, build the images, run the indexing job, start the API, wait for /readyz and answer a query.
+#   LSR_SHARED   data and models (default ../shared);  LSR_PORT (default 8000);  KEEP=1 leaves the API running
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+export LSR_SHARED="${LSR_SHARED:-$(cd "$ROOT/../shared" && pwd)}"
+export LSR_PORT="${LSR_PORT:-8000}" BASE_IMAGE=local/debian-python:bookworm TORCH_INDEX_URL=
+STATE="${LSR_DOCKER_STATE:-/var/tmp/lsr-docker}"
+if ! docker info >/dev/null 2>&1; then
+  mkdir -p "$STATE"
+  export DOCKER_HOST="unix://$STATE/docker.sock"
+  if ! docker info >/dev/null 2>&1; then
+    echo "[compose-local] starting dockerd (data root $STATE/data)"
+    dockerd --data-root "$STATE/data" --exec-root "$STATE/exec" --pidfile "$STATE/dockerd.pid" \
+      -H "$DOCKER_HOST" >"$STATE/dockerd.log" 2>&1 &
+    for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+    docker info >/dev/null 2>&1 || { echo "dockerd did not start; see $STATE/dockerd.log" >&2; exit 1; }
+  fi
+fi
+bash docker/local-base.sh
+docker-compose config -q
+docker-compose build
+docker volume inspect "$(basename "$ROOT" | tr -cd 'a-z0-9_-')_lsr-indexes" >/dev/null 2>&1 \
+  && echo "[compose-local] index volume exists; skipping the indexing job (docker-compose down -v to redo)" \
+  || docker-compose --profile index run --rm indexer
+docker-compose up -d api
+for _ in $(seq 1 120); do
+  [ "$(docker inspect -f '{{.State.Health.Status}}' "$(docker-compose ps -q api)")" = healthy ] && break
+  sleep 2
+done
+docker-compose ps
+curl -sf "http://127.0.0.1:$LSR_PORT/readyz"; echo
+curl -sf -X POST "http://127.0.0.1:$LSR_PORT/search" -H 'content-type: application/json' \
+  -d '{"query": "do statins reduce breast cancer mortality", "k": 3, "mode": "hybrid"}'; echo
+[ "${KEEP:-0}" = 1 ] || docker-compose down
