@@ -20,6 +20,11 @@ if ! docker info >/dev/null 2>&1; then
   fi
 fi
 bash docker/local-base.sh
+WHEEL="$(ls docker/wheels/torch-*.whl 2>/dev/null | head -1 || true)"
+if [ -n "$WHEEL" ]; then  # pin the local CPU wheel, or pip prefers a newer (CUDA, several GB) torch from PyPI
+  export TORCH_SPEC="torch==$(basename "$WHEEL" | cut -d- -f2)"
+  echo "[compose-local] torch from $WHEEL ($TORCH_SPEC)"
+fi
 docker-compose config -q
 docker-compose build
 docker volume inspect "$(basename "$ROOT" | tr -cd 'a-z0-9_-')_lsr-indexes" >/dev/null 2>&1 \

@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     index = subparsers.add_parser("index", help="encode a corpus and build the native inverted index")
     index.add_argument("--corpus", required=True, help="BEIR folder, JSONL file, or ir_datasets id")
     index.add_argument("--out", required=True, help="index directory to write (replaced atomically)")
-    add_encoder_arguments(index)
+    add_encoder_arguments(index, required=False)
     index.add_argument("--batch-size", type=int, default=32, help="documents per forward pass (default 32)")
     index.add_argument("--impact-dtype", choices=IMPACT_DTYPES, default="uint8",
                        help="uint8: quantized impacts (default); float32: unquantized")

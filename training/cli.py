@@ -13,7 +13,8 @@ from training.encoders import KINDS, load_encoder
 def add_encoder_arguments(parser: argparse.ArgumentParser, required: bool = True, flag: str = "--encoder") -> None:
     group = parser.add_argument_group("encoder")
     group.add_argument(flag, required=required, metavar="DIR",
-                       help="lsr encoder directory, or a plain Hugging Face directory with --kind")
+                       help="lsr encoder directory, or a plain Hugging Face directory with --kind"
+                            + ("" if required else " (default: the shipped models/inference-free-default)"))
     group.add_argument("--kind", choices=KINDS, help="encoder kind, for a plain Hugging Face directory")
     group.add_argument("--idf", metavar="FILE", help="inference-free: query-side {token: weight} JSON table")
     group.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
@@ -25,8 +26,16 @@ def add_encoder_arguments(parser: argparse.ArgumentParser, required: bool = True
 
 
 def encoder_from_args(args: argparse.Namespace, path: str | None = None):
+    path = path or args.encoder
+    if path is None:  # the shipped default (an lsr encoder directory: no --kind/--idf needed)
+        from training.encoders import default_encoder_directory
+
+        path = default_encoder_directory()
+        if not path.exists():
+            raise FileNotFoundError(f"no --encoder given and the default encoder {path} is missing; pass --encoder DIR "
+                                    "(or set LSR_DEFAULT_ENCODER)")
     return load_encoder(
-        path or args.encoder, kind=args.kind, idf=args.idf, device=args.device, dtype=args.dtype,
+        path, kind=args.kind, idf=args.idf, device=args.device, dtype=args.dtype,
         max_query_length=args.max_query_length, max_document_length=args.max_document_length,
     )
 

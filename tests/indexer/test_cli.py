@@ -50,3 +50,21 @@ def test_lsr_index_needs_kind_for_a_plain_directory(tmp_path, tiny_mlm_dir, caps
     corpus = write_jsonl(tmp_path / "corpus.jsonl", TINY_DOCS)
     code = main(["index", "--corpus", str(corpus), "--encoder", str(tiny_mlm_dir), "--out", str(tmp_path / "idx")])
     assert code == 2 and "--kind" in capsys.readouterr().err
+
+
+def test_lsr_index_defaults_to_the_shipped_encoder(tmp_path, capsys, monkeypatch):
+    from training.encoders import default_encoder_directory, load_encoder
+
+    shipped = default_encoder_directory()
+    files = {p.name: p.stat().st_size for p in shipped.iterdir()}
+    assert sum(files.values()) < 10_000_000 and "idf.json" in files and "model.safetensors" in files
+    encoder = load_encoder(shipped)
+    assert encoder.config.kind == "inference-free" and not encoder.needs_model_for_queries
+    assert next(encoder.model.parameters()).dtype.is_floating_point
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", TINY_DOCS)
+    assert main(["index", "--corpus", str(corpus), "--out", str(tmp_path / "idx")]) == 0
+    manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    assert manifest["encoder"]["identity"] == encoder.identity() and manifest["doc_count"] == len(TINY_DOCS)
+    monkeypatch.setenv("LSR_DEFAULT_ENCODER", str(tmp_path / "nope"))
+    assert main(["index", "--corpus", str(corpus), "--out", str(tmp_path / "idx2")]) == 2
+    assert "default encoder" in capsys.readouterr().err and not (tmp_path / "idx2").exists()

@@ -29,6 +29,14 @@ __all__ = [
 ]
 
 
+def default_encoder_directory() -> Path:
+    """The shipped default encoder (``models/inference-free-default`` of the checkout), or ``LSR_DEFAULT_ENCODER``."""
+    import os
+
+    return Path(os.environ.get("LSR_DEFAULT_ENCODER",
+                               Path(__file__).resolve().parents[2] / "models" / "inference-free-default"))
+
+
 def load_encoder(
     path: str | Path,
     kind: str | None = None,
