@@ -23,4 +23,4 @@ fi
 echo "[setup] installing lsr (editable) with its dev extras"
 quiet_pip -e ".[dev]"
 python -c "import service.app, indexer.build, training.encoders, torch, numba, fastapi, uvicorn, pytrec_eval, \
-pydantic_settings, httpx, pytest" || { echo "[setup] install failed: see the errors above" >&2; exit 1; }
+pydantic_settings, httpx, pytest, faiss, prometheus_client, schemathesis" || { echo "[setup] install failed: see the errors above" >&2; exit 1; }
