@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -193,6 +194,11 @@ def save_encoder_directory(directory: str | Path, model, tokenizer, config: Enco
     if extra_files is not None:
         extra_files(tmp)
     config.save(tmp)
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in tmp.rglob("*"):  # safetensors writes 0600; an encoder directory is meant to be shared (images, workers)
+        if path.is_file():
+            path.chmod(0o666 & ~umask)
     if directory.exists():
         shutil.rmtree(directory)
     tmp.rename(directory)
