@@ -233,3 +233,16 @@ def test_schemathesis_finds_no_server_error(full_index):
             check()
         assert not failures, failures[:5]
         assert len(statuses) > 100 and 200 in statuses and 422 in statuses  # it really exercised the API
+
+
+def test_hnsw_dense_index_matches_flat_on_a_small_corpus(tmp_path, tiny_mlm_dir, tiny_dense_dir, tiny_idf_file,
+                                                         engine):
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", TINY_DOCS)
+    sparse = load_encoder(tiny_mlm_dir, kind="inference-free", idf=tiny_idf_file, device="cpu")
+    dense = load_encoder(tiny_dense_dir, kind="dense", device="cpu")
+    manifest = build_index(corpus, sparse, tmp_path / "idx", progress=False, dense_encoder=dense, dense_index="hnsw")
+    assert manifest.dense["index"] == "hnsw" and manifest.bm25 is None and manifest.documents is False
+    hnsw = Engine.open(tmp_path / "idx", device="cpu")
+    for query in ("fish oil heart", "statin women", "green tea"):
+        a, b = hnsw.search(query, 5, "dense"), engine.search(query, 5, "dense")
+        assert a.ids == b.ids and np.allclose(a.scores, b.scores, atol=1e-5)
