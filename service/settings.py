@@ -3,13 +3,14 @@ a settings file (``LSR_CONFIG_FILE``: YAML or JSON), then the defaults below."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from training.config_files import read_mapping
 
 CONFIG_FILE_ENV = "LSR_CONFIG_FILE"
 
@@ -24,22 +25,9 @@ class _FileSource(PydanticBaseSettingsSource):
         path = os.environ.get(CONFIG_FILE_ENV)
         if not path:
             return {}
-        file = Path(path)
-        if not file.exists():
+        if not Path(path).exists():
             raise FileNotFoundError(f"{CONFIG_FILE_ENV}={path}: the settings file does not exist")
-        text = file.read_text()
-        if file.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text) or {}
-        else:
-            data = json.loads(text)
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping of settings")
-        unknown = sorted(set(data) - set(self.settings_cls.model_fields))
-        if unknown:
-            raise ValueError(f"{path}: unknown settings {unknown}; known: {sorted(self.settings_cls.model_fields)}")
-        return data
+        return read_mapping(path, self.settings_cls.model_fields, "server settings")
 
 
 class Settings(BaseSettings):

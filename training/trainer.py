@@ -122,22 +122,9 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"training config {path} does not exist")
-        text = path.read_text()
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
+        from training.config_files import read_mapping
 
-            data = yaml.safe_load(text) or {}
-        else:
-            data = json.loads(text)
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping of training settings")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{path}: unknown settings {unknown}; known: {sorted(known)}")
+        data = read_mapping(path, (f.name for f in dataclasses.fields(cls)), "training config")
         return cls(**data)
 
 
