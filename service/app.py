@@ -51,7 +51,8 @@ class FusionIn(Strict):
 class SearchOptions(Strict):
     k: StrictInt = Field(10, ge=1, description="number of hits (at most the server's max_k, default 1000)")
     mode: Mode = Field("sparse", description="sparse, dense, bm25 or hybrid (dense/bm25 need those index parts)")
-    fusion: FusionIn | None = Field(None, description="hybrid only; default convex 0.5 over sparse + dense")
+    fusion: FusionIn | None = Field(None, description="hybrid only; default convex 0.5 over sparse + dense (sparse + "
+                                                       "bm25 on an index without a dense part)")
     explain: StrictBool = Field(False, description="add the matching tokens and their query weight x impact")
 
 
@@ -304,7 +305,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
                     engine.require(component)
             engine.require(body.mode)
             if body.mode == "hybrid":
-                for component in (fusion or Fusion()).components:
+                for component in (fusion or engine.default_fusion()).components:
                     engine.require(component)
         except UnavailableError as exc:
             raise unprocessable(["body", "fusion" if body.fusion is not None else "mode"], str(exc)) from None

@@ -8,7 +8,8 @@ texts (``--store-documents``). Modes:
   tokenizer + IDF, no model);
 - ``dense``: FAISS inner product over unit-norm embeddings (exact with a flat index);
 - ``bm25``: bm25s;
-- ``hybrid``: two of the above (``Fusion.components``, default sparse + dense), each retrieved to
+- ``hybrid``: two of the above (``Fusion.components``; default sparse + dense, or sparse + BM25 on an index without
+  a dense part), each retrieved to
   ``max(k, Fusion.depth)``, fused over the union of the two lists by convex combination after per-query min-max
   normalization or by reciprocal rank fusion (:mod:`service.fusion`).
 """
@@ -98,6 +99,11 @@ class Engine:
             ["bm25"] if self.bm25 is not None else [])
         return available + (["hybrid"] if len(available) > 1 else [])
 
+    def default_fusion(self) -> Fusion:
+        """Convex 0.5 over sparse + dense, or sparse + BM25 when the index has no dense part."""
+        return Fusion(components=("sparse", "dense") if self.dense_index is not None or self.bm25 is None
+                      else ("sparse", "bm25"))
+
     def require(self, mode: str) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -131,7 +137,7 @@ class Engine:
             raise ValueError(f"k must be >= 1, got {k}")
         self.require(mode)
         if mode == "hybrid":
-            fusion = fusion or Fusion()
+            fusion = fusion or self.default_fusion()
             for component in fusion.components:
                 self.require(component)
             depth = max(k, fusion.depth)

@@ -246,3 +246,15 @@ def test_hnsw_dense_index_matches_flat_on_a_small_corpus(tmp_path, tiny_mlm_dir,
     for query in ("fish oil heart", "statin women", "green tea"):
         a, b = hnsw.search(query, 5, "dense"), engine.search(query, 5, "dense")
         assert a.ids == b.ids and np.allclose(a.scores, b.scores, atol=1e-5)
+
+
+def test_hybrid_defaults_to_sparse_and_bm25_without_a_dense_part(tmp_path, tiny_mlm_dir, tiny_idf_file):
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", TINY_DOCS)
+    sparse = load_encoder(tiny_mlm_dir, kind="inference-free", idf=tiny_idf_file, device="cpu")
+    build_index(corpus, sparse, tmp_path / "idx", progress=False, bm25=True)
+    with TestClient(create_app(Settings(index=str(tmp_path / "idx")))) as plain:  # the lifespan warms every mode
+        assert plain.get("/readyz").json()["modes"] == ["sparse", "bm25", "hybrid"]
+        hits = plain.post("/search", json={"query": "salt sugar", "mode": "hybrid", "k": 2}).json()["hits"]
+        engine = plain.app.state.engine
+        expected = engine.search("salt sugar", 2, "hybrid", Fusion(components=("sparse", "bm25")))
+        assert [h["id"] for h in hits] == expected.ids
