@@ -4,7 +4,9 @@ Starts `lsr serve --workers W` on 127.0.0.1 (a free port), waits for /readyz, th
   - a closed loop at concurrency 1 (latency: p50/p95/p99; HTTP overhead = its p50 - the in-process p50), and
   - a closed loop at concurrency C (throughput: QPS, p50/p99 under load),
 each for a fixed duration, cycling through the BEIR split's queries (asyncio + httpx, one connection per task).
-In-process: Engine.search for the same queries, one at a time. The server is stopped at the end, whatever happens.
+In-process: Engine.search for the same queries, one at a time. The floor of the HTTP stack (client, uvicorn,
+FastAPI, thread-pool hop; no search, no body) is GET /healthz at concurrency 1.
+The server is stopped at the end, whatever happens.
 The client shares the machine's cores with the server: on 2 cores, the QPS figures include the client's cost.
 
 python benchmarks/load.py --index var/indexes/nf-default-hybrid --modes sparse,dense,hybrid --duration 10
@@ -66,6 +68,18 @@ async def closed_loop(base: str, queries: list[str], mode: str, k: int, concurre
     return {"requests": len(latencies), "errors": errors, "qps": len(latencies) / elapsed, **percentiles(latencies)}
 
 
+async def healthz_floor(base: str, duration: float) -> dict:
+    """GET /healthz one at a time: the cost of client + uvicorn + FastAPI + the thread-pool hop, with no search."""
+    latencies: list[float] = []
+    deadline = time.perf_counter() + duration
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            await client.get("/healthz")
+            latencies.append((time.perf_counter() - started) * 1000)
+    return percentiles(latencies)
+
+
 def in_process(index: str, queries: list[str], modes: list[str], k: int, limit: int) -> dict:
     from service.engine import Engine
 
@@ -96,6 +110,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from indexer.corpus import read_qrels, read_queries
+    from service.probe import wait_until_ready
 
     queries_by_id = read_queries(args.beir)
     queries = [queries_by_id[q] for q in sorted(read_qrels(args.beir, args.split)) if q in queries_by_id]
@@ -110,18 +125,9 @@ def main() -> None:
                      "duration_s": args.duration, "queries": len(queries), "k": args.k, "cores": os.cpu_count(),
                      "modes": {}}
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if server.poll() is not None:
-                raise SystemExit(f"the server exited: {server.stderr.read()[-2000:]}")
-            if time.monotonic() > deadline:
-                raise SystemExit("the server did not become ready in 300 s")
-            time.sleep(0.5)
+        wait_until_ready(base, server)
+        asyncio.run(healthz_floor(base, 1.0))
+        results["healthz_c1"] = asyncio.run(healthz_floor(base, args.duration / 2))
         for mode in modes:
             asyncio.run(closed_loop(base, queries, mode, args.k, 2, 2.0))  # warm every worker
             single = asyncio.run(closed_loop(base, queries, mode, args.k, 1, args.duration))
@@ -146,6 +152,9 @@ def main() -> None:
         print(f"| {mode} | {local[mode]['p50_ms']:.2f} ms | {single['p50_ms']:.2f} / {single['p99_ms']:.2f} ms | "
               f"{single['p50_ms'] - local[mode]['p50_ms']:.2f} ms | {loaded['qps']:.0f} | "
               f"{loaded['p50_ms']:.1f} / {loaded['p99_ms']:.1f} ms | {single['errors'] + loaded['errors']} |")
+    floor = results["healthz_c1"]
+    print(f"floor of the HTTP stack, GET /healthz at c=1 (no search, no body): p50 {floor['p50_ms']:.2f} ms, "
+          f"p99 {floor['p99_ms']:.2f} ms")
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(results, indent=2) + "\n")

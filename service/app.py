@@ -298,15 +298,11 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             raise unprocessable(["body", "k"], f"k must be <= {settings.max_k} (LSR_MAX_K)")
         if body.fusion is not None and body.mode != "hybrid":
             raise unprocessable(["body", "fusion"], "fusion applies to mode 'hybrid' only")
-        fusion = body.fusion.to_fusion() if body.fusion is not None else None
         try:
-            if body.fusion is not None:
-                for component in fusion.components:
-                    engine.require(component)
+            fusion = body.fusion.to_fusion() if body.fusion is not None else None
             engine.require(body.mode)
-            if body.mode == "hybrid":
-                for component in (fusion or engine.default_fusion()).components:
-                    engine.require(component)
+            for component in (fusion or engine.default_fusion()).components if body.mode == "hybrid" else ():
+                engine.require(component)
         except UnavailableError as exc:
             raise unprocessable(["body", "fusion" if body.fusion is not None else "mode"], str(exc)) from None
         except ValueError as exc:

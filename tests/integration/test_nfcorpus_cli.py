@@ -6,12 +6,12 @@ import json
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from service.probe import wait_until_ready
 from tests.conftest import MINILM, NFCORPUS, OPENSEARCH_IDF, SPLADE_TINY
 
 pytestmark = pytest.mark.skipif(not NFCORPUS.exists() or not SPLADE_TINY.exists() or not MINILM.exists(),
@@ -108,16 +108,7 @@ def test_serve_answers_real_http(index_dir, workers):
                               stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None, server.stdout.read()
-            assert time.monotonic() < deadline, "server did not become healthy"
-            time.sleep(0.3)
+        wait_until_ready(base, server, timeout=120)
         response = httpx.post(f"{base}/search", json={"query": "statin use and breast cancer survival", "k": 5})
         assert response.status_code == 200
         hits = response.json()["hits"]
