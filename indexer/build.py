@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from indexer.corpus import Document, ReadStats, count_documents, read_corpus
 from indexer.dense import DenseIndexWriter
 from indexer.docstore import DocumentStoreWriter
-from indexer.inverted import IndexWriter, Manifest
+from indexer.inverted import DEFAULT_BLOCK_SIZE, DEFAULT_DENSE_RATIO, IndexWriter, Manifest
 from training.encoders import DenseEncoder, SparseEncoder
 
 
@@ -37,12 +37,18 @@ def build_index(
     dense_index: str = "flat",
     bm25: bool = False,
     store_documents: bool = False,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    dense_ratio: int = DEFAULT_DENSE_RATIO,
+    lucene: bool = False,
+    lucene_threads: int | None = None,
 ) -> Manifest:
     """Encode every document of ``corpus`` with ``encoder`` and write the index at ``out`` atomically.
 
     Optional parts, in the same directory and manifest: ``dense_encoder`` also embeds every document into a FAISS
     index (``dense_index``: flat = exact, hnsw = approximate) for dense and hybrid search; ``bm25`` adds a bm25s
-    index (the lexical hybrid partner); ``store_documents`` keeps the texts for ``GET /documents/{id}``.
+    index (the lexical hybrid partner); ``store_documents`` keeps the texts for ``GET /documents/{id}``; ``lucene``
+    also builds a Lucene impact index of the same quantized vectors through Pyserini (``lucene/``, for
+    ``--backend lucene``). ``block_size`` and ``dense_ratio`` shape the block-max pruning structures.
     """
     if not isinstance(encoder, SparseEncoder):
         raise ValueError("the inverted index needs a sparse encoder (splade or inference-free), not a dense one")
@@ -56,8 +62,15 @@ def build_index(
     started = time.perf_counter()
     total = limit if limit is not None else (count_documents(corpus) if progress else None)
     bar = tqdm(desc="encoding documents", unit="doc", disable=not progress, total=total)
-    keep_texts = export_jsonl is not None or bm25
-    with IndexWriter(out, encoder.vocab_size, impact_dtype, keep_texts=keep_texts) as writer:
+    keep_texts = export_jsonl is not None or bm25 or lucene
+    if lucene and impact_dtype != "uint8":
+        raise ValueError("--lucene indexes integer impacts; build with --impact-dtype uint8 (the default)")
+    if lucene:
+        from indexer.lucene import check_available
+
+        check_available()  # fail before encoding anything
+    with IndexWriter(out, encoder.vocab_size, impact_dtype, keep_texts=keep_texts, block_size=block_size,
+                     dense_ratio=dense_ratio) as writer:
         dense = DenseIndexWriter(writer.tmp / "dense", dense_encoder.dim, dense_index) if dense_encoder else None
         store = DocumentStoreWriter(writer.tmp / "documents") if store_documents else None
         dense_s = 0.0
@@ -90,6 +103,10 @@ def build_index(
             if store is not None:
                 store.close()
                 fields["documents"] = True
+            if lucene:
+                from indexer.lucene import build_impact_index
+
+                fields["lucene"] = build_impact_index(tmp / "export.jsonl", tmp / "lucene", threads=lucene_threads)
             return fields
 
         encoder_info = {
@@ -110,8 +127,8 @@ def build_index(
         }
         manifest = writer.commit(
             encoder_info, build, save_encoder=encoder.save,
-            export_jsonl=Path(export_jsonl) if export_jsonl else None,
-            tokens=encoder.token_strings() if export_jsonl else None, extras=extras,
+            export_jsonl=Path(export_jsonl) if export_jsonl else None, export=lucene,
+            tokens=encoder.token_strings() if export_jsonl or lucene else None, extras=extras,
         )
     if stats.skipped:
         print(f"skipped {stats.skipped} malformed line(s); first: {stats.examples[0]}")

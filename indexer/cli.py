@@ -8,7 +8,7 @@ from pathlib import Path
 
 from indexer.corpus import read_corpus
 from indexer.dense import DENSE_KINDS
-from indexer.inverted import IMPACT_DTYPES
+from indexer.inverted import DEFAULT_BLOCK_SIZE, DEFAULT_DENSE_RATIO, IMPACT_DTYPES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,6 +24,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     index.add_argument("--export-jsonl", metavar="FILE", help="also write Pyserini's JsonVectorCollection JSONL")
     index.add_argument("--skip-malformed", action="store_true", help="skip and count malformed corpus lines")
     index.add_argument("--limit", type=int, default=None, help="index only the first N documents")
+    index.add_argument("--block-size", type=int, default=DEFAULT_BLOCK_SIZE,
+                       help=f"documents per block for block-max pruning (default {DEFAULT_BLOCK_SIZE})")
+    index.add_argument("--dense-ratio", type=int, default=DEFAULT_DENSE_RATIO,
+                       help="terms in at least 1/R of the documents are also stored as dense rows for the pruned "
+                            f"kernel (default {DEFAULT_DENSE_RATIO}; 0: none)")
+    index.add_argument("--lucene", action="store_true",
+                       help="also build a Lucene impact index of the same vectors through Pyserini (extra `lucene`), "
+                            "for `--backend lucene`")
+    index.add_argument("--lucene-threads", type=int, default=None, help="Lucene indexing threads (default: all cores)")
     extra = index.add_argument_group("hybrid search and document texts")
     extra.add_argument("--dense-encoder", metavar="DIR",
                        help="also embed documents with this dense encoder (lsr dense directory or a Hugging Face "
@@ -60,13 +69,14 @@ def run_index(args: argparse.Namespace) -> int:
         args.corpus, encoder, args.out, batch_size=args.batch_size, impact_dtype=args.impact_dtype,
         export_jsonl=args.export_jsonl, skip_malformed=args.skip_malformed, limit=args.limit,
         dense_encoder=dense, dense_index=args.dense_index, bm25=args.bm25, store_documents=args.store_documents,
+        block_size=args.block_size, dense_ratio=args.dense_ratio, lucene=args.lucene, lucene_threads=args.lucene_threads,
     )
     print(json.dumps({
         "index": args.out, "documents": manifest.doc_count, "postings": manifest.postings,
         "avg_doc_nnz": round(manifest.postings / manifest.doc_count, 1), "impact_dtype": manifest.impact_dtype,
         "dropped_postings": manifest.dropped_postings, "docs_per_second": manifest.build["docs_per_second"],
         **({"dense": manifest.dense} if manifest.dense else {}), **({"bm25": manifest.bm25} if manifest.bm25 else {}),
-        "documents_stored": manifest.documents,
+        "documents_stored": manifest.documents, **({"lucene": manifest.lucene} if manifest.lucene else {}),
     }, indent=2))
     return 0
 

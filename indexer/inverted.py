@@ -9,6 +9,8 @@ Layout of an index directory::
         doc_ids.npy                uint32: segment-local document ids, increasing within each term
         impacts.npy                uint8 (quantized) or float32
         ids.npy                    external document ids (unicode array), by local document id
+        blocks/                    block-max pruning: per-term block maxima, dense rows of frequent terms
+                                   (:func:`block_metadata`; an index without it gets it computed at load)
 
 An index is a list of immutable segments, each with its own ``doc_base``; one segment is the case n = 1.
 Quantization: q = round(w * scale) with scale = 255 / max_weight over the segment's documents (stored per segment);
@@ -47,6 +49,8 @@ class SegmentInfo:
     postings: int
     scale: float  # impact(d, t) = stored / scale; per segment, so segments can be quantized independently
     max_weight: float
+    block_size: int = 0  # block-max pruning structures in blocks/ (0: none stored; computed at load)
+    dense_ratio: int = 0  # terms in >= doc_count / dense_ratio documents are also stored as dense rows
 
 
 @dataclass
@@ -61,6 +65,7 @@ class Manifest:
     dense: dict | None = None  # FAISS side (``dense/``): index kind, dim, encoder identity; None without one
     bm25: dict | None = None  # bm25s side (``bm25/``): k1, b, analyzer; None without one
     documents: bool = False  # texts stored in ``documents/`` (GET /documents/{id})
+    lucene: dict | None = None  # Lucene impact index (``lucene/``, Pyserini): query weight scale, build figures
     format_version: int = INDEX_FORMAT_VERSION
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
@@ -89,6 +94,10 @@ class Manifest:
                               "the file is damaged or from another tool: rebuild the index") from None
 
 
+DEFAULT_BLOCK_SIZE = 8
+DEFAULT_DENSE_RATIO = 16
+
+
 @dataclass
 class Segment:
     info: SegmentInfo
@@ -96,13 +105,33 @@ class Segment:
     doc_ids: np.ndarray
     impacts: np.ndarray
     ids: np.ndarray
+    blocks: dict[str, np.ndarray] | None = None
+    _kernel_arrays: tuple | None = None
 
     @classmethod
     def load(cls, directory: Path, info: SegmentInfo, mmap: bool) -> Segment:
         mode = "r" if mmap else None
         arrays = {name: np.load(directory / f"{name}.npy", mmap_mode=mode, allow_pickle=False)
                   for name in ("offsets", "doc_ids", "impacts", "ids")}
-        return cls(info=info, **arrays)
+        blocks = None
+        if info.block_size > 0:
+            blocks = {name: np.load(directory / "blocks" / f"{name}.npy", mmap_mode=mode, allow_pickle=False)
+                      for name in BLOCK_ARRAYS}
+        return cls(info=info, blocks=blocks, **arrays)
+
+    @property
+    def block_size(self) -> int:
+        return self.info.block_size or DEFAULT_BLOCK_SIZE
+
+    def kernel_arrays(self) -> tuple:
+        """The block-max kernel's index tuple; an index written before block metadata existed gets it computed
+        here, once (in memory, a pass over the postings)."""
+        if self._kernel_arrays is None:
+            if self.blocks is None:
+                self.blocks = block_metadata(self.offsets, self.doc_ids, self.impacts, self.info.doc_count,
+                                             DEFAULT_BLOCK_SIZE, DEFAULT_DENSE_RATIO)
+            self._kernel_arrays = kernel_arrays(self.offsets, self.doc_ids, self.impacts, self.blocks)
+        return self._kernel_arrays
 
 
 class InvertedIndex:
@@ -152,6 +181,95 @@ def _fill_postings(indptr, indices, impacts, doc_base, cursor, doc_ids_out, impa
             cursor[term] = position + 1
 
 
+@numba.njit(cache=True)
+def _count_blocks(offsets, doc_ids, block_size, dense_slot):  # pragma: no cover - numba
+    counts = np.zeros(len(offsets) - 1, dtype=np.int64)
+    for term in range(len(offsets) - 1):
+        if dense_slot[term] >= 0:
+            continue
+        last = -1
+        for p in range(offsets[term], offsets[term + 1]):
+            block = doc_ids[p] // block_size
+            if block != last:
+                counts[term] += 1
+                last = block
+    return counts
+
+
+@numba.njit(cache=True)
+def _fill_blocks(offsets, doc_ids, impacts, block_size, dense_slot, b_offsets, b_ids, b_max, b_starts, dense_rows,
+                 dense_max):  # pragma: no cover - numba
+    for term in range(len(offsets) - 1):
+        slot = dense_slot[term]
+        if slot >= 0:
+            for p in range(offsets[term], offsets[term + 1]):
+                doc = doc_ids[p]
+                dense_rows[slot, doc] = impacts[p]
+                block = doc // block_size
+                if impacts[p] > dense_max[slot, block]:
+                    dense_max[slot, block] = impacts[p]
+            continue
+        e = b_offsets[term] - 1
+        last = -1
+        for p in range(offsets[term], offsets[term + 1]):
+            block = doc_ids[p] // block_size
+            if block != last:
+                e += 1
+                b_ids[e] = block
+                b_max[e] = impacts[p]
+                b_starts[e] = p
+                last = block
+            elif impacts[p] > b_max[e]:
+                b_max[e] = impacts[p]
+
+
+BLOCK_ARRAYS = ("block_offsets", "block_ids", "block_max", "block_starts", "dense_terms", "dense_rows", "dense_max")
+
+
+def block_metadata(offsets: np.ndarray, doc_ids: np.ndarray, impacts: np.ndarray, doc_count: int, block_size: int,
+                   dense_ratio: int) -> dict[str, np.ndarray]:
+    """The block-max structures the pruned kernel (:func:`service.kernel.score_batch_blockmax`) reads.
+
+    Documents are cut into blocks of ``block_size`` consecutive ids. A term in at least ``doc_count / dense_ratio``
+    documents (``dense_ratio`` 0: none) is *dense*: ``dense_rows[s]`` holds its impact for every document (0 where
+    absent; padded to whole blocks) and ``dense_max[s]`` its largest impact in every block, with ``dense_terms[s]`` the
+    term id. Every other term t lists the blocks holding its postings in ``[block_offsets[t], block_offsets[t+1])``:
+    block id (``block_ids``), its largest impact there (``block_max``) and the position in the postings where that
+    block's postings of t start (``block_starts``). One pass over the postings.
+    """
+    if block_size < 1:
+        raise ValueError(f"block size must be >= 1, got {block_size}")
+    vocab = len(offsets) - 1
+    df = np.diff(offsets)
+    dense_terms = (np.flatnonzero(df >= max(1, doc_count / dense_ratio)).astype(np.int32) if dense_ratio > 0
+                   else np.zeros(0, dtype=np.int32))
+    dense_slot = np.full(vocab, -1, dtype=np.int32)
+    dense_slot[dense_terms] = np.arange(len(dense_terms), dtype=np.int32)
+    counts = _count_blocks(offsets, doc_ids, block_size, dense_slot)
+    b_offsets = np.zeros(len(offsets), dtype=np.int64)
+    np.cumsum(counts, out=b_offsets[1:])
+    n = int(b_offsets[-1])
+    n_blocks = (doc_count + block_size - 1) // block_size
+    start_dtype = np.uint32 if len(doc_ids) < 2**32 else np.int64
+    arrays = {
+        "block_offsets": b_offsets, "block_ids": np.empty(n, dtype=np.uint32),
+        "block_max": np.empty(n, dtype=impacts.dtype), "block_starts": np.empty(n, dtype=start_dtype),
+        "dense_terms": dense_terms, "dense_rows": np.zeros((len(dense_terms), n_blocks * block_size), impacts.dtype),
+        "dense_max": np.zeros((len(dense_terms), n_blocks), dtype=impacts.dtype),
+    }
+    _fill_blocks(offsets, doc_ids, impacts, block_size, dense_slot, b_offsets, arrays["block_ids"],
+                 arrays["block_max"], arrays["block_starts"], arrays["dense_rows"], arrays["dense_max"])
+    return arrays
+
+
+def kernel_arrays(offsets, doc_ids, impacts, blocks: dict[str, np.ndarray]) -> tuple:
+    """The tuple :func:`service.kernel.score_batch_blockmax` takes as ``ix``."""
+    dense_slot = np.full(len(offsets) - 1, -1, dtype=np.int32)
+    dense_slot[blocks["dense_terms"]] = np.arange(len(blocks["dense_terms"]), dtype=np.int32)
+    return (offsets, doc_ids, impacts, blocks["block_offsets"], blocks["block_ids"], blocks["block_max"],
+            blocks["block_starts"], dense_slot, blocks["dense_rows"], blocks["dense_max"])
+
+
 class IndexWriter:
     """Builds an index into a temporary sibling directory and renames it into place only when complete.
 
@@ -161,7 +279,8 @@ class IndexWriter:
     """
 
     def __init__(self, directory: str | Path, vocab_size: int, impact_dtype: str = "uint8",
-                 keep_texts: bool = False) -> None:
+                 keep_texts: bool = False, block_size: int = DEFAULT_BLOCK_SIZE,
+                 dense_ratio: int = DEFAULT_DENSE_RATIO) -> None:
         if impact_dtype not in IMPACT_DTYPES:
             raise ValueError(f"impact dtype {impact_dtype!r} is not one of {', '.join(IMPACT_DTYPES)}")
         self.directory = Path(directory)
@@ -173,6 +292,10 @@ class IndexWriter:
         self.chunks = 0
         self.max_weight = 0.0
         self.keep_texts = keep_texts
+        if block_size < 1 or dense_ratio < 0:
+            raise ValueError(f"--block-size must be >= 1 and --dense-ratio >= 0, got {block_size} and {dense_ratio}")
+        self.block_size = block_size
+        self.dense_ratio = dense_ratio
 
     def __enter__(self) -> IndexWriter:
         if self.directory.exists() and not (self.directory / MANIFEST_FILE).exists() and (
@@ -246,12 +369,13 @@ class IndexWriter:
                 yield json.loads(line)
 
     def commit(self, encoder_info: dict, build: dict, save_encoder=None, export_jsonl: Path | None = None,
-               tokens: list[str] | None = None, extras=None) -> Manifest:
+               tokens: list[str] | None = None, extras=None, export: bool = False) -> Manifest:
         """Write the postings and manifest, then atomically put the index (and the JSONL export) in place.
 
         ``extras(tmp_directory)`` writes the optional parts (dense, BM25, stored texts) into the temporary index and
         returns the manifest fields that describe them; it runs before the swap, so a failure there leaves any
-        previous index untouched."""
+        previous index untouched. ``export`` writes the JsonVectorCollection to ``tmp/export.jsonl`` for ``extras``
+        (the Lucene build) even without ``export_jsonl``; it is removed unless ``export_jsonl`` asks for it."""
         if not self.ids:
             raise IndexError_("the corpus gave no documents to index; check the path (and --skip-malformed counts)")
         scale = self.scale()
@@ -271,17 +395,25 @@ class IndexWriter:
             _fill_postings(indptr, indices, impacts, doc_base, cursor, doc_ids, impacts_out)
 
         segment = SegmentInfo(name="seg-000000", doc_base=0, doc_count=len(self.ids), postings=postings,
-                              scale=scale, max_weight=self.max_weight)
+                              scale=scale, max_weight=self.max_weight, block_size=self.block_size,
+                              dense_ratio=self.dense_ratio)
         segment_dir = self.tmp / "segments" / segment.name
-        segment_dir.mkdir(parents=True)
+        (segment_dir / "blocks").mkdir(parents=True)
         for name, array in (("offsets", offsets), ("doc_ids", doc_ids), ("impacts", impacts_out),
                             ("ids", np.asarray(self.ids, dtype=str))):
             np.save(segment_dir / f"{name}.npy", array, allow_pickle=False)
+        blocks = block_metadata(offsets, doc_ids, impacts_out, len(self.ids), self.block_size, self.dense_ratio)
+        for name, array in blocks.items():
+            np.save(segment_dir / "blocks" / f"{name}.npy", array, allow_pickle=False)
+        del blocks
         export_tmp = None
-        if export_jsonl is not None:
+        if export_jsonl is not None or export:
             export_tmp = self.tmp / "export.jsonl"
             self.export_jsonl(export_tmp, tokens or [])
         extra_fields = extras(self.tmp) if extras is not None else {}
+        if export_tmp is not None and export_jsonl is None:
+            export_tmp.unlink()
+            export_tmp = None
         shutil.rmtree(self.spool)
         if save_encoder is not None:
             save_encoder(self.tmp / "encoder")

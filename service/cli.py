@@ -8,13 +8,26 @@ import sys
 from pathlib import Path
 
 from service.engine import FUSION_METHODS, MODES
+from service.searcher import BACKENDS, PRUNING_METHODS
+
+
+def add_pruning_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("sparse top-k (native backend)")
+    group.add_argument("--pruning", choices=PRUNING_METHODS, default="blockmax",
+                       help="blockmax: block-max pruning, exact (default); exhaustive: every posting (the reference)")
+    group.add_argument("--prune-alpha", type=float, default=1.0,
+                       help="APPROXIMATE below 1: skip a block when alpha x its bound < the k-th score (default 1)")
+    group.add_argument("--query-cut", type=int, default=0,
+                       help="APPROXIMATE: keep only the N heaviest query terms (default 0: all)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate = subparsers.add_parser("eval", help="evaluate an index on a BEIR split (nDCG@10, Recall@100, MRR@10)")
     evaluate.add_argument("--beir", required=True, metavar="DIR", help="BEIR folder (queries.jsonl, qrels/)")
     evaluate.add_argument("--index", metavar="DIR", help="index directory built by `lsr index`")
-    evaluate.add_argument("--baseline", choices=("bm25",), help="evaluate a baseline instead of an index: bm25")
+    evaluate.add_argument("--baseline", choices=("bm25", "bm25s"),
+                          help="evaluate a baseline instead of an index: bm25 (Pyserini/Lucene, BEIR multifield; "
+                               "extra `lucene`) or bm25s")
     evaluate.add_argument("--encoder", metavar="DIR", help="query encoder (default: the one stored in the index)")
     evaluate.add_argument("--split", default="test", help="qrels split (default test)")
     evaluate.add_argument("--k", type=int, default=1000, help="hits per query (default 1000)")
@@ -31,6 +44,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           help="hybrid: the two fused lists, of sparse, dense, bm25 (default sparse,dense)")
     evaluate.add_argument("--depth", type=int, default=100,
                           help="hybrid: hits per component before fusion, at least k (default 100)")
+    evaluate.add_argument("--backend", choices=BACKENDS, default="native",
+                          help="sparse side: native (lsr's kernel, default) or lucene (Pyserini over the index's "
+                               "lucene/ part, built with `lsr index --lucene`)")
+    add_pruning_arguments(evaluate)
     evaluate.set_defaults(handler=run_eval)
 
     serve = subparsers.add_parser("serve", help="serve an index over HTTP (FastAPI + uvicorn)")
@@ -46,21 +63,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_eval(args: argparse.Namespace) -> int:
     from service.engine import Engine, Fusion
-    from service.evaluation import evaluate, evaluate_bm25
+    from service.evaluation import evaluate, evaluate_bm25, evaluate_pyserini_bm25
+    from service.searcher import Pruning
 
     if (args.index is None) == (args.baseline is None):
-        raise ValueError("pass exactly one of --index DIR or --baseline bm25")
+        raise ValueError("pass exactly one of --index DIR or --baseline bm25|bm25s")
     run_path = args.run or (str(Path(args.output).with_suffix(".trec")) if args.output else None)
     if args.baseline == "bm25":
+        metrics = evaluate_pyserini_bm25(args.beir, split=args.split, k=args.k, run_path=run_path)
+    elif args.baseline == "bm25s":
         metrics = evaluate_bm25(args.beir, split=args.split, k=args.k, run_path=run_path)
     else:
         fusion = Fusion(method=args.fusion, alpha=args.alpha, rrf_k=args.rrf_k, depth=args.depth,
                         components=tuple(c.strip() for c in args.components.split(",")))
         needs = set(fusion.components) if args.mode == "hybrid" else {args.mode}
+        pruning = Pruning(args.pruning, args.prune_alpha, args.query_cut)
         engine = Engine.open(args.index, encoder=args.encoder, device=args.device,
-                             load=[part for part in ("dense", "bm25") if part in needs])
+                             load=[part for part in ("dense", "bm25") if part in needs], pruning=pruning,
+                             backend=args.backend)
         metrics = evaluate(engine, args.beir, split=args.split, k=args.k, run_path=run_path, mode=args.mode,
                            fusion=fusion)
+        if not pruning.exact:  # an approximate setting is never silent: report its recall against the exact top-k
+            exact = Engine.open(args.index, encoder=args.encoder, device=args.device, load=())
+            metrics.update(recall_against_exact(engine, exact, args.beir, args.split, k=10))
     if run_path:
         metrics["run"] = run_path
     text = json.dumps(metrics, indent=2)
@@ -69,6 +94,19 @@ def run_eval(args: argparse.Namespace) -> int:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(text + "\n")
     return 0
+
+
+def recall_against_exact(approximate, exact, beir_dir: str, split: str, k: int = 10) -> dict:
+    """Mean recall@k of the approximate sparse top-k against the exact one, over the split's judged queries."""
+    from indexer.corpus import read_qrels, read_queries
+
+    queries = read_queries(beir_dir)
+    texts = [queries[qid] for qid in sorted(read_qrels(beir_dir, split)) if qid in queries]
+    got = approximate.search_batch(texts, k)
+    want = exact.search_batch(texts, k)
+    recalls = [len(set(a.ids) & set(b.ids)) / max(1, len(b.ids)) for a, b in zip(got, want)]
+    return {f"recall@{k}_vs_exact": float(sum(recalls) / max(1, len(recalls))),
+            "pruning": {"alpha": approximate.searcher.pruning.alpha, "query_cut": approximate.searcher.pruning.query_cut}}
 
 
 def run_serve(args: argparse.Namespace) -> int:

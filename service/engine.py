@@ -27,7 +27,7 @@ from indexer.dense import DenseIndex
 from indexer.docstore import DocumentStore
 from indexer.inverted import IndexError_
 from service.fusion import convex_fusion, rrf_fusion
-from service.searcher import Searcher, SearchResult
+from service.searcher import Pruning, Searcher, SearchResult
 from training.encoders import DenseEncoder, load_encoder
 
 MODES = ("sparse", "dense", "bm25", "hybrid")
@@ -71,9 +71,11 @@ class Engine:
 
     @classmethod
     def open(cls, index_dir: str | Path, encoder: str | Path | None = None, device: str | None = None,
-             load: Sequence[str] = ("dense", "bm25", "documents")) -> Engine:
-        """Open ``index_dir`` and every optional part it holds (restricted to ``load``)."""
-        searcher = Searcher.open(index_dir, encoder=encoder, device=device)
+             load: Sequence[str] = ("dense", "bm25", "documents"), pruning: Pruning | None = None,
+             backend: str = "native") -> Engine:
+        """Open ``index_dir`` and every optional part it holds (restricted to ``load``); the sparse side is searched
+        by ``backend`` (``native``: lsr's kernel with ``pruning``; ``lucene``: Pyserini over the ``lucene/`` part)."""
+        searcher = Searcher.open(index_dir, encoder=encoder, device=device, pruning=pruning, backend=backend)
         manifest, directory = searcher.index.manifest, Path(index_dir)
         dense_encoder = dense_index = bm25 = documents = None
         if manifest.dense and "dense" in load:

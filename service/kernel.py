@@ -143,3 +143,221 @@ def score_batch_serial(offsets, doc_ids, impacts, q_indptr, q_terms, q_weights, 
         postings[q] = score_query(offsets, doc_ids, impacts, q_terms[start:end], q_weights[start:end], k,
                                   accumulator, touched, out_docs[q], out_scores[q])
     return out_docs, out_scores, postings
+
+
+# -- Block-max pruning -------------------------------------------------------------------------------------------------
+#
+# Documents are cut into fixed-size blocks of ``block_size`` consecutive ids, and the index stores, per term, the
+# largest impact in every block the term occurs in (:func:`indexer.inverted.block_metadata`). Frequent terms (in at
+# least 1/``dense_ratio`` of the documents) are also stored as dense rows: one impact per document and one maximum per
+# block, so that both the bounds and the block scores are straight SIMD loops, with no pointer chasing. Rare terms keep
+# a sparse list of (block, max impact, where its postings in that block start).
+#
+# A query first adds up, per block, sum_t q_t * blockmax(t, b): an upper bound on the score of every document in the
+# block. Blocks are then scored exactly, with a block-sized accumulator, in tiers of decreasing bound (within 10% of
+# the best bound, then 10-20%, ...), which raises the k-th score theta early; a tier never reaches below theta. A block
+# whose bound is below the current theta cannot hold a top-k document and is skipped. The result is the exhaustive
+# kernel's top-k, ties included: scores and bounds are accumulated in the same term order, and float rounding is
+# monotone, so a document's float score never exceeds its block's float bound.
+#
+# ``alpha`` < 1 is the explicit approximate knob (as in BMP): a block is skipped when alpha * bound < theta.
+# ``query_cut`` > 0 keeps only the query's heaviest ``query_cut`` terms. Both lose recall, which callers report.
+
+_TIERS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0)  # lower edges of the tiers, as fractions of the best bound
+
+
+@numba.njit(cache=True)
+def _score_block(ix, block_size, num_docs, terms, weights, use, n_blocks, qpos, block, k, acc, heap_scores, heap_docs,
+                 size):  # pragma: no cover - numba
+    """Score every document of ``block`` exactly and offer it to the heap; return (new heap size, postings read)."""
+    offsets, doc_ids, impacts, b_offsets, b_ids, b_max, b_starts, dense_slot, dense_rows, dense_max = ix
+    base = block * block_size
+    postings = 0
+    for jj in range(len(use)):
+        j = use[jj]
+        term = terms[j]
+        weight = np.float32(weights[j])
+        slot = dense_slot[term]
+        if slot >= 0:
+            row = dense_rows[slot]
+            for i in range(block_size):
+                acc[i] += weight * np.float32(row[base + i])
+            postings += block_size
+        else:
+            e = qpos[j * n_blocks + block]
+            if e < 0:
+                continue
+            end = b_starts[e + 1] if e + 1 < b_offsets[term + 1] else offsets[term + 1]
+            postings += end - b_starts[e]
+            for p in range(b_starts[e], end):
+                acc[doc_ids[p] - base] += weight * np.float32(impacts[p])
+    for i in range(block_size):
+        score = acc[i]
+        if score > 0.0:
+            acc[i] = 0.0
+            doc = base + i
+            if size < k:
+                heap_scores[size] = score
+                heap_docs[size] = doc
+                _sift_up(heap_scores, heap_docs, size)
+                size += 1
+            elif _worse(heap_scores[0], heap_docs[0], score, doc):
+                heap_scores[0] = score
+                heap_docs[0] = doc
+                _sift_down(heap_scores, heap_docs, size, 0)
+    return size, postings
+
+
+@numba.njit(cache=True)
+def score_query_blockmax(ix, block_size, num_docs, terms, weights, k, alpha, query_cut, ub, qpos, candidates, acc,
+                         out_docs, out_scores):  # pragma: no cover - numba
+    """One query, block-max pruned, into ``out_docs``/``out_scores``. Returns (postings read, blocks scored).
+
+    ``ix``: the index arrays (see :func:`blockmax_arrays`). Scratch, left as found: ``ub`` (float32, one a block),
+    ``qpos`` (int64, n_terms x blocks, all -1), ``candidates`` (int32, one a block), ``acc`` (float32, block_size,
+    all zero)."""
+    offsets, doc_ids, impacts, b_offsets, b_ids, b_max, b_starts, dense_slot, dense_rows, dense_max = ix
+    n_blocks = len(ub)
+    n_terms = len(terms)
+    use = np.arange(n_terms)
+    if 0 < query_cut < n_terms:  # the approximate term cut: the heaviest query_cut terms, in their original order
+        use = np.sort(np.argsort(-weights, kind="mergesort")[:query_cut])
+
+    # 1. The bound of every block, in query-term order; remember where each rare term's postings in a block start.
+    for jj in range(len(use)):
+        j = use[jj]
+        term = terms[j]
+        weight = np.float32(weights[j])
+        slot = dense_slot[term]
+        if slot >= 0:
+            row = dense_max[slot]
+            for b in range(n_blocks):
+                ub[b] += weight * np.float32(row[b])
+        else:
+            line = j * n_blocks
+            for e in range(b_offsets[term], b_offsets[term + 1]):
+                contribution = weight * np.float32(b_max[e])
+                if contribution > 0.0:
+                    ub[b_ids[e]] += contribution
+                    qpos[line + b_ids[e]] = e
+    max_ub = np.float32(0.0)
+    for b in range(n_blocks):
+        max_ub = max(max_ub, ub[b])
+
+    # 2. Tiers of decreasing bound: [lo, hi). Before the heap is full the tiers are fixed fractions of the best
+    # bound; once it is full, the next tier is everything the current k-th score cannot rule out.
+    size = 0
+    heap_scores = np.empty(k, dtype=np.float32)
+    heap_docs = np.empty(k, dtype=np.int64)
+    postings = 0
+    scored = 0
+    hi = np.float32(np.inf)
+    tier = 0
+    while max_ub > 0.0:
+        lo = np.float32(_TIERS[tier] * max_ub) if tier < len(_TIERS) else np.float32(0.0)
+        tier += 1
+        if size == k:
+            lo = max(lo, heap_scores[0] / alpha)
+        if lo >= hi:  # (alpha < 1 can ask for a tier above the last one)
+            break
+        n = 0
+        for b in range(n_blocks):
+            if lo <= ub[b] < hi and ub[b] > 0.0:
+                candidates[n] = b
+                n += 1
+        for i in range(n):
+            block = candidates[i]
+            if size == k and alpha * ub[block] < heap_scores[0]:
+                continue
+            size, read = _score_block(ix, block_size, num_docs, terms, weights, use, n_blocks, qpos, block, k, acc,
+                                      heap_scores, heap_docs, size)
+            postings += read
+            scored += 1
+        if lo <= 0.0 or (size == k and alpha * lo <= heap_scores[0]):
+            break  # every block left is bounded below theta (or none is left)
+        hi = lo
+
+    # 3. Leave the scratch as found.
+    ub[:] = 0.0
+    for jj in range(len(use)):
+        j = use[jj]
+        term = terms[j]
+        if dense_slot[term] < 0:
+            line = j * n_blocks
+            for e in range(b_offsets[term], b_offsets[term + 1]):
+                qpos[line + b_ids[e]] = -1
+
+    for slot in range(k):
+        out_docs[slot] = -1
+        out_scores[slot] = 0.0
+    for slot in range(size - 1, -1, -1):
+        out_docs[slot] = heap_docs[0]
+        out_scores[slot] = heap_scores[0]
+        size -= 1
+        heap_scores[0] = heap_scores[size]
+        heap_docs[0] = heap_docs[size]
+        _sift_down(heap_scores, heap_docs, size, 0)
+    return postings, scored
+
+
+def blockmax_scratch(num_docs: int, block_size: int, max_terms: int) -> tuple:
+    """Per-thread scratch for :func:`score_batch_blockmax_serial`, reusable across calls (the kernel leaves it as it
+    found it): allocating and clearing it per query would cost more than scoring a short query."""
+    n_blocks = (num_docs + block_size - 1) // block_size
+    return (np.zeros(n_blocks, dtype=np.float32), np.full(max(1, max_terms) * n_blocks, -1, dtype=np.int64),
+            np.empty(n_blocks, dtype=np.int32), np.zeros(block_size, dtype=np.float32))
+
+
+@numba.njit(cache=True)
+def _blockmax_range(ix, block_size, num_docs, q_indptr, q_terms, q_weights, k, alpha, query_cut, first, last, ub, qpos,
+                    candidates, acc, out_docs, out_scores, postings, blocks):  # pragma: no cover - numba
+    for q in range(first, last):
+        start = q_indptr[q]
+        end = q_indptr[q + 1]
+        postings[q], blocks[q] = score_query_blockmax(ix, block_size, num_docs, q_terms[start:end],
+                                                      q_weights[start:end], k, alpha, query_cut, ub, qpos, candidates,
+                                                      acc, out_docs[q], out_scores[q])
+
+
+@numba.njit(cache=True, parallel=True)
+def score_batch_blockmax(ix, block_size, q_indptr, q_terms, q_weights, num_docs, k, n_chunks, alpha=1.0,
+                         query_cut=0):  # pragma: no cover - numba
+    """Block-max pruned :func:`score_batch`: returns (docs, scores, postings read, blocks scored), in parallel over
+    chunks of queries (each chunk with its own scratch). ``alpha`` = 1 and ``query_cut`` = 0 give exactly the
+    exhaustive top-k."""
+    n_queries = len(q_indptr) - 1
+    out_docs = np.empty((n_queries, k), dtype=np.int64)
+    out_scores = np.empty((n_queries, k), dtype=np.float32)
+    postings = np.zeros(n_queries, dtype=np.int64)
+    blocks = np.zeros(n_queries, dtype=np.int64)
+    n_blocks = (num_docs + block_size - 1) // block_size
+    max_terms = 1
+    for q in range(n_queries):
+        max_terms = max(max_terms, q_indptr[q + 1] - q_indptr[q])
+    n_chunks = max(1, min(n_chunks, n_queries))
+    per_chunk = (n_queries + n_chunks - 1) // n_chunks
+    for chunk in numba.prange(n_chunks):
+        ub = np.zeros(n_blocks, dtype=np.float32)
+        qpos = np.full(max_terms * n_blocks, -1, dtype=np.int64)
+        candidates = np.empty(n_blocks, dtype=np.int32)
+        acc = np.zeros(block_size, dtype=np.float32)
+        _blockmax_range(ix, block_size, num_docs, q_indptr, q_terms, q_weights, k, np.float32(alpha), query_cut,
+                        chunk * per_chunk, min(n_queries, (chunk + 1) * per_chunk), ub, qpos, candidates, acc,
+                        out_docs, out_scores, postings, blocks)
+    return out_docs, out_scores, postings, blocks
+
+
+@numba.njit(cache=True)
+def score_batch_blockmax_serial(ix, block_size, q_indptr, q_terms, q_weights, num_docs, k, scratch, alpha=1.0,
+                                query_cut=0):  # pragma: no cover - numba
+    """:func:`score_batch_blockmax` on the calling thread with caller-owned ``scratch`` (:func:`blockmax_scratch`,
+    sized for the batch's longest query); see :func:`score_batch_serial` for why it is a separate function."""
+    n_queries = len(q_indptr) - 1
+    out_docs = np.empty((n_queries, k), dtype=np.int64)
+    out_scores = np.empty((n_queries, k), dtype=np.float32)
+    postings = np.zeros(n_queries, dtype=np.int64)
+    blocks = np.zeros(n_queries, dtype=np.int64)
+    ub, qpos, candidates, acc = scratch
+    _blockmax_range(ix, block_size, num_docs, q_indptr, q_terms, q_weights, k, np.float32(alpha), query_cut, 0,
+                    n_queries, ub, qpos, candidates, acc, out_docs, out_scores, postings, blocks)
+    return out_docs, out_scores, postings, blocks

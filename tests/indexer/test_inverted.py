@@ -140,3 +140,31 @@ def test_export_needs_integer_impacts(tmp_path):
             writer.add(random_batch(np.random.default_rng(5), 3, 50), ["a", "b", "c"])
             writer.commit({}, {}, export_jsonl=tmp_path / "v.jsonl", tokens=[str(i) for i in range(50)])
     assert not (tmp_path / "idx").exists() and not (tmp_path / "v.jsonl").exists()
+
+
+def test_block_metadata_is_stored_and_an_older_index_gets_it_at_load(tmp_path):
+    """The writer stores blocks/ (recorded in the manifest); an index without it (block_size 0, as written before
+    block-max pruning) still searches with the pruned kernel, which computes the same structures at load."""
+    import shutil
+
+    from indexer.inverted import BLOCK_ARRAYS, kernel_arrays
+
+    rng = np.random.default_rng(3)
+    batch = random_batch(rng, 200, 40)
+    ids = [f"d{i}" for i in range(200)]
+    write_index(tmp_path / "idx", batch, ids)
+    index = InvertedIndex(tmp_path / "idx")
+    segment = index.segments[0]
+    assert segment.info.block_size == 8 and sorted(segment.blocks) == sorted(BLOCK_ARRAYS)
+    stored = segment.kernel_arrays()
+
+    old = tmp_path / "old"
+    shutil.copytree(tmp_path / "idx", old)
+    shutil.rmtree(old / "segments" / segment.info.name / "blocks")
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest["segments"][0]["block_size"] = 0
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    computed = InvertedIndex(old).segments[0].kernel_arrays()
+    for a, b in zip(stored, computed):
+        np.testing.assert_array_equal(a, b)
+    assert len(kernel_arrays(segment.offsets, segment.doc_ids, segment.impacts, segment.blocks)) == len(stored)
