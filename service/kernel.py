@@ -49,6 +49,36 @@ def _sift_up(heap_scores, heap_docs, i):  # pragma: no cover - numba
             return
 
 
+@numba.njit(cache=True, inline="always")
+def _offer(heap_scores, heap_docs, size, k, score, doc):  # pragma: no cover - numba
+    """Offer (score, doc) to the size-k min-heap of the best so far; return the new size."""
+    if size < k:
+        heap_scores[size] = score
+        heap_docs[size] = doc
+        _sift_up(heap_scores, heap_docs, size)
+        return size + 1
+    if _worse(heap_scores[0], heap_docs[0], score, doc):
+        heap_scores[0] = score
+        heap_docs[0] = doc
+        _sift_down(heap_scores, heap_docs, size, 0)
+    return size
+
+
+@numba.njit(cache=True)
+def _drain(heap_scores, heap_docs, size, k, out_docs, out_scores):  # pragma: no cover - numba
+    """Pop the heap worst-first into the tail of the output, so it ends best-first; pad with -1 / 0."""
+    for slot in range(k):
+        out_docs[slot] = -1
+        out_scores[slot] = 0.0
+    for slot in range(size - 1, -1, -1):
+        out_docs[slot] = heap_docs[0]
+        out_scores[slot] = heap_scores[0]
+        size -= 1
+        heap_scores[0] = heap_scores[size]
+        heap_docs[0] = heap_docs[size]
+        _sift_down(heap_scores, heap_docs, size, 0)
+
+
 @numba.njit(cache=True)
 def score_query(offsets, doc_ids, impacts, terms, weights, k, accumulator, touched, out_docs, out_scores):
     """Score one query into ``out_docs``/``out_scores`` (best first, -1 / 0 padded); return postings scanned.
@@ -80,27 +110,9 @@ def score_query(offsets, doc_ids, impacts, terms, weights, k, accumulator, touch
         doc = touched[i]
         score = accumulator[doc]
         accumulator[doc] = 0.0
-        if size < k:
-            heap_scores[size] = score
-            heap_docs[size] = doc
-            _sift_up(heap_scores, heap_docs, size)
-            size += 1
-        elif _worse(heap_scores[0], heap_docs[0], score, doc):
-            heap_scores[0] = score
-            heap_docs[0] = doc
-            _sift_down(heap_scores, heap_docs, size, 0)
+        size = _offer(heap_scores, heap_docs, size, k, score, doc)
 
-    # Pop worst-first into the tail of the output, so it ends best-first.
-    for slot in range(k):
-        out_docs[slot] = -1
-        out_scores[slot] = 0.0
-    for slot in range(size - 1, -1, -1):
-        out_docs[slot] = heap_docs[0]
-        out_scores[slot] = heap_scores[0]
-        size -= 1
-        heap_scores[0] = heap_scores[size]
-        heap_docs[0] = heap_docs[size]
-        _sift_down(heap_scores, heap_docs, size, 0)
+    _drain(heap_scores, heap_docs, size, k, out_docs, out_scores)
     return postings
 
 
@@ -195,16 +207,7 @@ def _score_block(ix, block_size, num_docs, terms, weights, use, n_blocks, qpos, 
         score = acc[i]
         if score > 0.0:
             acc[i] = 0.0
-            doc = base + i
-            if size < k:
-                heap_scores[size] = score
-                heap_docs[size] = doc
-                _sift_up(heap_scores, heap_docs, size)
-                size += 1
-            elif _worse(heap_scores[0], heap_docs[0], score, doc):
-                heap_scores[0] = score
-                heap_docs[0] = doc
-                _sift_down(heap_scores, heap_docs, size, 0)
+            size = _offer(heap_scores, heap_docs, size, k, score, base + i)
     return size, postings
 
 
@@ -287,16 +290,7 @@ def score_query_blockmax(ix, block_size, num_docs, terms, weights, k, alpha, que
             for e in range(b_offsets[term], b_offsets[term + 1]):
                 qpos[line + b_ids[e]] = -1
 
-    for slot in range(k):
-        out_docs[slot] = -1
-        out_scores[slot] = 0.0
-    for slot in range(size - 1, -1, -1):
-        out_docs[slot] = heap_docs[0]
-        out_scores[slot] = heap_scores[0]
-        size -= 1
-        heap_scores[0] = heap_scores[size]
-        heap_docs[0] = heap_docs[size]
-        _sift_down(heap_scores, heap_docs, size, 0)
+    _drain(heap_scores, heap_docs, size, k, out_docs, out_scores)
     return postings, scored
 
 
