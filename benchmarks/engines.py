@@ -129,8 +129,11 @@ def quantize(collection: dict) -> dict:
 
 
 # -- exact brute force ---------------------------------------------------------------------------------------------------
-def exact_top(collection: dict, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(doc rows, scores) of the true top-k of every query: float64 dot products over the quantized impacts."""
+def exact_top(collection: dict, k: int) -> list[tuple[np.ndarray, int]]:
+    """Per query, the rows whose true score reaches the true k-th score (float64 dot products over the quantized
+    impacts; ties at the k-th score included) and how many of them a top-k can hold. Only these are kept: a full
+    score vector per query would hold queries x documents floats (8 GB at 1M x 1,000) in the parent while the
+    engines run."""
     import scipy.sparse as sp
 
     n = len(collection["indptr"]) - 1
@@ -140,22 +143,50 @@ def exact_top(collection: dict, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
     for terms, weights in collection["queries"]:
         scores = np.asarray(matrix[:, terms] @ weights.astype(np.float64)).ravel()
         top = np.argpartition(-scores, min(k, n - 1))[:k]
-        top = top[np.argsort(-scores[top], kind="stable")]
-        out.append((top, scores))
+        kth = scores[top].min() if len(top) else 0.0
+        good = np.flatnonzero((scores >= kth * (1 - 1e-9)) & (scores > 0))
+        out.append((good, min(k, int((scores > 0).sum()))))
     return out
 
 
 def recall_at_k(truth, found_rows: list[list[int]], k: int) -> list[float]:
     recalls = []
-    for (top, scores), rows in zip(truth, found_rows):
-        kth = scores[top[min(k, len(top)) - 1]]
-        wanted = min(k, int((scores > 0).sum()))
+    for (good, wanted), rows in zip(truth, found_rows):
         if wanted == 0:
             recalls.append(1.0)
             continue
-        good = sum(1 for r in rows[:k] if r >= 0 and scores[r] >= kth * (1 - 1e-9) and scores[r] > 0)
-        recalls.append(min(1.0, good / wanted))
+        hits = np.isin(np.asarray([r for r in rows[:k] if r >= 0], dtype=np.int64), good).sum()
+        recalls.append(min(1.0, float(hits) / wanted))
     return recalls
+
+
+def fingerprint(collection: dict) -> str:
+    """A hash of the quantized documents: a peer index built from the same vectors by an earlier run is reused."""
+    import hashlib
+
+    digest = hashlib.blake2b(digest_size=16)
+    for name in ("indptr", "indices", "impacts"):
+        digest.update(np.ascontiguousarray(collection[name]).view(np.uint8).data)
+    digest.update("\n".join(collection["ids"]).encode())
+    return digest.hexdigest()
+
+
+def reusable(work: Path, system: str, key: dict) -> dict | None:
+    """The build record of ``system``'s saved index when it was built from this collection with these settings and
+    ``--rebuild`` was not given (it deletes the records); otherwise None."""
+    sidecar = work / f"{system}-build.json"
+    if not sidecar.exists():
+        return None
+    record = json.loads(sidecar.read_text())
+    return record if record.get("key") == key else None
+
+
+def remember(work: Path, system: str, key: dict, build_s: float) -> None:
+    (work / f"{system}-build.json").write_text(json.dumps({"key": key, "build_s": build_s}))
+
+
+def collection_key(work: Path) -> str:
+    return json.loads((work / "collection.json").read_text())["fingerprint"]
 
 
 # -- systems (each runs in a child process: `--worker SYSTEM`) -----------------------------------------------------------
@@ -245,19 +276,28 @@ def _token_vector(terms, values) -> dict:
 def run_lucene(c: dict, work: Path, k: int, settings: dict) -> dict:
     from indexer.lucene import QUERY_WEIGHT_MAX, build_impact_index, start_jvm
 
-    jsonl = work / "lucene-docs.jsonl"
-    started = time.perf_counter()
-    with jsonl.open("w") as handle:
-        indptr, indices, impacts = c["indptr"], c["indices"], c["impacts"]
-        for row, doc in enumerate(c["ids"]):
-            lo, hi = indptr[row], indptr[row + 1]
-            handle.write(json.dumps({"id": doc, "contents": "",
-                                     "vector": _token_vector(indices[lo:hi], impacts[lo:hi].astype(int))}) + "\n")
-    export_s = time.perf_counter() - started
     out = work / "lucene-index"
-    shutil.rmtree(out, ignore_errors=True)
-    build = build_impact_index(jsonl, out)
-    jsonl.unlink()
+    key = {"collection": collection_key(work), "pyserini": _pyserini_version()}
+    record = reusable(work, "lucene", key) if out.is_dir() else None
+    if record is None:
+        (work / "lucene-build.json").unlink(missing_ok=True)
+        jsonl = work / "lucene-docs.jsonl"
+        started = time.perf_counter()
+        with jsonl.open("w") as handle:
+            indptr, indices, impacts = c["indptr"], c["indices"], c["impacts"]
+            for row, doc in enumerate(c["ids"]):
+                lo, hi = indptr[row], indptr[row + 1]
+                handle.write(json.dumps({"id": doc, "contents": "",
+                                         "vector": _token_vector(indices[lo:hi], impacts[lo:hi].astype(int))}) + "\n")
+        export_s = time.perf_counter() - started
+        shutil.rmtree(out, ignore_errors=True)
+        build = build_impact_index(jsonl, out)
+        jsonl.unlink()
+        record = {"build_s": build["build_seconds"] + export_s}
+        remember(work, "lucene", key, record["build_s"])
+        reused = ""
+    else:
+        reused = "; index reused from an earlier run of this collection (build_s from that run)"
     start_jvm()
     from pyserini.search.lucene import LuceneImpactSearcher
 
@@ -276,20 +316,30 @@ def run_lucene(c: dict, work: Path, k: int, settings: dict) -> dict:
     searcher.batch_search(keys, keys, k=k, threads=os.cpu_count() or 1)
     qps = len(keys) / (time.perf_counter() - started)
     return {"rows": results, "latencies": latencies, "failed": failed, "qps": qps,
-            "build_s": build["build_seconds"] + export_s, "index_mb": du_mb(out),
-            "setting": f"LuceneImpactSearcher, pyserini {build['pyserini']}, query weights x{QUERY_WEIGHT_MAX}/max"}
+            "build_s": record["build_s"], "index_mb": du_mb(out),
+            "setting": f"LuceneImpactSearcher, pyserini {_pyserini_version()}, query weights x{QUERY_WEIGHT_MAX}/max"
+                       f"{reused}"}
+
+
+def _pyserini_version() -> str | None:
+    from indexer.lucene import _version
+
+    return _version("pyserini")
 
 
 def run_seismic(c: dict, work: Path, k: int, settings: dict) -> dict:
     from seismic import SeismicDataset, SeismicIndex, get_seismic_string
 
     prefix = work / "seismic"
-    saved, sidecar = Path(str(prefix) + ".index.seismic"), work / "seismic-build.json"
+    saved = Path(str(prefix) + ".index.seismic")
     n_postings = settings.get("n_postings", 4000)
-    if saved.exists() and sidecar.exists() and json.loads(sidecar.read_text())["n_postings"] == n_postings:
-        index = SeismicIndex.load(str(saved))  # built by this run's first Seismic row: one build, several settings
-        build_s = json.loads(sidecar.read_text())["build_s"]
+    key = {"collection": collection_key(work), "n_postings": n_postings}
+    record = reusable(work, "seismic", key) if saved.exists() else None
+    if record is not None:  # built by an earlier row or run from these vectors: one build, several settings
+        index = SeismicIndex.load(str(saved))
+        build_s = record["build_s"]
     else:
+        (work / "seismic-build.json").unlink(missing_ok=True)
         started = time.perf_counter()
         dataset = SeismicDataset(dim=VOCAB)
         dataset.add_documents_by_id(c["ids"], c["indices"].astype(np.int64), c["impacts"].astype(np.float32),
@@ -299,7 +349,7 @@ def run_seismic(c: dict, work: Path, k: int, settings: dict) -> dict:
         build_s = time.perf_counter() - started
         del dataset
         index.save(str(prefix))
-        sidecar.write_text(json.dumps({"n_postings": n_postings, "build_s": build_s}))
+        remember(work, "seismic", key, build_s)
     size = du_mb(saved)
     string = get_seismic_string()
     queries = [(np.array([str(t) for t in terms.tolist()], dtype=string), weights.astype(np.float32))
@@ -398,6 +448,10 @@ def main() -> int:
     parser.add_argument("--index", help="nfcorpus: an lsr index to take the document vectors from")
     parser.add_argument("--work", default=None, help="scratch directory (default var/bench/engines-<collection>)")
     parser.add_argument("--output", required=True, metavar="FILE.json")
+    parser.add_argument("--rebuild", action="store_true",
+                        help="rebuild the Lucene and Seismic indexes even when the work directory holds ones built from "
+                             "the same vectors (by default they are reused, with the build time of the run that built "
+                             "them)")
     parser.add_argument("--worker", choices=SYSTEMS, help=argparse.SUPPRESS)
     parser.add_argument("--settings", help=argparse.SUPPRESS)
     parser.add_argument("--tag", help=argparse.SUPPRESS)
@@ -421,9 +475,11 @@ def main() -> int:
     print(f"collection {args.collection}: {n_docs:,} documents, {len(collection['indices']) / n_docs:.1f} non-zeros "
           f"a document, {len(queries)} queries of {np.mean([len(t) for t, _ in queries]):.1f} terms "
           f"({time.perf_counter() - started:.0f}s)", flush=True)
+    (work / "collection.json").write_text(json.dumps({"fingerprint": fingerprint(collection)}))
     truth = exact_top(collection, args.k)
-    for stale in ("seismic.index.seismic", "seismic-build.json"):  # built from this run's collection only
-        (work / stale).unlink(missing_ok=True)
+    if args.rebuild:
+        for system in ("lucene", "seismic"):
+            (work / f"{system}-build.json").unlink(missing_ok=True)
     del collection
 
     plan = []

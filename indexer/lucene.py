@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -113,20 +114,38 @@ def _run_build(arguments: list[str], what: str) -> float:
     return time.perf_counter() - started
 
 
-def build_impact_index(jsonl: Path, out: Path, threads: int | None = None) -> dict:
-    """A Lucene impact index (``--impact --pretokenized``) of a JsonVectorCollection file; returns manifest fields."""
-    collection = out.parent / f".{out.name}-input"
-    collection.mkdir(parents=True, exist_ok=True)
-    os.replace(jsonl, collection / "docs.jsonl")  # Anserini reads a directory
+def _shard(jsonl: Path, directory: Path, shards: int) -> None:
+    """Split a JSONL file into ``shards`` contiguous files: Anserini indexes one input file per thread, so a single
+    file would be indexed by one thread whatever ``-threads`` says."""
+    total = max(jsonl.stat().st_size, 1)
+    handles = [(directory / f"docs-{i:03d}.jsonl").open("wb") for i in range(shards)]
     try:
-        seconds = _run_build(["-collection", "JsonVectorCollection", "-input", str(collection), "-index", str(out),
-                              "-generator", "DefaultLuceneDocumentGenerator", "-threads",
-                              str(threads or os.cpu_count() or 1), "-impact", "-pretokenized"], "impact")
+        written = 0
+        with jsonl.open("rb") as source:
+            for line in source:
+                handles[min(shards - 1, written * shards // total)].write(line)
+                written += len(line)
     finally:
-        os.replace(collection / "docs.jsonl", jsonl)
-        collection.rmdir()
-    return {"directory": out.name, "build_seconds": round(seconds, 2), "query_weight_max": QUERY_WEIGHT_MAX,
-            "pyserini": _version("pyserini")}
+        for handle in handles:
+            handle.close()
+
+
+def build_impact_index(jsonl: Path, out: Path, threads: int | None = None) -> dict:
+    """A Lucene impact index (``--impact --pretokenized``) of a JsonVectorCollection file; returns manifest fields.
+    The file is split into one input file per thread (Anserini's unit of parallelism); ``jsonl`` is left in place."""
+    threads = max(1, threads or os.cpu_count() or 1)
+    collection = out.parent / f".{out.name}-input"
+    shutil.rmtree(collection, ignore_errors=True)
+    collection.mkdir(parents=True)
+    try:
+        _shard(jsonl, collection, threads)
+        seconds = _run_build(["-collection", "JsonVectorCollection", "-input", str(collection), "-index", str(out),
+                              "-generator", "DefaultLuceneDocumentGenerator", "-threads", str(threads), "-impact",
+                              "-pretokenized"], "impact")
+    finally:
+        shutil.rmtree(collection, ignore_errors=True)
+    return {"directory": out.name, "build_seconds": round(seconds, 2), "threads": threads,
+            "query_weight_max": QUERY_WEIGHT_MAX, "pyserini": _version("pyserini")}
 
 
 def build_bm25_index(corpus_jsonl_records, out: Path, threads: int | None = None) -> float:

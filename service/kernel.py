@@ -163,12 +163,15 @@ def score_batch_serial(offsets, doc_ids, impacts, q_indptr, q_terms, q_weights, 
 # largest impact in every block the term occurs in (:func:`indexer.inverted.block_metadata`). Frequent terms (in at
 # least 1/``dense_ratio`` of the documents) are also stored as dense rows: one impact per document and one maximum per
 # block, so that both the bounds and the block scores are straight SIMD loops, with no pointer chasing. Rare terms keep
-# a sparse list of (block, max impact, where its postings in that block start).
+# a sparse list of (block, max impact, where its postings in that block start), sorted by block.
 #
 # A query first adds up, per block, sum_t q_t * blockmax(t, b): an upper bound on the score of every document in the
 # block. Blocks are then scored exactly, with a block-sized accumulator, in tiers of decreasing bound (within 10% of
 # the best bound, then 10-20%, ...), which raises the k-th score theta early; a tier never reaches below theta. A block
-# whose bound is below the current theta cannot hold a top-k document and is skipped. The result is the exhaustive
+# whose bound is below the current theta cannot hold a top-k document and is skipped. Within a tier blocks are scored
+# in increasing id, so a rare term finds its entry for the block by galloping forward from where it found the last
+# one: no per-query scatter of positions over all blocks (which cost more than the scoring itself at 1M documents,
+# and memory of terms x blocks per thread). The result is the exhaustive
 # kernel's top-k, ties included: scores and bounds are accumulated in the same term order, and float rounding is
 # monotone, so a document's float score never exceeds its block's float bound.
 #
@@ -178,10 +181,33 @@ def score_batch_serial(offsets, doc_ids, impacts, q_indptr, q_terms, q_weights, 
 _TIERS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0)  # lower edges of the tiers, as fractions of the best bound
 
 
+@numba.njit(cache=True, inline="always")
+def _seek(b_ids, e, end, block):  # pragma: no cover - numba
+    """The first position in ``b_ids[e:end]`` (sorted) holding a block id >= ``block``, or ``end``: galloping from
+    ``e``, so a walk over increasing blocks costs O(log gap) a step."""
+    if e >= end or b_ids[e] >= block:
+        return e
+    step = 1
+    below = e  # b_ids[below] < block
+    while e + step < end and b_ids[e + step] < block:
+        below = e + step
+        step *= 2
+    lo = below + 1
+    hi = min(e + step, end)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if b_ids[mid] < block:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
 @numba.njit(cache=True)
-def _score_block(ix, block_size, num_docs, terms, weights, use, n_blocks, qpos, block, k, acc, heap_scores, heap_docs,
+def _score_block(ix, block_size, num_docs, terms, weights, use, cursor, block, k, acc, heap_scores, heap_docs,
                  size):  # pragma: no cover - numba
-    """Score every document of ``block`` exactly and offer it to the heap; return (new heap size, postings read)."""
+    """Score every document of ``block`` exactly and offer it to the heap; return (new heap size, postings read).
+    ``cursor[j]``: where rare term j's block list was left; blocks come in increasing id until it is reset."""
     offsets, doc_ids, impacts, b_offsets, b_ids, b_max, b_starts, dense_slot, dense_rows, dense_max = ix
     base = block * block_size
     postings = 0
@@ -196,10 +222,12 @@ def _score_block(ix, block_size, num_docs, terms, weights, use, n_blocks, qpos, 
                 acc[i] += weight * np.float32(row[base + i])
             postings += block_size
         else:
-            e = qpos[j * n_blocks + block]
-            if e < 0:
+            last = b_offsets[term + 1]
+            e = _seek(b_ids, cursor[j], last, block)
+            cursor[j] = e
+            if e == last or b_ids[e] != block:
                 continue
-            end = b_starts[e + 1] if e + 1 < b_offsets[term + 1] else offsets[term + 1]
+            end = b_starts[e + 1] if e + 1 < last else offsets[term + 1]
             postings += end - b_starts[e]
             for p in range(b_starts[e], end):
                 acc[doc_ids[p] - base] += weight * np.float32(impacts[p])
@@ -211,14 +239,28 @@ def _score_block(ix, block_size, num_docs, terms, weights, use, n_blocks, qpos, 
     return size, postings
 
 
+_CHUNK = 64  # blocks per chunk: a tier scans the chunks' maxima, then only the chunks that reach it
+
+
+@numba.njit(cache=True, fastmath=True)
+def _chunk_maxima(ub, chunk_max):  # pragma: no cover - numba
+    """``chunk_max[c]`` = the largest bound in blocks [c * _CHUNK, (c + 1) * _CHUNK); a SIMD max reduction."""
+    n_blocks = len(ub)
+    for c in range(len(chunk_max)):
+        m = np.float32(0.0)
+        for b in range(c * _CHUNK, min(n_blocks, (c + 1) * _CHUNK)):
+            m = max(m, ub[b])
+        chunk_max[c] = m
+
+
 @numba.njit(cache=True)
-def score_query_blockmax(ix, block_size, num_docs, terms, weights, k, alpha, query_cut, ub, qpos, candidates, acc,
+def score_query_blockmax(ix, block_size, num_docs, terms, weights, k, alpha, query_cut, ub, cursor, candidates, acc,
                          out_docs, out_scores):  # pragma: no cover - numba
     """One query, block-max pruned, into ``out_docs``/``out_scores``. Returns (postings read, blocks scored).
 
-    ``ix``: the index arrays (see :func:`blockmax_arrays`). Scratch, left as found: ``ub`` (float32, one a block),
-    ``qpos`` (int64, n_terms x blocks, all -1), ``candidates`` (int32, one a block), ``acc`` (float32, block_size,
-    all zero)."""
+    ``ix``: the index arrays (see :func:`indexer.inverted.kernel_arrays`). Scratch: ``ub`` (float32, one a block, all
+    zero, left so), ``cursor`` (int64, at least one a query term), ``candidates`` (int32, one a block), ``acc``
+    (float32, block_size, all zero, left so)."""
     offsets, doc_ids, impacts, b_offsets, b_ids, b_max, b_starts, dense_slot, dense_rows, dense_max = ix
     n_blocks = len(ub)
     n_terms = len(terms)
@@ -226,7 +268,7 @@ def score_query_blockmax(ix, block_size, num_docs, terms, weights, k, alpha, que
     if 0 < query_cut < n_terms:  # the approximate term cut: the heaviest query_cut terms, in their original order
         use = np.sort(np.argsort(-weights, kind="mergesort")[:query_cut])
 
-    # 1. The bound of every block, in query-term order; remember where each rare term's postings in a block start.
+    # 1. The bound of every block, in query-term order.
     for jj in range(len(use)):
         j = use[jj]
         term = terms[j]
@@ -237,15 +279,16 @@ def score_query_blockmax(ix, block_size, num_docs, terms, weights, k, alpha, que
             for b in range(n_blocks):
                 ub[b] += weight * np.float32(row[b])
         else:
-            line = j * n_blocks
             for e in range(b_offsets[term], b_offsets[term + 1]):
-                contribution = weight * np.float32(b_max[e])
-                if contribution > 0.0:
-                    ub[b_ids[e]] += contribution
-                    qpos[line + b_ids[e]] = e
+                ub[b_ids[e]] += weight * np.float32(b_max[e])
+    # Tiers look for blocks in a band of bounds; scanning every block per tier cost more than the scoring, so the
+    # scan first reads one maximum a chunk of blocks (vectorized), then only the chunks that reach the band.
+    n_chunks = (n_blocks + _CHUNK - 1) // _CHUNK
+    chunk_max = np.empty(n_chunks, dtype=np.float32)
+    _chunk_maxima(ub, chunk_max)
     max_ub = np.float32(0.0)
-    for b in range(n_blocks):
-        max_ub = max(max_ub, ub[b])
+    for c in range(n_chunks):
+        max_ub = max(max_ub, chunk_max[c])
 
     # 2. Tiers of decreasing bound: [lo, hi). Before the heap is full the tiers are fixed fractions of the best
     # bound; once it is full, the next tier is everything the current k-th score cannot rule out.
@@ -264,15 +307,20 @@ def score_query_blockmax(ix, block_size, num_docs, terms, weights, k, alpha, que
         if lo >= hi:  # (alpha < 1 can ask for a tier above the last one)
             break
         n = 0
-        for b in range(n_blocks):
-            if lo <= ub[b] < hi and ub[b] > 0.0:
-                candidates[n] = b
-                n += 1
+        for c in range(n_chunks):
+            if chunk_max[c] < lo or chunk_max[c] <= 0.0:
+                continue
+            for b in range(c * _CHUNK, min(n_blocks, (c + 1) * _CHUNK)):
+                if lo <= ub[b] < hi and ub[b] > 0.0:
+                    candidates[n] = b
+                    n += 1
+        for jj in range(len(use)):  # candidates ascend: rare terms walk their block lists from the start
+            cursor[use[jj]] = b_offsets[terms[use[jj]]]
         for i in range(n):
             block = candidates[i]
             if size == k and alpha * ub[block] < heap_scores[0]:
                 continue
-            size, read = _score_block(ix, block_size, num_docs, terms, weights, use, n_blocks, qpos, block, k, acc,
+            size, read = _score_block(ix, block_size, num_docs, terms, weights, use, cursor, block, k, acc,
                                       heap_scores, heap_docs, size)
             postings += read
             scored += 1
@@ -280,16 +328,7 @@ def score_query_blockmax(ix, block_size, num_docs, terms, weights, k, alpha, que
             break  # every block left is bounded below theta (or none is left)
         hi = lo
 
-    # 3. Leave the scratch as found.
-    ub[:] = 0.0
-    for jj in range(len(use)):
-        j = use[jj]
-        term = terms[j]
-        if dense_slot[term] < 0:
-            line = j * n_blocks
-            for e in range(b_offsets[term], b_offsets[term + 1]):
-                qpos[line + b_ids[e]] = -1
-
+    ub[:] = 0.0  # leave the scratch as found
     _drain(heap_scores, heap_docs, size, k, out_docs, out_scores)
     return postings, scored
 
@@ -298,18 +337,18 @@ def blockmax_scratch(num_docs: int, block_size: int, max_terms: int) -> tuple:
     """Per-thread scratch for :func:`score_batch_blockmax_serial`, reusable across calls (the kernel leaves it as it
     found it): allocating and clearing it per query would cost more than scoring a short query."""
     n_blocks = (num_docs + block_size - 1) // block_size
-    return (np.zeros(n_blocks, dtype=np.float32), np.full(max(1, max_terms) * n_blocks, -1, dtype=np.int64),
+    return (np.zeros(n_blocks, dtype=np.float32), np.empty(max(1, max_terms), dtype=np.int64),
             np.empty(n_blocks, dtype=np.int32), np.zeros(block_size, dtype=np.float32))
 
 
 @numba.njit(cache=True)
-def _blockmax_range(ix, block_size, num_docs, q_indptr, q_terms, q_weights, k, alpha, query_cut, first, last, ub, qpos,
-                    candidates, acc, out_docs, out_scores, postings, blocks):  # pragma: no cover - numba
+def _blockmax_range(ix, block_size, num_docs, q_indptr, q_terms, q_weights, k, alpha, query_cut, first, last, ub,
+                    cursor, candidates, acc, out_docs, out_scores, postings, blocks):  # pragma: no cover - numba
     for q in range(first, last):
         start = q_indptr[q]
         end = q_indptr[q + 1]
         postings[q], blocks[q] = score_query_blockmax(ix, block_size, num_docs, q_terms[start:end],
-                                                      q_weights[start:end], k, alpha, query_cut, ub, qpos, candidates,
+                                                      q_weights[start:end], k, alpha, query_cut, ub, cursor, candidates,
                                                       acc, out_docs[q], out_scores[q])
 
 
@@ -332,11 +371,11 @@ def score_batch_blockmax(ix, block_size, q_indptr, q_terms, q_weights, num_docs,
     per_chunk = (n_queries + n_chunks - 1) // n_chunks
     for chunk in numba.prange(n_chunks):
         ub = np.zeros(n_blocks, dtype=np.float32)
-        qpos = np.full(max_terms * n_blocks, -1, dtype=np.int64)
+        cursor = np.empty(max_terms, dtype=np.int64)
         candidates = np.empty(n_blocks, dtype=np.int32)
         acc = np.zeros(block_size, dtype=np.float32)
         _blockmax_range(ix, block_size, num_docs, q_indptr, q_terms, q_weights, k, np.float32(alpha), query_cut,
-                        chunk * per_chunk, min(n_queries, (chunk + 1) * per_chunk), ub, qpos, candidates, acc,
+                        chunk * per_chunk, min(n_queries, (chunk + 1) * per_chunk), ub, cursor, candidates, acc,
                         out_docs, out_scores, postings, blocks)
     return out_docs, out_scores, postings, blocks
 
@@ -351,7 +390,7 @@ def score_batch_blockmax_serial(ix, block_size, q_indptr, q_terms, q_weights, nu
     out_scores = np.empty((n_queries, k), dtype=np.float32)
     postings = np.zeros(n_queries, dtype=np.int64)
     blocks = np.zeros(n_queries, dtype=np.int64)
-    ub, qpos, candidates, acc = scratch
+    ub, cursor, candidates, acc = scratch
     _blockmax_range(ix, block_size, num_docs, q_indptr, q_terms, q_weights, k, np.float32(alpha), query_cut, 0,
-                    n_queries, ub, qpos, candidates, acc, out_docs, out_scores, postings, blocks)
+                    n_queries, ub, cursor, candidates, acc, out_docs, out_scores, postings, blocks)
     return out_docs, out_scores, postings, blocks

@@ -199,7 +199,7 @@ class Searcher:
         if scratches is None:
             scratches = self._local.scratch = {}
         scratch = scratches.get(segment.info.name)
-        if scratch is None or len(scratch[1]) < longest * len(scratch[0]):
+        if scratch is None or len(scratch[1]) < longest:
             scratch = scratches[segment.info.name] = kernel.blockmax_scratch(n_docs, block_size, max(longest, 8))
         return kernel.score_batch_blockmax_serial(ix, block_size, *q, n_docs, k, scratch, alpha, cut)[:3]
 

@@ -31,8 +31,9 @@ def lucene_index(tmp_path_factory, tiny_mlm_dir, tiny_idf_file) -> Path:
     root = tmp_path_factory.mktemp("lucene")
     corpus = write_jsonl(root / "corpus.jsonl", TINY_DOCS)
     encoder = load_encoder(tiny_mlm_dir, kind="inference-free", idf=tiny_idf_file, device="cpu")
-    manifest = build_index(corpus, encoder, root / "index", progress=False, lucene=True, lucene_threads=1)
+    manifest = build_index(corpus, encoder, root / "index", progress=False, lucene=True, lucene_threads=2)
     assert manifest.lucene["directory"] == "lucene" and (root / "index" / "lucene").is_dir()
+    assert manifest.lucene["threads"] == 2  # two input files, so both threads index (one file = one thread)
     assert not (root / "index" / "export.jsonl").exists()  # the collection file is a build intermediate
     return root / "index"
 
@@ -51,6 +52,23 @@ def test_lucene_backend_ranks_like_the_native_kernel(lucene_index):
         assert b.rows == a.rows
     single = lucene.search(queries[0], 5)
     assert single.ids == native.search(queries[0], 5).ids
+
+
+def test_lucene_input_is_split_into_one_file_per_thread(tmp_path):
+    """Anserini parallelizes over input files: the collection is cut into contiguous, whole-line shards."""
+    from indexer.lucene import _shard
+
+    lines = [json.dumps({"id": f"d{i}", "vector": {"a": i}}) + "\n" for i in range(101)]
+    source = tmp_path / "docs.jsonl"
+    source.write_text("".join(lines))
+    (tmp_path / "out").mkdir()
+    _shard(source, tmp_path / "out", 3)
+    shards = sorted((tmp_path / "out").iterdir())
+    assert [s.name for s in shards] == ["docs-000.jsonl", "docs-001.jsonl", "docs-002.jsonl"]
+    parts = [s.read_text() for s in shards]
+    assert "".join(parts) == "".join(lines) and all(p.endswith("\n") for p in parts)
+    assert min(len(p.splitlines()) for p in parts) >= 30  # balanced by bytes
+    assert source.exists()
 
 
 def test_lucene_backend_needs_the_lucene_part(tmp_path, tiny_mlm_dir, tiny_idf_file):

@@ -147,7 +147,7 @@ def test_block_metadata_is_stored_and_an_older_index_gets_it_at_load(tmp_path):
     block-max pruning) still searches with the pruned kernel, which computes the same structures at load."""
     import shutil
 
-    from indexer.inverted import BLOCK_ARRAYS, kernel_arrays
+    from indexer.inverted import BLOCK_ARRAYS, DEFAULT_BLOCK_SIZE, kernel_arrays
 
     rng = np.random.default_rng(3)
     batch = random_batch(rng, 200, 40)
@@ -155,7 +155,7 @@ def test_block_metadata_is_stored_and_an_older_index_gets_it_at_load(tmp_path):
     write_index(tmp_path / "idx", batch, ids)
     index = InvertedIndex(tmp_path / "idx")
     segment = index.segments[0]
-    assert segment.info.block_size == 8 and sorted(segment.blocks) == sorted(BLOCK_ARRAYS)
+    assert segment.info.block_size == DEFAULT_BLOCK_SIZE and sorted(segment.blocks) == sorted(BLOCK_ARRAYS)
     stored = segment.kernel_arrays()
 
     old = tmp_path / "old"

@@ -114,7 +114,8 @@ from service.kernel import blockmax_scratch, score_batch_blockmax, score_batch_b
 @pytest.mark.parametrize("k", [1, 10, 300])
 def test_blockmax_equals_exhaustive(dtype, block_size, dense_ratio, k):
     """Exact mode returns the exhaustive kernel's top-k bit for bit (ties broken the same way), serial and parallel,
-    whatever the block size and however many terms are stored dense; the scratch is left clean for the next call."""
+    whatever the block size and however many terms are stored dense (rare terms' block lists are walked by
+    galloping cursors); the scratch is left clean for the next call."""
     for seed in range(3):
         (offsets, doc_ids, impacts), dense, (q_indptr, q_terms, q_weights) = random_collection(seed, dtype=dtype)
         n = dense.shape[0]
@@ -127,8 +128,8 @@ def test_blockmax_equals_exhaustive(dtype, block_size, dense_ratio, k):
                                                                scratch)):
             np.testing.assert_array_equal(docs, expected[0])
             np.testing.assert_array_equal(scores, expected[1])
-        ub, qpos, _, acc = scratch
-        assert not ub.any() and (qpos == -1).all() and not acc.any()
+        ub, _, _, acc = scratch  # (the cursors are set by every tier before use)
+        assert not ub.any() and not acc.any()
 
 
 def test_blockmax_prunes_and_the_approximate_knobs_are_subsets():
