@@ -6,9 +6,9 @@ Every system gets the same documents, quantized once to uint8 impacts (1..255), 
 (Lucene takes integers: each query is scaled so its largest weight is 1000, then rounded; BMP rescales queries
 itself). For each system it measures, in a child process of its own (so a peer's crash or memory cannot take the
 run down): build time from the in-memory vectors, index size on disk, single-threaded latency (mean and p99 over
-the queries, after an untimed pass over all of them), queries/s over all cores (one batch), and recall@10 against exact brute force
-(scipy, float64 over the same quantized impacts). Recall is tie-aware: a returned document counts when its true score
-reaches the true 10th score, so a system is not penalised for breaking an exact tie differently.
+the queries, after an untimed pass over all of them), queries/s over all cores (one batch), and recall@10 against
+exact brute force (scipy, float64 over the same quantized impacts). Recall is tie-aware: a returned document counts
+when its true score reaches the true 10th score, so a system is not penalised for breaking an exact tie differently.
 
 Collections:
 - ``synthetic``: ``--docs`` documents (default 1,000,000) drawn with a fixed seed to mimic inference-free document

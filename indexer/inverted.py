@@ -94,7 +94,7 @@ class Manifest:
                               "the file is damaged or from another tool: rebuild the index") from None
 
 
-DEFAULT_BLOCK_SIZE = 4  # 1M synthetic: 4 -> 0.47 ms mean, 8 -> 0.61, 16 -> 1.5 (bounds too loose to prune)
+DEFAULT_BLOCK_SIZE = 4  # 1M synthetic: 4 -> 0.40 ms mean, 8 -> 0.63, 16 -> 1.25 (benchmarks/blockmax_profile.py)
 DEFAULT_DENSE_RATIO = 16
 
 
