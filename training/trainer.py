@@ -89,6 +89,7 @@ class TrainConfig:
     output: str = ""  # the trained encoder directory
     work_dir: str | None = None  # checkpoints, prepared examples, logs (default: <output>.work)
     eval_every: int = 250  # steps between dev evaluations (0: only at the end)
+    eval_start: bool = True  # with eval_every > 0: evaluate the starting model too, so "best" can be "no change"
     eval_split: str = "dev"
     eval_queries: int = 100  # fixed slice of the dev split (0: all)
     eval_documents: int = 1500  # documents of the dev index: the slice's judged documents + a fixed random fill
@@ -401,6 +402,8 @@ class Trainer:
         started = time.perf_counter()
         bar = tqdm(total=c.steps, initial=self.step, desc="training", unit="step", dynamic_ncols=True)
         with log_path.open("a", encoding="utf-8") as log_file:
+            if self.step == 0 and c.eval_every and c.eval_start:
+                self._evaluate_and_keep(bar, log_file, {"step": 0})
             while self.step < c.steps:
                 terms = self.train_step()
                 if not all(math.isfinite(v) for v in terms.values()):
@@ -411,14 +414,7 @@ class Trainer:
                 bar.update(1)
                 at_end = self.step == c.steps
                 if (c.eval_every and self.step % c.eval_every == 0) or at_end:
-                    metrics = self.evaluate()
-                    record["eval"] = metrics
-                    self.history.append({"step": self.step, **metrics})
-                    bar.write(f"step {self.step}: dev nDCG@10 {metrics['ndcg@10']:.4f}, "
-                              f"recall@100 {metrics['recall@100']:.4f}, doc nnz {metrics['avg_doc_nnz']:.0f}")
-                    if self.best is None or metrics["ndcg@10"] > self.best["ndcg@10"]:
-                        self.best = {"step": self.step, **metrics}
-                        self.encoder.save(c.work / "best")
+                    self._evaluate_and_keep(bar, None, record)
                 if c.checkpoint_every and (self.step % c.checkpoint_every == 0 or at_end):
                     self.save_checkpoint()
                 log_file.write(json.dumps(record) + "\n")
@@ -426,6 +422,21 @@ class Trainer:
         bar.close()
         elapsed = time.perf_counter() - started
         return self.finish(elapsed)
+
+    def _evaluate_and_keep(self, bar, log_file, record: dict) -> None:
+        """Dev evaluation at the current step; the encoder is kept as ``best`` when it is the best so far (a strict
+        improvement, so a run that never beats its starting point ends with the starting point, and says so)."""
+        metrics = self.evaluate()
+        record["eval"] = metrics
+        self.history.append({"step": self.step, **metrics})
+        bar.write(f"step {self.step}: dev nDCG@10 {metrics['ndcg@10']:.4f}, "
+                  f"recall@100 {metrics['recall@100']:.4f}, doc nnz {metrics['avg_doc_nnz']:.0f}")
+        if self.best is None or metrics["ndcg@10"] > self.best["ndcg@10"]:
+            self.best = {"step": self.step, **metrics}
+            self.encoder.save(self.config.work / "best")
+        if log_file is not None:
+            log_file.write(json.dumps(record) + "\n")
+            log_file.flush()
 
     def finish(self, elapsed: float) -> Path:
         """Write the best checkpoint (by dev nDCG@10) as the output encoder directory, with a model card."""
@@ -481,6 +492,9 @@ def model_card(c: TrainConfig, best: dict | None, final: dict | None, history: l
         lines.append(f"- best dev slice ({best['queries']} {c.eval_split} queries over {best['doc_count']} documents) "
                      f"at step {best['step']}: nDCG@10 {best['ndcg@10']:.4f}, recall@100 {best['recall@100']:.4f}, "
                      f"{best['avg_doc_nnz']:.0f} non-zeros per document")
+        if best["step"] == 0:
+            lines.append("- **no dev evaluation after step 0 beat the starting model, so this directory holds the "
+                         "starting weights** (the training did not help on this data)")
     if final:
         lines.append(f"- {c.final_eval_split}, full corpus ({final['queries']} queries, {final['doc_count']} documents): "
                      f"nDCG@10 {final['ndcg@10']:.4f}, recall@100 {final['recall@100']:.4f}, "

@@ -118,7 +118,7 @@ def _config(tiny_mlm_dir: Path, tiny_idf_file: Path, beir: Path, out: Path, **ov
 
 def test_twenty_steps_lower_the_loss_and_round_trip(tiny_mlm_dir, tiny_idf_file, tiny_beir, tmp_path):
     config = _config(tiny_mlm_dir, tiny_idf_file, tiny_beir, tmp_path / "model", save_dtype="fp16",
-                     final_eval_split="dev")
+                     final_eval_split="dev", eval_start=False)
     trainer = Trainer(config, log=lambda _: None)
     fixed = [trainer.examples[i] for i in range(len(trainer.examples))]
     with torch.no_grad():
@@ -143,6 +143,31 @@ def test_twenty_steps_lower_the_loss_and_round_trip(tiny_mlm_dir, tiny_idf_file,
     got, want = loaded.encode_documents(texts), trainer.encoder.encode_documents(texts)
     np.testing.assert_array_equal(got.indices, want.indices)
     np.testing.assert_allclose(got.weights, want.weights, rtol=1e-5, atol=1e-6)
+
+
+def test_the_starting_model_is_evaluated_and_kept_when_training_does_not_help(tiny_mlm_dir, tiny_idf_file,
+                                                                              tiny_beir, tmp_path):
+    config = _config(tiny_mlm_dir, tiny_idf_file, tiny_beir, tmp_path / "model", steps=10, eval_every=5,
+                     checkpoint_every=0)
+    trainer = Trainer(config, log=lambda _: None)
+    start = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    real = trainer.evaluate
+    dev = iter([0.5, 0.4, 0.45])  # dev nDCG@10 at steps 0, 5, 10: training only hurts
+
+    moved = []
+
+    def scripted(*args, **kwargs):
+        moved.append(any(not torch.equal(v, start[k]) for k, v in trainer.model.state_dict().items()))
+        return {**real(*args, **kwargs), "ndcg@10": next(dev)}
+
+    trainer.evaluate = scripted
+    out = trainer.fit()
+    info = json.loads((out / "training.json").read_text())
+    assert [h["step"] for h in info["history"]] == [0, 5, 10] and info["best"]["step"] == 0
+    assert moved == [False, True, True]  # evaluated before any step, then on trained weights
+    kept = load_encoder(out).model.state_dict()
+    assert all(torch.equal(kept[k], start[k]) for k in start)
+    assert "holds the starting weights" in (out / "README.md").read_text()
 
 
 def _full_loss(trainer: Trainer, examples: list[Example]) -> float:
