@@ -41,6 +41,7 @@ def build_index(
     dense_ratio: int = DEFAULT_DENSE_RATIO,
     lucene: bool = False,
     lucene_threads: int | None = None,
+    document_top_k: int | None = None,
 ) -> Manifest:
     """Encode every document of ``corpus`` with ``encoder`` and write the index at ``out`` atomically.
 
@@ -49,7 +50,11 @@ def build_index(
     index (the lexical hybrid partner); ``store_documents`` keeps the texts for ``GET /documents/{id}``; ``lucene``
     also builds a Lucene impact index of the same quantized vectors through Pyserini (``lucene/``, for
     ``--backend lucene``). ``block_size`` and ``dense_ratio`` shape the block-max pruning structures.
+    ``document_top_k`` statically prunes every document vector to its largest weights (fewer postings, faster
+    search, usually some quality lost).
     """
+    if document_top_k is not None and document_top_k < 1:
+        raise ValueError(f"--document-top-k must be >= 1 (the weights kept per document), got {document_top_k}")
     if not isinstance(encoder, SparseEncoder):
         raise ValueError("the inverted index needs a sparse encoder (splade or inference-free), not a dense one")
     if dense_encoder is not None and not isinstance(dense_encoder, DenseEncoder):
@@ -77,6 +82,8 @@ def build_index(
         for chunk in chunked(documents, chunk_documents):
             texts = [d.contents for d in chunk]
             batch = encoder.encode_documents(texts, batch_size=batch_size, progress=bar.update)
+            if document_top_k is not None:
+                batch = batch.top_k(document_top_k)
             writer.add(batch, [d.id for d in chunk], texts)
             if dense is not None:
                 dense_started = time.perf_counter()
@@ -119,6 +126,7 @@ def build_index(
             "corpus": str(corpus),
             "batch_size": batch_size,
             "max_document_length": encoder.config.max_document_length,
+            "document_top_k": document_top_k,
             "dtype": encoder.dtype,
             "device": str(encoder.device),
             "skipped_lines": stats.skipped,

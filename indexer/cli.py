@@ -29,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     index.add_argument("--dense-ratio", type=int, default=DEFAULT_DENSE_RATIO,
                        help="terms in at least 1/R of the documents are also stored as dense rows for the pruned "
                             f"kernel (default {DEFAULT_DENSE_RATIO}; 0: none)")
+    index.add_argument("--document-top-k", type=int, default=None, metavar="N",
+                       help="static pruning: keep each document's N largest weights (default: all)")
     index.add_argument("--lucene", action="store_true",
                        help="also build a Lucene impact index of the same vectors through Pyserini (extra `lucene`), "
                             "for `--backend lucene`")
@@ -70,6 +72,7 @@ def run_index(args: argparse.Namespace) -> int:
         export_jsonl=args.export_jsonl, skip_malformed=args.skip_malformed, limit=args.limit,
         dense_encoder=dense, dense_index=args.dense_index, bm25=args.bm25, store_documents=args.store_documents,
         block_size=args.block_size, dense_ratio=args.dense_ratio, lucene=args.lucene, lucene_threads=args.lucene_threads,
+        document_top_k=args.document_top_k,
     )
     print(json.dumps({
         "index": args.out, "documents": manifest.doc_count, "postings": manifest.postings,

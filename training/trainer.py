@@ -82,7 +82,8 @@ class TrainConfig:
     grad_accum: int = 1
     max_grad_norm: float = 1.0
     max_query_length: int = 64
-    max_document_length: int = 128
+    max_document_length: int = 128  # training (and dev-slice evaluation) truncation: a CPU budget, not a model choice
+    index_document_length: int = 0  # truncation of the saved encoder and the final evaluation (0: the base model's)
     dtype: str = "auto"  # precision of the vocabulary projection that finds the max (bf16 on CUDA / AVX-512 CPUs)
     device: str | None = None
     seed: int = 13
@@ -106,6 +107,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.negatives < 0:
             raise ValueError(f"negatives must be >= 0, got {self.negatives}")
+        if self.index_document_length < 0:
+            raise ValueError(f"index_document_length must be >= 0 (0: the base model's), got {self.index_document_length}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.save_dtype not in ("fp32", "fp16"):
@@ -180,7 +183,8 @@ class Trainer:
         directory = Path(c.base_model)
         kind = None if (directory / "lsr_encoder.json").exists() else c.kind
         encoder = load_encoder(c.base_model, kind=kind, idf=c.idf, device=str(self.device), dtype=c.dtype,
-                               max_query_length=c.max_query_length, max_document_length=c.max_document_length)
+                               max_query_length=c.max_query_length,
+                               max_document_length=c.index_document_length or None)
         if encoder.config.kind != c.kind:
             raise ValueError(f"{c.base_model} is a {encoder.config.kind!r} encoder but kind is {c.kind!r}")
         return encoder
@@ -371,6 +375,7 @@ class Trainer:
     def evaluate(self, split: str | None = None, full_corpus: bool = False) -> dict:
         """nDCG@10 etc. through the same path as `lsr index` + `lsr eval`: build an index, search, pytrec_eval."""
         from indexer.build import build_index
+        from indexer.inverted import InvertedIndex
         from service.evaluation import evaluate
         from service.searcher import Searcher
 
@@ -381,12 +386,16 @@ class Trainer:
         else:
             qids, corpus = self._dev_slice()
             where = c.work / "index-dev"
-        build_index(corpus, self.encoder, where, batch_size=32, progress=False)
-        from indexer.inverted import InvertedIndex
-
-        searcher = Searcher(InvertedIndex(where), self.encoder)
-        metrics = evaluate(searcher, c.beir, split or c.eval_split, k=1000, progress=False, qids=qids,
-                           batch_throughput=False)
+        index_length = self.encoder.config.max_document_length
+        if not full_corpus:  # the dev slice is read as the model is trained (faster on CPU, a fair comparison)
+            self.encoder.config.max_document_length = c.max_document_length
+        try:
+            build_index(corpus, self.encoder, where, batch_size=32, progress=False)
+            searcher = Searcher(InvertedIndex(where), self.encoder)
+            metrics = evaluate(searcher, c.beir, split or c.eval_split, k=1000, progress=False, qids=qids,
+                               batch_throughput=False)
+        finally:
+            self.encoder.config.max_document_length = index_length
         return {key: metrics[key] for key in ("ndcg@10", "recall@100", "mrr@10", "avg_doc_nnz", "queries",
                                               "doc_count", "postings_per_query")}
 
@@ -464,12 +473,13 @@ class Trainer:
         self.model.float()
         (out / "training.json").write_text(json.dumps({"config": asdict(c), "best": self.best, "final": final,
                                                        "history": self.history, "train_seconds": elapsed}, indent=2))
-        (out / "README.md").write_text(model_card(c, self.best, final, self.history, elapsed, len(self.examples)))
+        (out / "README.md").write_text(model_card(c, self.best, final, self.history, elapsed, len(self.examples),
+                                                         self.encoder.config.max_document_length))
         return out
 
 
 def model_card(c: TrainConfig, best: dict | None, final: dict | None, history: list[dict], elapsed: float,
-               examples: int) -> str:
+               examples: int, index_length: int) -> str:
     lines = [
         f"# lsr {c.kind} encoder", "",
         f"Trained by `lsr train` from `{c.base_model}` on `{c.beir}` ({c.train_split} qrels"
@@ -484,7 +494,8 @@ def model_card(c: TrainConfig, best: dict | None, final: dict | None, history: l
         + (f" + {c.margin_mse} x MarginMSE" if c.margin_mse else "")
         + f" + {c.flops_documents} x {c.regularizer} on documents (quadratic warm-up over {c.flops_warmup_steps} steps)",
         f"- AdamW lr {c.lr}, weight decay {c.weight_decay}, {c.warmup_steps} warm-up steps, linear decay, {c.steps} "
-        f"steps of {c.batch_size} x {c.grad_accum} queries, documents <= {c.max_document_length} tokens, seed {c.seed}",
+        f"steps of {c.batch_size} x {c.grad_accum} queries, documents <= {c.max_document_length} tokens in training and "
+        f"dev evaluation, <= {index_length} in the saved encoder and the final evaluation, seed {c.seed}",
         f"- wall time {elapsed / 60:.1f} min on {resolve_device(c.device)}", "",
         "## Figures", "",
     ]

@@ -68,3 +68,45 @@ def test_lsr_index_defaults_to_the_shipped_encoder(tmp_path, capsys, monkeypatch
     monkeypatch.setenv("LSR_DEFAULT_ENCODER", str(tmp_path / "nope"))
     assert main(["index", "--corpus", str(corpus), "--out", str(tmp_path / "idx2")]) == 2
     assert "default encoder" in capsys.readouterr().err and not (tmp_path / "idx2").exists()
+
+
+def test_sparse_batch_top_k_keeps_the_largest_weights():
+    from training.encoders.base import SparseBatch
+
+    batch = SparseBatch.from_rows([([1, 4, 7, 9], [0.5, 2.0, 1.0, 2.0]), ([3], [0.1]), ([], [])])
+    pruned = batch.top_k(2)
+    assert pruned.row(0)[0].tolist() == [4, 9] and pruned.row(0)[1].tolist() == [2.0, 2.0]
+    assert pruned.row(1)[0].tolist() == [3] and len(pruned.row(2)[0]) == 0
+    tie = SparseBatch.from_rows([([2, 5, 8], [1.0, 3.0, 1.0])]).top_k(2)
+    assert tie.row(0)[0].tolist() == [2, 5]  # a tie goes to the lower token id
+    assert batch.top_k(4) is batch
+    with pytest.raises(ValueError, match="k >= 1"):
+        batch.top_k(0)
+
+
+def test_lsr_index_document_top_k_prunes_every_document(tmp_path, tiny_mlm_dir, tiny_idf_file, capsys):
+    from indexer.inverted import InvertedIndex
+
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", TINY_DOCS)
+    common = ["index", "--corpus", str(corpus), "--encoder", str(tiny_mlm_dir), "--kind", "inference-free",
+              "--idf", str(tiny_idf_file), "--impact-dtype", "float32"]
+    assert main([*common, "--out", str(tmp_path / "full")]) == 0
+    assert main([*common, "--out", str(tmp_path / "top3"), "--document-top-k", "3"]) == 0
+    full, top3 = InvertedIndex(tmp_path / "full"), InvertedIndex(tmp_path / "top3")
+    assert top3.manifest.build["document_top_k"] == 3 and full.manifest.build["document_top_k"] is None
+
+    def vectors(index):
+        seg = index.segments[0]
+        docs: dict[int, dict[int, float]] = {}
+        for term in range(len(seg.offsets) - 1):
+            for p in range(seg.offsets[term], seg.offsets[term + 1]):
+                docs.setdefault(int(seg.doc_ids[p]), {})[term] = float(seg.impacts[p])
+        return docs
+
+    whole, pruned = vectors(full), vectors(top3)
+    assert max(len(v) for v in whole.values()) > 3
+    for doc, weights in whole.items():
+        want = sorted(weights, key=lambda t: (-weights[t], t))[:3]
+        assert sorted(pruned[doc]) == sorted(want)
+    assert main([*common, "--out", str(tmp_path / "bad"), "--document-top-k", "0"]) == 2
+    assert "--document-top-k must be >= 1" in capsys.readouterr().err and not (tmp_path / "bad").exists()

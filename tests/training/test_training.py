@@ -139,6 +139,7 @@ def test_twenty_steps_lower_the_loss_and_round_trip(tiny_mlm_dir, tiny_idf_file,
         assert all(handle.get_tensor(k).dtype == torch.float16 for k in handle.keys())
     loaded = load_encoder(out)
     assert loaded.config.kind == "inference-free" and not loaded.needs_model_for_queries
+    assert loaded.config.max_document_length == 256  # trained on <= 32 tokens, saved with the base model's length
     texts = [d["text"] for d in TINY_DOCS]
     got, want = loaded.encode_documents(texts), trainer.encoder.encode_documents(texts)
     np.testing.assert_array_equal(got.indices, want.indices)
@@ -148,7 +149,7 @@ def test_twenty_steps_lower_the_loss_and_round_trip(tiny_mlm_dir, tiny_idf_file,
 def test_the_starting_model_is_evaluated_and_kept_when_training_does_not_help(tiny_mlm_dir, tiny_idf_file,
                                                                               tiny_beir, tmp_path):
     config = _config(tiny_mlm_dir, tiny_idf_file, tiny_beir, tmp_path / "model", steps=10, eval_every=5,
-                     checkpoint_every=0)
+                     checkpoint_every=0, index_document_length=48)
     trainer = Trainer(config, log=lambda _: None)
     start = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     real = trainer.evaluate
@@ -165,8 +166,9 @@ def test_the_starting_model_is_evaluated_and_kept_when_training_does_not_help(ti
     info = json.loads((out / "training.json").read_text())
     assert [h["step"] for h in info["history"]] == [0, 5, 10] and info["best"]["step"] == 0
     assert moved == [False, True, True]  # evaluated before any step, then on trained weights
-    kept = load_encoder(out).model.state_dict()
-    assert all(torch.equal(kept[k], start[k]) for k in start)
+    kept = load_encoder(out)
+    assert kept.config.max_document_length == 48
+    assert all(torch.equal(kept.model.state_dict()[k], start[k]) for k in start)
     assert "holds the starting weights" in (out / "README.md").read_text()
 
 

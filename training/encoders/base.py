@@ -81,6 +81,22 @@ class SparseBatch:
     def nnz(self) -> int:
         return int(self.indptr[-1])
 
+    def top_k(self, k: int) -> SparseBatch:
+        """Static pruning: keep each row's ``k`` largest weights (ties broken by the lower token id), ids sorted."""
+        if k < 1:
+            raise ValueError(f"top-k pruning keeps k >= 1 weights per row, got {k}")
+        lengths = np.diff(self.indptr)
+        if len(lengths) == 0 or lengths.max() <= k:
+            return self
+        rows = []
+        for i in range(len(self)):
+            ids, weights = self.row(i)
+            if len(ids) > k:
+                keep = np.sort(np.argsort(-weights, kind="stable")[:k])
+                ids, weights = ids[keep], weights[keep]
+            rows.append((ids, weights))
+        return SparseBatch.from_rows(rows)
+
     @classmethod
     def from_dense(cls, dense: torch.Tensor) -> SparseBatch:
         """Keep the strictly positive entries of a (batch, vocabulary) tensor."""
