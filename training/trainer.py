@@ -473,8 +473,9 @@ class Trainer:
         self.model.float()
         (out / "training.json").write_text(json.dumps({"config": asdict(c), "best": self.best, "final": final,
                                                        "history": self.history, "train_seconds": elapsed}, indent=2))
-        (out / "README.md").write_text(model_card(c, self.best, final, self.history, elapsed, len(self.examples),
-                                                         self.encoder.config.max_document_length))
+        card = model_card(c, self.best, final, self.history, elapsed, len(self.examples),
+                          self.encoder.config.max_document_length)
+        (out / "README.md").write_text(card)
         return out
 
 
