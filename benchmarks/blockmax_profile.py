@@ -18,8 +18,8 @@ from pathlib import Path
 import numba
 import numpy as np
 
-from indexer.inverted import InvertedIndex, block_metadata, kernel_arrays
-from service import kernel
+from lsr.index import Index, kernel
+from lsr.index.segment import block_metadata, kernel_arrays
 
 
 @numba.njit(cache=False)
@@ -49,7 +49,7 @@ def main() -> None:
     data = np.load(work / "collection.npz")
     qi, qt, qw = data["q_indptr"], data["q_terms"], data["q_weights"]
     nq = min(args.queries, len(qi) - 1)
-    segment = InvertedIndex(work / "lsr-index").segments[0]
+    segment = Index.open(work / "lsr-index", load_encoder=False).segments[0]
     n = segment.info.doc_count
     out_docs, out_scores = np.empty(10, np.int64), np.empty(10, np.float32)
     for layout in args.layouts:

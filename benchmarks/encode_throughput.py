@@ -21,8 +21,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from indexer.corpus import read_corpus  # noqa: E402
-from training.encoders import load_encoder  # noqa: E402
+from lsr.corpus import read_corpus  # noqa: E402
+from lsr.encoders import load_encoder  # noqa: E402
 
 
 def naive_encode(model, tokenizer, texts, batch_size, max_length, sort_by_length=False):

@@ -95,31 +95,27 @@ def synthetic(n_docs: int, n_queries: int, seed: int = 0) -> dict:
 
 
 def nfcorpus(work: Path, index: str | None, n_queries: int | None) -> dict:
-    from indexer.corpus import read_qrels, read_queries
-    from indexer.inverted import InvertedIndex
-    from training.encoders import load_encoder
+    from lsr import Index
+    from lsr.corpus import read_qrels, read_queries
 
     beir = ROOT.parent / "shared" / "data" / "beir" / "nfcorpus"
     if index is None:
         index = str(work / "nfcorpus-default-index")
         if not Path(index).exists():
-            subprocess.run([sys.executable, "-m", "service.cli", "index", "--corpus", str(beir), "--out", index],
+            subprocess.run([sys.executable, "-m", "lsr", "index", "--corpus", str(beir), "--out", index],
                            check=True, cwd=ROOT)
-    source = InvertedIndex(index, mmap=False)
+    source = Index.open(index, mmap=False, parts=())
     segment = source.segments[0]
-    # documents back from the postings: transpose term-major (doc ids, impacts) into document-major CSR
-    terms = np.repeat(np.arange(source.manifest.vocab_size, dtype=np.int32), np.diff(segment.offsets))
-    order = np.lexsort((terms, segment.doc_ids))
-    indptr = np.zeros(segment.info.doc_count + 1, dtype=np.int64)
-    np.cumsum(np.bincount(segment.doc_ids, minlength=segment.info.doc_count), out=indptr[1:])
-    weights = segment.impacts[order].astype(np.float32) / np.float32(segment.info.scale)
-    encoder = load_encoder(source.encoder_directory)
+    # documents back from the postings: term-major (doc ids, impacts) transposed into document-major CSR
+    vectors = segment.document_vectors(dequantize=False)
+    weights = vectors.weights.astype(np.float32) / np.float32(segment.info.scale)
+    encoder = source.encoder
     texts = read_queries(beir)
     qids = sorted(read_qrels(beir, "test"))[:n_queries]
     batch = encoder.encode_queries([texts[q] for q in qids])
     queries = [(ids.astype(np.int32), w.astype(np.float32)) for ids, w in (batch.row(i) for i in range(len(batch)))]
-    return {"indptr": indptr, "indices": terms[order], "weights": weights, "queries": [q for q in queries if len(q[0])],
-            "ids": [str(d) for d in segment.ids.tolist()]}
+    return {"indptr": vectors.indptr, "indices": vectors.indices, "weights": weights,
+            "queries": [q for q in queries if len(q[0])], "ids": [str(d) for d in segment.ids.tolist()]}
 
 
 def quantize(collection: dict) -> dict:
@@ -218,22 +214,16 @@ def time_queries(search_one, n: int) -> tuple[list, list[float], int]:
 
 
 def run_lsr(c: dict, work: Path, k: int, settings: dict) -> dict:
-    from indexer.inverted import IndexWriter, InvertedIndex
-    from service import kernel
-    from training.encoders import SparseBatch
+    from lsr import Index
+    from lsr.index import kernel
+    from lsr.sparse import SparseBatch
 
     out = work / "lsr-index"
     started = time.perf_counter()
-    with IndexWriter(out, VOCAB, "uint8") as writer:
-        step = 100_000
-        for first in range(0, len(c["ids"]), step):
-            last = min(len(c["ids"]), first + step)
-            lo, hi = c["indptr"][first], c["indptr"][last]
-            writer.add(SparseBatch(c["indptr"][first:last + 1] - lo, c["indices"][lo:hi],
-                                   c["impacts"][lo:hi].astype(np.float32)), c["ids"][first:last])
-        writer.commit({"kind": "benchmark", "identity": "benchmark"}, {})
+    vectors = SparseBatch(c["indptr"], c["indices"], c["impacts"].astype(np.float32))  # integer impacts, scale 1
+    Index.build(vectors=vectors, ids=c["ids"], vocab_size=VOCAB, path=out, chunk_documents=100_000)
     build_s = time.perf_counter() - started
-    segment = InvertedIndex(out).segments[0]
+    segment = Index.open(out, load_encoder=False).segments[0]
     ix, block_size, n = segment.kernel_arrays(), segment.block_size, segment.info.doc_count
     alpha, cut = settings.get("alpha", 1.0), settings.get("query_cut", 0)
     queries = c["queries"]
@@ -279,7 +269,7 @@ def _token_vector(terms, values) -> dict:
 
 
 def run_lucene(c: dict, work: Path, k: int, settings: dict) -> dict:
-    from indexer.lucene import QUERY_WEIGHT_MAX, build_impact_index, start_jvm
+    from lsr.lucene import QUERY_WEIGHT_MAX, build_impact_index, start_jvm
 
     out = work / "lucene-index"
     key = {"collection": collection_key(work), "pyserini": _pyserini_version()}
@@ -306,9 +296,9 @@ def run_lucene(c: dict, work: Path, k: int, settings: dict) -> dict:
     start_jvm()
     from pyserini.search.lucene import LuceneImpactSearcher
 
-    from service.lucene import _PassThrough
+    from lsr.retrievers.lucene import PassThroughEncoder
 
-    encoder = _PassThrough()  # the pass-through query encoder the lucene backend uses
+    encoder = PassThroughEncoder()  # the pass-through query encoder the lucene backend uses
     for q, (terms, weights) in enumerate(c["queries"]):
         scaled = np.rint(weights.astype(np.float64) * QUERY_WEIGHT_MAX / weights.max()).astype(int)
         encoder.vectors[str(q)] = {str(t): int(w) for t, w in zip(terms.tolist(), scaled.tolist()) if w > 0}
@@ -327,7 +317,7 @@ def run_lucene(c: dict, work: Path, k: int, settings: dict) -> dict:
 
 
 def _pyserini_version() -> str | None:
-    from indexer.lucene import _version
+    from lsr.lucene import _version
 
     return _version("pyserini")
 

@@ -81,7 +81,7 @@ async def healthz_floor(base: str, duration: float) -> dict:
 
 
 def in_process(index: str, queries: list[str], modes: list[str], k: int, limit: int) -> dict:
-    from service.engine import Engine
+    from lsr.engine import Engine
 
     engine = Engine.open(index)
     out = {}
@@ -109,8 +109,8 @@ def main() -> None:
     parser.add_argument("--output", default=None, help="write the figures as JSON")
     args = parser.parse_args()
 
-    from indexer.corpus import read_qrels, read_queries
-    from service.probe import wait_until_ready
+    from lsr.corpus import read_qrels, read_queries
+    from tests.probe import wait_until_ready
 
     queries_by_id = read_queries(args.beir)
     queries = [queries_by_id[q] for q in sorted(read_qrels(args.beir, args.split)) if q in queries_by_id]
@@ -118,7 +118,7 @@ def main() -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {**os.environ, "LSR_MAX_K": str(max(1000, args.k))}
-    server = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--index", args.index, "--host",
+    server = subprocess.Popen([sys.executable, "-m", "lsr", "serve", "--index", args.index, "--host",
                                "127.0.0.1", "--port", str(port), "--workers", str(args.workers)],
                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     results: dict = {"index": args.index, "workers": args.workers, "concurrency": args.concurrency,

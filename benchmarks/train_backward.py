@@ -10,8 +10,8 @@ import time
 
 import torch
 
-from training.encoders import load_encoder
-from training.encoders.base import pad_batch
+from lsr.encoders import load_encoder
+from lsr.encoders.batching import pad_batch
 
 
 def main() -> None:

@@ -1,1 +1,1 @@
-"""Corpus reading, batched document encoding and the native inverted index."""
+"""`lsr index` and `lsr idf`: command-line indexing over the core (:class:`lsr.Index`), installed as ``lsr.indexer``."""

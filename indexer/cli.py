@@ -1,4 +1,4 @@
-"""`lsr index` and `lsr idf`."""
+"""`lsr index` (encode a corpus into an index directory) and `lsr idf` (an IDF table over a corpus)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
-from indexer.corpus import read_corpus
-from indexer.dense import DENSE_KINDS
-from indexer.inverted import DEFAULT_BLOCK_SIZE, DEFAULT_DENSE_RATIO, IMPACT_DTYPES
+from lsr.cli_args import add_encoder_arguments, encoder_from_args
+from lsr.index import DEFAULT_BLOCK_SIZE, DEFAULT_DENSE_RATIO, IMPACT_DTYPES
+from lsr.index.dense import DENSE_KINDS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from training.cli import add_encoder_arguments
-
     index = subparsers.add_parser("index", help="encode a corpus and build the native inverted index")
     index.add_argument("--corpus", required=True, help="BEIR folder, JSONL file, or ir_datasets id")
     index.add_argument("--out", required=True, help="index directory to write (replaced atomically)")
@@ -43,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="flat: exact inner product (default); hnsw: approximate (HNSW, M=32)")
     extra.add_argument("--bm25", action="store_true", help="also build a BM25 index (bm25s), a hybrid partner")
     extra.add_argument("--store-documents", action="store_true",
-                       help="keep the document texts in the index (GET /documents/{id})")
+                       help="keep the document texts in the index (GET /documents/{id}, hits with their texts)")
     index.set_defaults(handler=run_index)
 
     idf = subparsers.add_parser("idf", help="compute an IDF table {token: weight} over a corpus")
@@ -55,31 +53,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_index(args: argparse.Namespace) -> int:
-    from indexer.build import build_index
-    from training.cli import encoder_from_args
-    from training.encoders import load_encoder
+    from lsr import Index
+    from lsr.corpus import count_documents
+    from lsr.encoders import ENCODER_CONFIG_FILE, load_encoder
 
     encoder = encoder_from_args(args)
     dense = None
     if args.dense_encoder:
-        from training.encoders.base import ENCODER_CONFIG_FILE
-
         plain = not (Path(args.dense_encoder) / ENCODER_CONFIG_FILE).exists()
         dense = load_encoder(args.dense_encoder, kind="dense" if plain else None, device=args.device,
                              dtype=args.dtype)
-    manifest = build_index(
-        args.corpus, encoder, args.out, batch_size=args.batch_size, impact_dtype=args.impact_dtype,
-        export_jsonl=args.export_jsonl, skip_malformed=args.skip_malformed, limit=args.limit,
-        dense_encoder=dense, dense_index=args.dense_index, bm25=args.bm25, store_documents=args.store_documents,
-        block_size=args.block_size, dense_ratio=args.dense_ratio, lucene=args.lucene, lucene_threads=args.lucene_threads,
-        document_top_k=args.document_top_k,
-    )
+    from tqdm.auto import tqdm
+
+    total = args.limit if args.limit is not None else count_documents(args.corpus)
+    with tqdm(desc="encoding documents", unit="doc", total=total) as bar:
+        index = Index.build(
+            encoder, corpus=args.corpus, path=args.out, dense_encoder=dense, skip_malformed=args.skip_malformed,
+            limit=args.limit, export_jsonl=args.export_jsonl, progress_callback=bar.update,
+            batch_size=args.batch_size, impact_dtype=args.impact_dtype, dense_index=args.dense_index, bm25=args.bm25,
+            store_documents=args.store_documents, block_size=args.block_size, dense_ratio=args.dense_ratio,
+            lucene=args.lucene, lucene_threads=args.lucene_threads, document_top_k=args.document_top_k)
+    manifest = index.manifest
+    stats = index.read_stats
+    if stats.skipped:
+        print(f"skipped {stats.skipped} malformed line(s); first: {stats.examples[0]}")
     print(json.dumps({
         "index": args.out, "documents": manifest.doc_count, "postings": manifest.postings,
         "avg_doc_nnz": round(manifest.postings / manifest.doc_count, 1), "impact_dtype": manifest.impact_dtype,
         "dropped_postings": manifest.dropped_postings, "docs_per_second": manifest.build["docs_per_second"],
         **({"dense": manifest.dense} if manifest.dense else {}), **({"bm25": manifest.bm25} if manifest.bm25 else {}),
         "documents_stored": manifest.documents, **({"lucene": manifest.lucene} if manifest.lucene else {}),
+        "search_defaults": manifest.search_defaults,
     }, indent=2))
     return 0
 
@@ -88,7 +92,8 @@ def run_idf(args: argparse.Namespace) -> int:
     import transformers
     from transformers import AutoTokenizer
 
-    from training.idf import idf_table
+    from lsr.corpus import read_corpus
+    from lsr.encoders.idf import idf_table
 
     transformers.utils.logging.set_verbosity_error()  # "sequence longer than the model maximum": irrelevant here
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)

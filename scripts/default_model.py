@@ -23,11 +23,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--from", dest="source", default=str(ROOT.parent / "shared" / "models" / "splade-tiny"))
     parser.add_argument("--idf", default=str(ROOT.parent / "shared" / "models" / "opensearch-idf" / "idf.json"))
-    parser.add_argument("--out", default=str(ROOT / "models" / "inference-free-default"))
+    parser.add_argument("--out", default=str(ROOT / "lsr" / "models" / "inference-free-default"))
     parser.add_argument("--max-document-length", type=int, default=256)
     args = parser.parse_args()
 
-    from training.encoders import load_encoder
+    from lsr.encoders import load_encoder
 
     source = Path(args.source)
     lsr_dir = (source / "lsr_encoder.json").exists()
@@ -51,7 +51,7 @@ def main() -> None:
         raise SystemExit("the vocab.txt tokenizer does not reproduce the original; keep tokenizer.json")
     table = json.loads((out / "idf.json").read_text())
     (out / "idf.json").write_text(json.dumps({t: round(w, 4) for t, w in table.items()}, separators=(",", ":")))
-    shutil.copy(ROOT / "models" / "MODEL_CARD.md", out / "README.md")
+    shutil.copy(ROOT / "lsr" / "models" / "MODEL_CARD.md", out / "README.md")
     size = sum(p.stat().st_size for p in out.iterdir())
     print(f"wrote {out} ({size / 1e6:.2f} MB)")
 

@@ -24,5 +24,5 @@ fi
 EXTRAS="${LSR_EXTRAS:-dev,lucene,bench}"
 echo "[setup] installing lsr (editable) with extras: $EXTRAS"
 quiet_pip -e ".[$EXTRAS]"
-python -c "import service.app, indexer.build, training.encoders, torch, numba, fastapi, uvicorn, pytrec_eval, \
+python -c "import lsr.service.app, lsr.indexer.cli, lsr.training.trainer, lsr.encoders, torch, numba, fastapi, uvicorn, pytrec_eval, \
 pydantic_settings, httpx, pytest, faiss, prometheus_client, schemathesis" || { echo "[setup] install failed: see the errors above" >&2; exit 1; }

@@ -1,1 +1,1 @@
-"""Search: the Searcher (query encoding + scoring kernels), offline evaluation and the HTTP API."""
+"""The HTTP API (FastAPI) over the core's :class:`lsr.Engine`, and `lsr serve`; installed as ``lsr.service``."""

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AllowInfNan, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from training.config_files import read_mapping
+from lsr.config_files import read_mapping
+from lsr.errors import MissingFile
+from lsr.retrievers import backend_names
 
 CONFIG_FILE_ENV = "LSR_CONFIG_FILE"
 
@@ -26,7 +28,7 @@ class _FileSource(PydanticBaseSettingsSource):
         if not path:
             return {}
         if not Path(path).exists():
-            raise FileNotFoundError(f"{CONFIG_FILE_ENV}={path}: the settings file does not exist")
+            raise MissingFile(f"{CONFIG_FILE_ENV}={path}: the settings file does not exist")
         return read_mapping(path, self.settings_cls.model_fields, "server settings")
 
 
@@ -45,18 +47,26 @@ class Settings(BaseSettings):
     max_batch: int = Field(256, ge=1, description="most queries in one /search/batch call")
     max_body_bytes: int = Field(1_048_576, ge=1, description="largest request body")
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS (empty: CORS off)")
-    backend: Literal["native", "lucene"] = Field("native", description="sparse search: lsr's kernel, or Lucene "
-                                                                        "(Pyserini) over the index's lucene/ part")
+    backend: str = Field("native", description="sparse search backend: native (lsr's kernel), lucene (Pyserini over "
+                                               "the index's lucene/ part), or any registered backend")
     pruning: Literal["blockmax", "exhaustive"] = Field("blockmax", description="native top-k: block-max (exact) "
                                                                                "or exhaustive")
-    prune_alpha: float = Field(1.0, gt=0.0, le=1.0, description="APPROXIMATE below 1: skip blocks whose bound x "
-                                                                "alpha < the k-th score (responses say exact: false)")
+    prune_alpha: Annotated[float, AllowInfNan(False)] = Field(
+        1.0, gt=0.0, le=1.0, description="APPROXIMATE below 1: skip blocks whose bound x alpha < the k-th score "
+                                         "(responses say exact: false)")
     query_cut: int = Field(0, ge=0, description="APPROXIMATE when > 0: keep only the heaviest N query terms")
 
     def pruning_spec(self):
-        from service.searcher import Pruning
+        from lsr.retrievers.native import Pruning
 
         return Pruning(self.pruning, self.prune_alpha, self.query_cut)
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        if value not in backend_names():
+            raise ValueError(f"unknown backend {value!r}; known: {', '.join(backend_names())}")
+        return value
 
     @field_validator("api_key", mode="before")
     @classmethod

@@ -44,5 +44,5 @@ def test_compose_file_is_valid():
 def test_dockerfiles_take_a_base_image_and_ship_the_default_encoder(name):
     text = (ROOT / "docker" / name).read_text()
     assert text.startswith("#") and "ARG BASE_IMAGE=" in text and "FROM ${BASE_IMAGE}" in text
-    assert "COPY models/ models/" in text and "LSR_DEFAULT_ENCODER=/app/models/inference-free-default" in text
+    assert "COPY lsr/ lsr/" in text and "default_encoder_directory" in text  # the encoder ships as package data
     assert "USER lsr" in text and "/readyz" in text

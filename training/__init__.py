@@ -1,1 +1,2 @@
-"""Sparse and dense encoders for lsr, their on-disk contract, and (later) their training."""
+"""Training sparse encoders (`lsr train`): losses, ensemble teachers, training data and the trainer; installed as
+``lsr.training``. Encoders, indexing and evaluation come from the core."""

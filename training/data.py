@@ -5,7 +5,7 @@ Example line::
 
     {"query_id": "PLAIN-3", "query": "...", "positive": "MED-2436", "negatives": ["MED-10", "MED-77"]}
 
-Document ids point into a :class:`DocumentStore`. A self-supervised pair uses a document's title as the query and
+Document ids point into a :class:`TrainingTexts`. A self-supervised pair uses a document's title as the query and
 its body (without the title) as the positive, under the derived id ``<doc id>#body``; its negatives are bodies too.
 """
 
@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.corpus import CorpusError, read_corpus, read_qrels, read_queries
+from lsr.corpus import read_corpus, read_qrels, read_queries
+from lsr.errors import CorpusError, MissingFile
 
 BODY_SUFFIX = "#body"
 
@@ -34,7 +35,7 @@ class Example:
         return [self.positive, *self.negatives]
 
 
-class DocumentStore:
+class TrainingTexts:
     """Document id -> text: full documents (title + " " + text) and, under ``<id>#body``, bodies alone."""
 
     def __init__(self, full: dict[str, str], bodies: dict[str, str]) -> None:
@@ -42,7 +43,7 @@ class DocumentStore:
         self.bodies = bodies
 
     @classmethod
-    def from_corpus(cls, corpus: str | Path, skip_malformed: bool = False) -> DocumentStore:
+    def from_corpus(cls, corpus: str | Path, skip_malformed: bool = False) -> TrainingTexts:
         full, bodies = {}, {}
         for doc in read_corpus(corpus, skip_malformed=skip_malformed):
             full[doc.id] = doc.contents
@@ -65,7 +66,7 @@ class DocumentStore:
         return list(self.full)
 
 
-def examples_from_qrels(beir_dir: str | Path, split: str = "train", documents: DocumentStore | None = None,
+def examples_from_qrels(beir_dir: str | Path, split: str = "train", documents: TrainingTexts | None = None,
                         min_relevance: int = 1) -> list[Example]:
     """One example per judged (query, relevant document) pair of ``qrels/<split>.tsv``; negatives come later."""
     queries = read_queries(beir_dir)
@@ -82,7 +83,7 @@ def examples_from_qrels(beir_dir: str | Path, split: str = "train", documents: D
     return examples
 
 
-def self_supervised_examples(documents: DocumentStore, titles: dict[str, str], min_title_words: int = 3,
+def self_supervised_examples(documents: TrainingTexts, titles: dict[str, str], min_title_words: int = 3,
                              limit: int | None = None, seed: int = 0) -> list[Example]:
     """Title -> body pairs: the pre-training signal of the inference-free paper's models, from any corpus."""
     ids = [doc_id for doc_id, title in titles.items()
@@ -138,11 +139,11 @@ def write_examples(examples: Iterable[Example], path: str | Path) -> int:
     return count
 
 
-def read_examples(path: str | Path, documents: DocumentStore | None = None) -> list[Example]:
+def read_examples(path: str | Path, documents: TrainingTexts | None = None) -> list[Example]:
     """Read prepared examples; a malformed line or an unknown document id is an error naming file:line."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"training examples {path} do not exist; prepare them with `lsr train-data`")
+        raise MissingFile(f"training examples {path} do not exist; leave `examples` unset and `lsr train` prepares them")
     examples = []
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):

@@ -19,21 +19,22 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from lsr.training.data import Example, TrainingTexts
 
-from training.bm25 import Bm25
-from training.data import DocumentStore, Example
+from lsr.errors import InvalidInput
+from lsr.index.bm25 import Bm25
 
 TEACHER_KINDS = ("dense", "splade", "bm25")
 
 
 def minmax_rows(scores: np.ndarray) -> np.ndarray:
     """Min-max normalize each row to [0, 1]; a row whose scores are all equal (or a single candidate) maps to 1.0,
-    the same rule as :func:`service.fusion.min_max_normalize`."""
+    the same rule as :func:`lsr.fusion.min_max_normalize`."""
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim != 2:
-        raise ValueError(f"expected (queries, candidates) scores, got shape {scores.shape}")
+        raise InvalidInput(f"expected (queries, candidates) scores, got shape {scores.shape}")
     if not np.isfinite(scores).all():
-        raise ValueError("teacher scores contain NaN or Inf; check the teacher model")
+        raise InvalidInput("teacher scores contain NaN or Inf; check the teacher model")
     low = scores.min(axis=1, keepdims=True)
     span = scores.max(axis=1, keepdims=True) - low
     out = np.ones_like(scores)
@@ -44,10 +45,10 @@ def minmax_rows(scores: np.ndarray) -> np.ndarray:
 class _Pairs:
     """The distinct query and document texts of a set of examples, and each candidate's (query, doc) index."""
 
-    def __init__(self, examples: Sequence[Example], documents: DocumentStore) -> None:
+    def __init__(self, examples: Sequence[Example], documents: TrainingTexts) -> None:
         widths = {len(e.candidates()) for e in examples}
         if len(widths) != 1:
-            raise ValueError(f"examples have different numbers of candidates {sorted(widths)}; mine the same number "
+            raise InvalidInput(f"examples have different numbers of candidates {sorted(widths)}; mine the same number "
                              "of negatives for every example")
         self.query_texts: list[str] = []
         self.doc_ids: list[str] = []
@@ -98,10 +99,10 @@ class EncoderTeacher(Teacher):
 
     def __init__(self, path: str | Path, kind: str, device: str | None = None, dtype: str = "auto",
                  batch_size: int = 32) -> None:
-        from training.encoders import load_encoder
+        from lsr.encoders import load_encoder
 
         if kind not in ("dense", "splade"):
-            raise ValueError(f"encoder teacher kind must be dense or splade, got {kind!r}")
+            raise InvalidInput(f"encoder teacher kind must be dense or splade, got {kind!r}")
         directory = Path(path)
         kind_arg = None if (directory / "lsr_encoder.json").exists() else kind
         self.encoder = load_encoder(path, kind=kind_arg, device=device, dtype=dtype)
@@ -161,10 +162,10 @@ def build_teacher(spec: str, device: str | None = None) -> Teacher:
         return Bm25Teacher()
     if kind in ("dense", "splade") and path:
         return EncoderTeacher(path, kind, device=device)
-    raise ValueError(f"teacher {spec!r}: expected bm25, dense:DIR or splade:DIR")
+    raise InvalidInput(f"teacher {spec!r}: expected bm25, dense:DIR or splade:DIR")
 
 
-def teacher_scores(teacher: Teacher, examples: Sequence[Example], documents: DocumentStore,
+def teacher_scores(teacher: Teacher, examples: Sequence[Example], documents: TrainingTexts,
                    cache_dir: str | Path | None = None) -> np.ndarray:
     """Raw (examples, candidates) scores of one teacher, from the cache when the same teacher scored the same data."""
     pairs = _Pairs(examples, documents)
@@ -191,11 +192,11 @@ def teacher_scores(teacher: Teacher, examples: Sequence[Example], documents: Doc
 def aggregate(raw: Sequence[np.ndarray], weights: Sequence[float] | None = None, scale: float = 30.0) -> np.ndarray:
     """scale * weighted mean of per-query min-max normalized teacher scores (weights normalized to sum 1)."""
     if not raw:
-        raise ValueError("no teacher scores to aggregate")
+        raise InvalidInput("no teacher scores to aggregate")
     weights = [1.0] * len(raw) if weights is None else list(weights)
     if len(weights) != len(raw):
-        raise ValueError(f"{len(weights)} teacher weights for {len(raw)} teachers")
+        raise InvalidInput(f"{len(weights)} teacher weights for {len(raw)} teachers")
     if any(w < 0 for w in weights) or sum(weights) <= 0:
-        raise ValueError(f"teacher weights must be >= 0 with a positive sum, got {weights}")
+        raise InvalidInput(f"teacher weights must be >= 0 with a positive sum, got {weights}")
     total = sum(weights)
     return (scale * sum((w / total) * minmax_rows(r) for w, r in zip(weights, raw))).astype(np.float32)

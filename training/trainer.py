@@ -25,11 +25,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from training.data import (
+from lsr.training.data import (
     BODY_SUFFIX,
-    DocumentStore,
     Example,
+    TrainingTexts,
     examples_from_qrels,
     mine_negatives,
     read_examples,
@@ -38,10 +37,12 @@ from training.data import (
     self_supervised_examples,
     write_examples,
 )
-from training.device import resolve_device
-from training.encoders import InferenceFreeEncoder, SparseEncoder, load_encoder
-from training.encoders.base import pad_batch
-from training.losses import CombinedLoss, LossWeights
+from lsr.training.losses import CombinedLoss, LossWeights
+
+from lsr.encoders import InferenceFreeEncoder, SparseEncoder, load_encoder
+from lsr.encoders.batching import pad_batch
+from lsr.encoders.device import resolve_device
+from lsr.errors import InvalidInput, MissingFile, require_finite
 
 CHECKPOINT_FILE = "state.pt"
 
@@ -100,21 +101,28 @@ class TrainConfig:
     command: str = ""  # the command line that started the run (for the model card)
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # a NaN learning rate passes every comparison below: refuse it here
+            value = getattr(self, f.name)
+            if isinstance(value, float):
+                require_finite(value, f.name)
+            elif isinstance(value, list) and value and all(isinstance(v, float) for v in value):
+                for v in value:
+                    require_finite(v, f.name)
         if self.kind not in ("inference-free", "splade"):
-            raise ValueError(f"kind must be inference-free or splade, got {self.kind!r}")
+            raise InvalidInput(f"kind must be inference-free or splade, got {self.kind!r}")
         for name in ("steps", "batch_size", "grad_accum", "max_query_length", "max_document_length"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise InvalidInput(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.negatives < 0:
-            raise ValueError(f"negatives must be >= 0, got {self.negatives}")
+            raise InvalidInput(f"negatives must be >= 0, got {self.negatives}")
         if self.index_document_length < 0:
-            raise ValueError(f"index_document_length must be >= 0 (0: the base model's), got {self.index_document_length}")
+            raise InvalidInput(f"index_document_length must be >= 0 (0: the base model's), got {self.index_document_length}")
         if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+            raise InvalidInput(f"lr must be > 0, got {self.lr}")
         if self.save_dtype not in ("fp32", "fp16"):
-            raise ValueError(f"save_dtype must be fp32 or fp16, got {self.save_dtype!r}")
+            raise InvalidInput(f"save_dtype must be fp32 or fp16, got {self.save_dtype!r}")
         if self.teacher_weights is not None and len(self.teacher_weights) != len(self.teachers):
-            raise ValueError(f"{len(self.teacher_weights)} teacher weights for {len(self.teachers)} teachers")
+            raise InvalidInput(f"{len(self.teacher_weights)} teacher weights for {len(self.teachers)} teachers")
 
     @property
     def work(self) -> Path:
@@ -126,7 +134,7 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
-        from training.config_files import read_mapping
+        from lsr.config_files import read_mapping
 
         data = read_mapping(path, (f.name for f in dataclasses.fields(cls)), "training config")
         return cls(**data)
@@ -141,11 +149,11 @@ def seed_everything(seed: int) -> None:
 class Trainer:
     def __init__(self, config: TrainConfig, log=print) -> None:
         if not config.output:
-            raise ValueError("no output directory: pass --output DIR")
+            raise InvalidInput("no output directory: pass --output DIR")
         if not config.base_model:
-            raise ValueError("no base model: pass --base-model DIR (an MLM encoder to start from)")
+            raise InvalidInput("no base model: pass --base-model DIR (an MLM encoder to start from)")
         if not config.beir:
-            raise ValueError("no training data: pass --beir DIR (a BEIR folder with qrels/ and queries.jsonl)")
+            raise InvalidInput("no training data: pass --beir DIR (a BEIR folder with qrels/ and queries.jsonl)")
         self.config = config
         self.log = log
         self.device = resolve_device(config.device)
@@ -154,7 +162,7 @@ class Trainer:
         self.encoder = self._load_encoder()
         self.model = self.encoder.model
         self.pooler = self.encoder.pooler
-        self.documents = DocumentStore.from_corpus(config.beir)
+        self.documents = TrainingTexts.from_corpus(config.beir)
         self.examples = self._prepare_examples()
         self.relevant = relevant_sets(config.beir, config.train_split)
         self.teacher = self._teacher_scores()
@@ -186,7 +194,7 @@ class Trainer:
                                max_query_length=c.max_query_length,
                                max_document_length=c.index_document_length or None)
         if encoder.config.kind != c.kind:
-            raise ValueError(f"{c.base_model} is a {encoder.config.kind!r} encoder but kind is {c.kind!r}")
+            raise InvalidInput(f"{c.base_model} is a {encoder.config.kind!r} encoder but kind is {c.kind!r}")
         return encoder
 
     def _prepare_examples(self) -> list[Example]:
@@ -215,18 +223,18 @@ class Trainer:
     def _miner(self):
         c = self.config
         if c.miner == "bm25":
-            from training.bm25 import Bm25
+            from lsr.index.bm25 import Bm25
 
             ids = self.documents.ids()
             bm25 = Bm25(ids, [self.documents.full[i] for i in ids])
             return lambda query, depth: bm25.search(query, depth)[0]
-        from service.searcher import Searcher
+        from lsr.engine import Engine
 
-        searcher = Searcher.open(c.miner)
-        return lambda query, depth: searcher.search(query, depth).ids
+        engine = Engine.open(c.miner, parts=())
+        return lambda query, depth: engine.search(query, depth, mode="sparse").ids
 
     def _teacher_scores(self) -> torch.Tensor | None:
-        from training.teachers import aggregate, build_teacher, teacher_scores
+        from lsr.training.teachers import aggregate, build_teacher, teacher_scores
 
         c = self.config
         if not c.teachers:
@@ -338,7 +346,7 @@ class Trainer:
         if path is None:
             found = sorted((self.config.work / "checkpoints").glob("step-???????"))
             if not found:
-                raise FileNotFoundError(f"--resume: no checkpoint under {self.config.work / 'checkpoints'}")
+                raise MissingFile(f"--resume: no checkpoint under {self.config.work / 'checkpoints'}")
             path = found[-1]
         state = torch.load(Path(path) / CHECKPOINT_FILE, map_location=self.device, weights_only=False)
         self.model.load_state_dict(state["model"])
@@ -351,7 +359,7 @@ class Trainer:
     def _dev_slice(self) -> tuple[list[str], Path]:
         """A fixed dev slice: ``eval_queries`` judged queries and an index corpus of their judged documents plus a
         seeded random fill up to ``eval_documents`` (written once as JSONL)."""
-        from indexer.corpus import read_qrels
+        from lsr.corpus import read_qrels
 
         c = self.config
         qrels = read_qrels(c.beir, c.eval_split)
@@ -374,10 +382,9 @@ class Trainer:
 
     def evaluate(self, split: str | None = None, full_corpus: bool = False) -> dict:
         """nDCG@10 etc. through the same path as `lsr index` + `lsr eval`: build an index, search, pytrec_eval."""
-        from indexer.build import build_index
-        from indexer.inverted import InvertedIndex
-        from service.evaluation import evaluate
-        from service.searcher import Searcher
+        from lsr.engine import Engine
+        from lsr.evaluation import evaluate
+        from lsr.index import Index
 
         c = self.config
         self.model.eval()
@@ -390,10 +397,9 @@ class Trainer:
         if not full_corpus:  # the dev slice is read as the model is trained (faster on CPU, a fair comparison)
             self.encoder.config.max_document_length = c.max_document_length
         try:
-            build_index(corpus, self.encoder, where, batch_size=32, progress=False)
-            searcher = Searcher(InvertedIndex(where), self.encoder)
-            metrics = evaluate(searcher, c.beir, split or c.eval_split, k=1000, progress=False, qids=qids,
-                               batch_throughput=False)
+            index = Index.build(self.encoder, corpus=corpus, path=where, batch_size=32)
+            metrics = evaluate(Engine(index), c.beir, split or c.eval_split, k=1000, progress=False, qids=qids,
+                               batch_throughput=False, mode="sparse")
         finally:
             self.encoder.config.max_document_length = index_length
         return {key: metrics[key] for key in ("ndcg@10", "recall@100", "mrr@10", "avg_doc_nnz", "queries",

@@ -5,9 +5,9 @@ import math
 
 import pytest
 
-from service.cli import main
+from lsr.cli import main
+from lsr.encoders.idf import document_frequencies, idf_from_frequencies
 from tests.conftest import TINY_DOCS, write_jsonl
-from training.idf import document_frequencies, idf_from_frequencies
 
 
 def test_idf_formula_on_a_tiny_corpus(tiny_mlm_dir):
@@ -29,7 +29,7 @@ def test_lsr_idf_writes_a_table_the_encoder_loads(tmp_path, tiny_mlm_dir, capsys
     assert main(["idf", "--corpus", str(corpus), "--tokenizer", str(tiny_mlm_dir), "--out", str(out)]) == 0
     table = json.loads(out.read_text())
     assert "[CLS]" not in table and table["statin"] > table["and"]  # rare tokens weigh more
-    from training.encoders import load_encoder
+    from lsr.encoders import load_encoder
 
     encoder = load_encoder(tiny_mlm_dir, kind="inference-free", idf=out, device="cpu")
     ids, weights = encoder.encode_queries(["statin"]).row(0)
@@ -53,7 +53,7 @@ def test_lsr_index_needs_kind_for_a_plain_directory(tmp_path, tiny_mlm_dir, caps
 
 
 def test_lsr_index_defaults_to_the_shipped_encoder(tmp_path, capsys, monkeypatch):
-    from training.encoders import default_encoder_directory, load_encoder
+    from lsr.encoders import default_encoder_directory, load_encoder
 
     shipped = default_encoder_directory()
     files = {p.name: p.stat().st_size for p in shipped.iterdir()}
@@ -71,7 +71,7 @@ def test_lsr_index_defaults_to_the_shipped_encoder(tmp_path, capsys, monkeypatch
 
 
 def test_sparse_batch_top_k_keeps_the_largest_weights():
-    from training.encoders.base import SparseBatch
+    from lsr.sparse import SparseBatch
 
     batch = SparseBatch.from_rows([([1, 4, 7, 9], [0.5, 2.0, 1.0, 2.0]), ([3], [0.1]), ([], [])])
     pruned = batch.top_k(2)
@@ -85,14 +85,14 @@ def test_sparse_batch_top_k_keeps_the_largest_weights():
 
 
 def test_lsr_index_document_top_k_prunes_every_document(tmp_path, tiny_mlm_dir, tiny_idf_file, capsys):
-    from indexer.inverted import InvertedIndex
+    from lsr.index import Index
 
     corpus = write_jsonl(tmp_path / "corpus.jsonl", TINY_DOCS)
     common = ["index", "--corpus", str(corpus), "--encoder", str(tiny_mlm_dir), "--kind", "inference-free",
               "--idf", str(tiny_idf_file), "--impact-dtype", "float32"]
     assert main([*common, "--out", str(tmp_path / "full")]) == 0
     assert main([*common, "--out", str(tmp_path / "top3"), "--document-top-k", "3"]) == 0
-    full, top3 = InvertedIndex(tmp_path / "full"), InvertedIndex(tmp_path / "top3")
+    full, top3 = (Index.open(tmp_path / name, load_encoder=False) for name in ("full", "top3"))
     assert top3.manifest.build["document_top_k"] == 3 and full.manifest.build["document_top_k"] is None
 
     def vectors(index):

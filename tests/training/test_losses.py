@@ -7,8 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from training.losses import (
+from lsr.training.losses import (
     CombinedLoss,
     LossWeights,
     contrastive_loss,
@@ -19,7 +18,7 @@ from training.losses import (
     kl_distillation,
     margin_mse,
 )
-from training.teachers import aggregate, minmax_rows
+from lsr.training.teachers import aggregate, minmax_rows
 
 
 def test_contrastive_matches_hand_value():

@@ -8,21 +8,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from tests.conftest import TINY_DOCS, write_jsonl
-from training.data import (
+from lsr.training.data import (
     BODY_SUFFIX,
-    DocumentStore,
     Example,
+    TrainingTexts,
     examples_from_qrels,
     mine_negatives,
     read_examples,
     self_supervised_examples,
     write_examples,
 )
-from training.encoders import load_encoder
-from training.encoders.base import pad_batch
-from training.trainer import TrainConfig, Trainer
+from lsr.training.trainer import TrainConfig, Trainer
+
+from lsr.encoders import load_encoder
+from lsr.encoders.batching import pad_batch
+from tests.conftest import TINY_DOCS, write_jsonl
 
 QUERIES = {
     "q1": "statins and breast cancer", "q2": "fish oil heart", "q3": "salt and blood pressure",
@@ -75,7 +75,7 @@ def test_forward_train_equals_dense_autograd(tiny_mlm_dir):
 
 
 def test_examples_self_supervised_and_mining(tiny_beir: Path, tmp_path: Path):
-    documents = DocumentStore.from_corpus(tiny_beir)
+    documents = TrainingTexts.from_corpus(tiny_beir)
     examples = examples_from_qrels(tiny_beir, "train", documents)
     assert [(e.query_id, e.positive) for e in examples] == sorted(QRELS)
     titles = {d["_id"]: d["title"] for d in TINY_DOCS if d["title"]}
@@ -95,14 +95,14 @@ def test_examples_self_supervised_and_mining(tiny_beir: Path, tmp_path: Path):
 
 
 def test_read_examples_errors_name_file_and_line(tmp_path: Path, tiny_beir: Path):
-    documents = DocumentStore.from_corpus(tiny_beir)
+    documents = TrainingTexts.from_corpus(tiny_beir)
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"query_id": "q", "query": "x", "positive": "d1"}, "{broken"])
     with pytest.raises(ValueError, match=r"bad.jsonl:2: not a training example"):
         read_examples(bad)
     unknown = write_jsonl(tmp_path / "unknown.jsonl", [{"query_id": "q", "query": "x", "positive": "nope"}])
     with pytest.raises(ValueError, match=r"unknown.jsonl:1: document 'nope' is not in the corpus"):
         read_examples(unknown, documents)
-    with pytest.raises(FileNotFoundError, match="prepare them"):
+    with pytest.raises(FileNotFoundError, match="lsr train. prepares them"):
         read_examples(tmp_path / "missing.jsonl")
 
 
@@ -205,9 +205,9 @@ def test_resume_gives_the_same_next_step(tiny_mlm_dir, tiny_idf_file, tiny_beir,
 
 
 def test_teacher_scores_are_cached(tiny_mlm_dir, tiny_idf_file, tiny_beir, tmp_path, tiny_dense_dir):
-    from training.teachers import EncoderTeacher, teacher_scores
+    from lsr.training.teachers import EncoderTeacher, teacher_scores
 
-    documents = DocumentStore.from_corpus(tiny_beir)
+    documents = TrainingTexts.from_corpus(tiny_beir)
     examples = [Example("q1", "statins and breast cancer", "d1", ["d2"]), Example("q2", "fish oil", "d2", ["d4"])]
     teacher = EncoderTeacher(tiny_dense_dir, "dense")
     first = teacher_scores(teacher, examples, documents, tmp_path / "cache")
@@ -228,7 +228,7 @@ def test_bad_settings_are_named():
 
 
 def test_lsr_train_cli_flags_override_the_config(tiny_mlm_dir, tiny_idf_file, tiny_beir, tmp_path, capsys):
-    from service.cli import main
+    from lsr.cli import main
 
     config = tmp_path / "train.yaml"
     config.write_text(f"kind: inference-free\nbase_model: {tiny_mlm_dir}\nidf: {tiny_idf_file}\nbeir: {tiny_beir}\n"
@@ -247,7 +247,7 @@ def test_lsr_train_cli_flags_override_the_config(tiny_mlm_dir, tiny_idf_file, ti
 
 
 def test_lsr_eval_baseline_bm25(tiny_beir, tmp_path):
-    from service.cli import main
+    from lsr.cli import main
 
     output = tmp_path / "bm25.json"
     assert main(["eval", "--beir", str(tiny_beir), "--baseline", "bm25", "--split", "dev", "--output", str(output)]) == 0

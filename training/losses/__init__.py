@@ -3,12 +3,12 @@
 :class:`training.losses.combined.CombinedLoss` puts them together and returns every named term for logging.
 """
 
-from training.losses.combined import CombinedLoss, LossWeights
-from training.losses.contrastive import contrastive_loss
-from training.losses.flops import flops, flops_weight
-from training.losses.idf_flops import contribution_flops, idf_aware_flops
-from training.losses.kl import kl_distillation
-from training.losses.margin_mse import margin_mse
+from lsr.training.losses.combined import CombinedLoss, LossWeights
+from lsr.training.losses.contrastive import contrastive_loss
+from lsr.training.losses.flops import flops, flops_weight
+from lsr.training.losses.idf_flops import contribution_flops, idf_aware_flops
+from lsr.training.losses.kl import kl_distillation
+from lsr.training.losses.margin_mse import margin_mse
 
 __all__ = [
     "CombinedLoss",

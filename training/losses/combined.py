@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from lsr.training.losses.contrastive import contrastive_loss
+from lsr.training.losses.flops import flops, flops_weight
+from lsr.training.losses.idf_flops import contribution_flops, idf_aware_flops
+from lsr.training.losses.kl import kl_distillation
+from lsr.training.losses.margin_mse import margin_mse
 
-from training.losses.contrastive import contrastive_loss
-from training.losses.flops import flops, flops_weight
-from training.losses.idf_flops import contribution_flops, idf_aware_flops
-from training.losses.kl import kl_distillation
-from training.losses.margin_mse import margin_mse
+from lsr.errors import InvalidInput
 
 REGULARIZERS = ("idf-flops", "flops")
 
@@ -29,12 +30,12 @@ class LossWeights:
 
     def __post_init__(self) -> None:
         if self.regularizer not in REGULARIZERS:
-            raise ValueError(f"regularizer must be one of {', '.join(REGULARIZERS)}, got {self.regularizer!r}")
+            raise InvalidInput(f"regularizer must be one of {', '.join(REGULARIZERS)}, got {self.regularizer!r}")
         for name in ("contrastive", "kl", "margin_mse", "flops_documents", "flops_queries"):
             if getattr(self, name) < 0:
-                raise ValueError(f"loss weight {name} must be >= 0, got {getattr(self, name)}")
+                raise InvalidInput(f"loss weight {name} must be >= 0, got {getattr(self, name)}")
         if self.temperature <= 0 or self.contrastive_temperature <= 0:
-            raise ValueError(f"temperatures must be > 0, got {self.temperature}, {self.contrastive_temperature}")
+            raise InvalidInput(f"temperatures must be > 0, got {self.temperature}, {self.contrastive_temperature}")
 
 
 class CombinedLoss:
@@ -46,7 +47,7 @@ class CombinedLoss:
 
     def __init__(self, weights: LossWeights, idf: torch.Tensor | None = None) -> None:
         if weights.regularizer == "flops" and idf is None:
-            raise ValueError("regularizer 'flops' on contributions needs the IDF table")
+            raise InvalidInput("regularizer 'flops' on contributions needs the IDF table")
         self.weights = weights
         self.idf = idf
 

@@ -21,8 +21,7 @@ the document weights), penalizes every token in proportion to its contribution: 
 from __future__ import annotations
 
 import torch
-
-from training.losses.flops import flops
+from lsr.training.losses.flops import flops
 
 
 def idf_aware_flops(document_weights: torch.Tensor) -> torch.Tensor:

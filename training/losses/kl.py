@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from lsr.errors import InvalidInput
+
 
 def kl_distillation(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0,
                     mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -15,7 +17,7 @@ def kl_distillation(student: torch.Tensor, teacher: torch.Tensor, temperature: f
     (Hinton et al., 2015).
     """
     if student.shape != teacher.shape:
-        raise ValueError(f"student scores {tuple(student.shape)} and teacher scores {tuple(teacher.shape)} differ")
+        raise InvalidInput(f"student scores {tuple(student.shape)} and teacher scores {tuple(teacher.shape)} differ")
     if mask is not None:
         student = student.masked_fill(~mask, float("-inf"))
         teacher = teacher.masked_fill(~mask, float("-inf"))

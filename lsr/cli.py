@@ -1,0 +1,141 @@
+"""The `lsr` command. The core registers `lsr eval`; the applications register their own subcommands through the
+``lsr.commands`` entry points (``lsr.indexer.cli:register``, ``lsr.training.cli:register``,
+``lsr.service.cli:register``), so the core never imports them and another package can add a command the same way."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from lsr.cli_args import add_search_arguments, backend_options
+from lsr.errors import LsrError
+
+COMMAND_GROUP = "lsr.commands"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from lsr.engine import MODES
+    from lsr.fusion import FUSION_METHODS
+
+    evaluate = subparsers.add_parser("eval", help="evaluate an index (any mode, any backend) or a BM25 baseline on a "
+                                                  "BEIR split: nDCG@10, Recall@100, MRR@10, latency")
+    evaluate.add_argument("--beir", required=True, metavar="DIR", help="BEIR folder (queries.jsonl, qrels/)")
+    evaluate.add_argument("--index", metavar="DIR", help="index directory built by `lsr index`")
+    evaluate.add_argument("--baseline", choices=("bm25", "bm25s"),
+                          help="evaluate a baseline over the BEIR corpus instead of an index: bm25 (Pyserini/Lucene, "
+                               "BEIR multifield; extra `lucene`) or bm25s")
+    evaluate.add_argument("--encoder", metavar="DIR", help="query encoder (default: the one stored in the index)")
+    evaluate.add_argument("--split", default="test", help="qrels split (default test)")
+    evaluate.add_argument("--k", type=int, default=1000, help="hits per query (default 1000)")
+    evaluate.add_argument("--output", metavar="FILE.json", help="write the metrics as flat JSON")
+    evaluate.add_argument("--run", metavar="FILE", help="TREC run file (default: next to --output, or none)")
+    evaluate.add_argument("--device", default=None, help="query encoding device (siamese and dense encoders)")
+    evaluate.add_argument("--mode", choices=MODES, default=None,
+                          help="sparse, dense, bm25 or hybrid (default: the index's default, see `lsr index`)")
+    evaluate.add_argument("--fusion", choices=FUSION_METHODS, default="convex",
+                          help="hybrid: convex (min-max per query, then a weighted sum) or rrf")
+    evaluate.add_argument("--components", default=None,
+                          help="hybrid: the fused lists, two or three of sparse, dense, bm25 (default: the index's "
+                               "default fusion)")
+    evaluate.add_argument("--weights", default=None, help="hybrid: one weight per component, comma-separated "
+                                                          "(convex default 1/n each, rrf default 1)")
+    evaluate.add_argument("--alpha", type=float, default=None,
+                          help="hybrid convex with two components: weight of the first (the second gets 1 - alpha)")
+    evaluate.add_argument("--rrf-k", type=int, default=60, help="hybrid rrf: k in 1/(k + rank) (default 60)")
+    evaluate.add_argument("--depth", type=int, default=100,
+                          help="hybrid: hits per component before fusion, at least k (default 100)")
+    add_search_arguments(evaluate)
+    evaluate.set_defaults(handler=run_eval)
+
+
+def fusion_from_args(args: argparse.Namespace, engine):
+    from lsr.fusion import Fusion
+
+    if args.mode != "hybrid" and args.mode is not None:
+        return None
+    if args.components is None and args.weights is None and args.alpha is None and args.fusion == "convex" \
+            and args.rrf_k == 60 and args.depth == 100:
+        return None  # the index's default fusion
+    components = tuple(c.strip() for c in args.components.split(",")) if args.components \
+        else engine.default_fusion().components
+    weights = tuple(float(w) for w in args.weights.split(",")) if args.weights else None
+    return Fusion(method=args.fusion, components=components, weights=weights, alpha=args.alpha, rrf_k=args.rrf_k,
+                  depth=args.depth)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from lsr.engine import Engine
+    from lsr.errors import InvalidInput
+    from lsr.evaluation import evaluate, recall_against_exact
+
+    if (args.index is None) == (args.baseline is None):
+        raise InvalidInput("pass exactly one of --index DIR or --baseline bm25|bm25s")
+    run_path = args.run or (str(Path(args.output).with_suffix(".trec")) if args.output else None)
+    if args.baseline:
+        engine = Engine.baseline(args.baseline, args.beir)
+        metrics = evaluate(engine, args.beir, split=args.split, k=args.k, run_path=run_path, batch_throughput=False)
+        retriever = engine.retrievers["bm25"]
+        metrics["system"] = retriever.name
+        if getattr(retriever, "build_s", None) is not None:
+            metrics["build_s"] = retriever.build_s
+    else:
+        from lsr.index import Manifest
+        from lsr.index.builder import choose_search_defaults
+
+        options = backend_options(args)
+        manifest = Manifest.load(Path(args.index))
+        defaults = manifest.search_defaults or choose_search_defaults(bool(manifest.dense), bool(manifest.bm25))
+        mode = args.mode or defaults["mode"]
+        if mode == "hybrid":
+            default_components = (defaults.get("fusion") or {}).get("components") or ["sparse", "dense", "bm25"]
+            needs = set(args.components.split(",") if args.components else default_components)
+        else:
+            needs = {mode}
+        engine = Engine.open(args.index, encoder=args.encoder, device=args.device, backend=args.backend,
+                             parts=[part for part in ("dense", "bm25") if part in needs], **options)
+        fusion = fusion_from_args(args, engine) if mode == "hybrid" else None
+        metrics = evaluate(engine, args.beir, split=args.split, k=args.k, run_path=run_path, mode=mode, fusion=fusion)
+        pruning = options.get("pruning")
+        if pruning is not None and not pruning.exact:  # never silent: the approximate top-k's recall against exact
+            exact = Engine.open(args.index, encoder=args.encoder, device=args.device, parts=())
+            metrics.update(recall_against_exact(engine, exact, args.beir, args.split, k=args.k))
+            metrics["pruning"] = {"method": pruning.method, "alpha": pruning.alpha, "query_cut": pruning.query_cut}
+    if run_path:
+        metrics["run"] = run_path
+    text = json.dumps(metrics, indent=2)
+    print(text)
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(text + "\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lsr", description="learned sparse retrieval: encode, index, search, "
+                                                             "serve, evaluate, train")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name)
+    for command in commands:
+        command.load()(subparsers)
+    register(subparsers)
+    if not commands:
+        parser.epilog = ("only `lsr eval` is available: the index, train and serve commands register through the "
+                         "package's entry points; install lsr (pip install -e .) to get them")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded by `lsr train` in the model card
+    try:
+        return args.handler(args)
+    except LsrError as exc:  # user errors: one clear line
+        print(f"lsr {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

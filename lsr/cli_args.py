@@ -1,0 +1,57 @@
+"""Argument helpers shared by every `lsr` subcommand (kebab-case flags, one definition each)."""
+
+from __future__ import annotations
+
+import argparse
+
+from lsr.retrievers import backend_names
+
+
+def add_encoder_arguments(parser: argparse.ArgumentParser, required: bool = True, flag: str = "--encoder") -> None:
+    from lsr.encoders.config import KINDS
+
+    group = parser.add_argument_group("encoder")
+    group.add_argument(flag, required=required, metavar="DIR",
+                       help="lsr encoder directory, or a plain Hugging Face directory with --kind"
+                            + ("" if required else " (default: the shipped inference-free default)"))
+    group.add_argument("--kind", choices=KINDS, help="encoder kind, for a plain Hugging Face directory")
+    group.add_argument("--idf", metavar="FILE", help="inference-free: query-side {token: weight} JSON table")
+    group.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    group.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                       help="encoding precision (auto: bf16/fp16 autocast on CUDA, fp32 on CPU)")
+    group.add_argument("--max-query-length", type=int, default=None, help="query truncation in tokens (default 64)")
+    group.add_argument("--max-document-length", type=int, default=None,
+                       help="document truncation in tokens (default 256)")
+
+
+def encoder_from_args(args: argparse.Namespace, path: str | None = None):
+    """The encoder the flags describe (no --encoder: the shipped default)."""
+    from lsr.encoders import load_encoder
+
+    return load_encoder(path or args.encoder, kind=args.kind, idf=args.idf, device=args.device, dtype=args.dtype,
+                        max_query_length=args.max_query_length, max_document_length=args.max_document_length)
+
+
+def add_search_arguments(parser: argparse.ArgumentParser) -> None:
+    """--backend and the native kernel's pruning knobs."""
+    from lsr.retrievers.native import PRUNING_METHODS
+
+    parser.add_argument("--backend", choices=backend_names(), default="native",
+                        help="sparse search: native (lsr's kernel, default) or lucene (Pyserini over the index's "
+                             "lucene/ part, built with `lsr index --lucene`)")
+    group = parser.add_argument_group("sparse top-k (native backend)")
+    group.add_argument("--pruning", choices=PRUNING_METHODS, default="blockmax",
+                       help="blockmax: block-max pruning, exact (default); exhaustive: every posting (the reference)")
+    group.add_argument("--prune-alpha", type=float, default=1.0,
+                       help="APPROXIMATE below 1: skip a block when alpha x its bound < the k-th score (default 1)")
+    group.add_argument("--query-cut", type=int, default=0,
+                       help="APPROXIMATE: keep only the N heaviest query terms (default 0: all)")
+
+
+def backend_options(args: argparse.Namespace) -> dict:
+    """The options the chosen backend takes from the flags (the native kernel's pruning)."""
+    from lsr.retrievers.native import Pruning
+
+    if args.backend != "native":
+        return {}
+    return {"pruning": Pruning(args.pruning, args.prune_alpha, args.query_cut)}

@@ -1,0 +1,104 @@
+"""Encoders and the encoder directory contract. Entry point: :func:`load_encoder`.
+
+Encoders import torch and transformers; nothing in :mod:`lsr.index` or :mod:`lsr.retrievers` imports this package at
+module level, so an index opens without them until a query needs a model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from lsr.encoders.config import ENCODER_CONFIG_FILE, KINDS, SPARSE_KINDS, EncoderConfig
+from lsr.encoders.dense import DenseEncoder
+from lsr.encoders.sparse import InferenceFreeEncoder, SparseEncoder, SpladeEncoder, idf_table_to_array
+from lsr.errors import EncoderError, MissingFile
+
+__all__ = [
+    "ENCODER_CONFIG_FILE",
+    "KINDS",
+    "SPARSE_KINDS",
+    "DenseEncoder",
+    "EncoderConfig",
+    "InferenceFreeEncoder",
+    "SparseEncoder",
+    "SpladeEncoder",
+    "default_encoder_directory",
+    "load_encoder",
+]
+
+DEFAULT_ENCODER_ENV = "LSR_DEFAULT_ENCODER"
+
+
+def default_encoder_directory() -> Path:
+    """The shipped default encoder (package data: ``lsr/models/inference-free-default``, wherever lsr is
+    installed), or the directory named by ``LSR_DEFAULT_ENCODER``."""
+    configured = os.environ.get(DEFAULT_ENCODER_ENV)
+    if configured:
+        return Path(configured)
+    return Path(__file__).resolve().parent.parent / "models" / "inference-free-default"
+
+
+def load_encoder(
+    path: str | Path | None = None,
+    kind: str | None = None,
+    idf: str | Path | None = None,
+    device: str | None = None,
+    dtype: str = "auto",
+    max_query_length: int | None = None,
+    max_document_length: int | None = None,
+) -> SparseEncoder | DenseEncoder:
+    """Load an lsr encoder directory (``path=None``: the shipped default), or a plain Hugging Face directory given
+    ``kind`` (and ``idf`` for inference-free). A hub id works where the hub is reachable; tests and the default run
+    use local folders."""
+    import transformers
+    from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    if path is None:
+        path = default_encoder_directory()
+        if not Path(path).exists():
+            raise MissingFile(f"the default encoder {path} is missing (a broken install, or {DEFAULT_ENCODER_ENV} "
+                              "points nowhere); pass an encoder directory")
+    directory = Path(path)
+    looks_local = directory.is_absolute() or str(path).startswith(".") or len(directory.parts) != 2
+    if not directory.exists() and looks_local:
+        raise MissingFile(f"encoder directory {path} does not exist (expected an lsr encoder directory, "
+                          "a Hugging Face model directory, or a hub id such as org/name)")
+    if (directory / ENCODER_CONFIG_FILE).exists():
+        config = EncoderConfig.load(directory)
+        if kind is not None and kind != config.kind:
+            raise EncoderError(f"{directory} is a {config.kind!r} encoder but --kind {kind} was given; drop --kind")
+    elif kind is None:
+        raise EncoderError(
+            f"{directory} has no {ENCODER_CONFIG_FILE}: it is not an lsr encoder directory. For a plain Hugging Face "
+            f"model pass --kind ({'|'.join(KINDS)}) and, for inference-free, --idf FILE"
+        )
+    else:
+        config = EncoderConfig(kind=kind, pooling="mean" if kind == "dense" else "max",
+                               extra={"base_model": str(path)})
+    if max_query_length is not None:
+        config.max_query_length = max_query_length
+    if max_document_length is not None:
+        config.max_document_length = max_document_length
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    if config.kind == "dense":
+        model = AutoModel.from_pretrained(str(path)).float()  # fp16 files (the shipped model) compute in fp32
+        return DenseEncoder(config, model, tokenizer, device=device, dtype=dtype)
+
+    model = AutoModelForMaskedLM.from_pretrained(str(path)).float()
+    if config.kind == "splade":
+        return SpladeEncoder(config, model, tokenizer, device=device, dtype=dtype)
+
+    idf_path = Path(idf) if idf is not None else (directory / config.idf_file if config.idf_file else None)
+    if idf_path is None:
+        raise EncoderError("an inference-free encoder needs an IDF table: pass --idf FILE (token -> weight JSON)")
+    if not idf_path.exists():
+        raise MissingFile(f"IDF table {idf_path} does not exist; compute one with `lsr idf` or pass --idf FILE")
+    table = json.loads(idf_path.read_text())
+    idf_array = idf_table_to_array(table, tokenizer, int(model.config.vocab_size), str(idf_path))
+    config.idf_file = "idf.json"
+    return InferenceFreeEncoder(config, model, tokenizer, device=device, dtype=dtype, idf=idf_array)

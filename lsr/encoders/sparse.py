@@ -1,0 +1,155 @@
+"""Sparse encoders: SPLADE (siamese) and inference-free (documents through the MLM, queries = tokenizer + IDF)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lsr.encoders.batching import length_sorted_batches, pad_batch, sparse_from_tensor
+from lsr.encoders.config import EncoderConfig, hash_weights, save_encoder_directory
+from lsr.encoders.device import resolve_device
+from lsr.encoders.mlm import MlmMaxPooler
+from lsr.errors import EncoderError
+from lsr.sparse import SparseBatch
+
+Progress = Callable[[int], None]  # called with the number of texts just encoded
+
+
+class SparseEncoder:
+    """Common part: tokenizer, MLM document encoding, save/load, identity.
+
+    ``encode_documents`` and ``encode_queries`` return rows in the order of the input texts.
+    """
+
+    def __init__(self, config: EncoderConfig, model: torch.nn.Module, tokenizer, device: str | None = None,
+                 dtype: str = "auto", idf: np.ndarray | None = None) -> None:
+        self.config = config
+        self.tokenizer = tokenizer
+        self.device = resolve_device(device)
+        self.dtype = dtype
+        self.model = model.to(self.device).eval()
+        self.vocab_size = int(model.config.vocab_size)
+        if len(tokenizer) > self.vocab_size:
+            raise EncoderError(f"tokenizer has {len(tokenizer)} tokens but the model's vocabulary is {self.vocab_size}")
+        self.special_ids = sorted(set(tokenizer.all_special_ids))
+        self.pooler = MlmMaxPooler(self.model, self.special_ids).to(self.device)
+        self.idf = idf
+
+    # -- encoding ---------------------------------------------------------------------------------------------
+    def tokenize(self, texts: Sequence[str], max_length: int) -> list[list[int]]:
+        return self.tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+
+    @torch.inference_mode()
+    def _encode_mlm(self, texts: Sequence[str], max_length: int, batch_size: int, progress: Progress | None) -> SparseBatch:
+        token_ids = self.tokenize(texts, max_length)
+        parts: list[SparseBatch] = []
+        order: list[np.ndarray] = []
+        for batch in length_sorted_batches([len(ids) for ids in token_ids], batch_size):
+            input_ids, mask = pad_batch([token_ids[i] for i in batch], self.tokenizer.pad_token_id, self.device)
+            parts.append(sparse_from_tensor(self.pooler(input_ids, mask, self.dtype)))
+            order.append(batch)
+            if progress is not None:
+                progress(len(batch))
+        if not parts:
+            return SparseBatch.from_rows([])
+        sorted_rows = SparseBatch.concatenate(parts)
+        inverse = np.empty(len(texts), dtype=np.int64)
+        inverse[np.concatenate(order)] = np.arange(len(texts))
+        return sorted_rows.take(inverse)
+
+    def encode_documents(self, texts: Sequence[str], batch_size: int = 32, progress: Progress | None = None) -> SparseBatch:
+        return self._encode_mlm(texts, self.config.max_document_length, batch_size, progress)
+
+    def encode_queries(self, texts: Sequence[str], batch_size: int = 64) -> SparseBatch:
+        return self._encode_mlm(texts, self.config.max_query_length, batch_size, None)
+
+    @property
+    def needs_model_for_queries(self) -> bool:
+        return True
+
+    # -- identity, persistence ----------------------------------------------------------------------------------
+    def token_strings(self) -> list[str]:
+        """Token string for every id (the JSON view of a vector uses these as keys)."""
+        return self.tokenizer.convert_ids_to_tokens(list(range(self.vocab_size)))
+
+    def identity(self) -> str:
+        """A hash of what determines the vectors: config, weights and IDF table (not the file format)."""
+        digest = hashlib.sha256()
+        config = {k: v for k, v in vars(self.config).items() if k not in ("extra", "idf_file")}
+        digest.update(json.dumps(config, sort_keys=True).encode())
+        digest.update(str(self.vocab_size).encode())
+        hash_weights(digest, self.model)
+        if self.idf is not None:
+            digest.update(np.ascontiguousarray(self.idf, dtype=np.float32).tobytes())
+        return digest.hexdigest()[:16]
+
+    def save(self, directory: str | Path) -> Path:
+        """Write an encoder directory that :func:`lsr.encoders.load_encoder` reads back exactly."""
+        write_idf = None
+        if self.idf is not None:
+            tokens = self.token_strings()
+            table = {tokens[i]: float(self.idf[i]) for i in np.flatnonzero(self.idf > 0)}
+            self.config.idf_file = "idf.json"
+
+            def write_idf(tmp: Path) -> None:
+                (tmp / "idf.json").write_text(json.dumps(table))
+
+        return save_encoder_directory(directory, self.model, self.tokenizer, self.config, write_idf)
+
+
+class SpladeEncoder(SparseEncoder):
+    """Siamese SPLADE: queries and documents both through the MLM head with max pooling."""
+
+
+class InferenceFreeEncoder(SparseEncoder):
+    """Documents through the MLM head; a query is its distinct tokens weighted by IDF (no model at query time).
+
+    Query side as in OpenSearch's inference-free sparse models (Geng et al., "Towards Competitive Search Relevance
+    For Inference-Free Learned Sparse Retrievers", arXiv 2411.04403): q_t = idf_t for each distinct token t of the
+    query, special tokens and tokens missing from the table weigh 0, so a query with no known token is empty.
+    """
+
+    def __init__(self, config: EncoderConfig, model: torch.nn.Module, tokenizer, device: str | None = None,
+                 dtype: str = "auto", idf: np.ndarray | None = None) -> None:
+        if idf is None:
+            raise EncoderError("an inference-free encoder needs an IDF table: pass --idf FILE (token -> weight JSON)")
+        super().__init__(config, model, tokenizer, device, dtype, idf)
+        self._query_idf = idf.astype(np.float32).copy()
+        self._query_idf[self.special_ids] = 0.0
+
+    @property
+    def needs_model_for_queries(self) -> bool:
+        return False
+
+    def encode_queries(self, texts: Sequence[str], batch_size: int = 64) -> SparseBatch:
+        rows = []
+        for ids in self.tokenize(texts, self.config.max_query_length):
+            unique = np.unique(np.asarray(ids, dtype=np.int32))
+            weights = self._query_idf[unique]
+            keep = weights > 0
+            rows.append((unique[keep], weights[keep]))
+        return SparseBatch.from_rows(rows)
+
+
+def idf_table_to_array(table: dict[str, float], tokenizer, vocab_size: int, source: str) -> np.ndarray:
+    """Turn a {token: weight} table into a dense float32 array over the tokenizer's vocabulary."""
+    idf = np.zeros(vocab_size, dtype=np.float32)
+    vocab = tokenizer.get_vocab()
+    matched = 0
+    for token, weight in table.items():
+        token_id = vocab.get(token)
+        if token_id is None or token_id >= vocab_size:
+            continue
+        weight = float(weight)
+        if not np.isfinite(weight) or weight < 0:
+            raise EncoderError(f"{source}: weight {weight} for token {token!r} is not a finite non-negative number")
+        idf[token_id] = weight
+        matched += 1
+    if matched == 0:
+        raise EncoderError(f"{source}: no token of the table is in this tokenizer's vocabulary; wrong IDF file?")
+    return idf

@@ -1,0 +1,277 @@
+"""The engine behind the HTTP API, `lsr eval` and the Python API: encode each query once, ask the retrievers of the
+requested components, fuse, and explain from the vectors it already has.
+
+``Engine(index)`` (or ``Engine.open(path)``) serves what the index holds: the ``sparse`` component through a
+registered backend (``native``: lsr's kernel, default; ``lucene``: Pyserini over the index's Lucene part), the
+``dense`` component (FAISS) when the index has a dense part, the ``bm25`` component (bm25s) when it has a BM25 part.
+Modes: ``sparse``, ``dense``, ``bm25``, or ``hybrid`` (a :class:`~lsr.fusion.Fusion` of two or three components). A
+request without a mode gets the index's default (``manifest.search_defaults``). ``Engine.baseline`` wraps a corpus-level
+BM25 (bm25s or Pyserini) so `lsr eval --baseline` runs through the same code.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from lsr.errors import InvalidInput, Unavailable
+from lsr.fusion import Fusion
+from lsr.index import PARTS, Index
+from lsr.index.builder import choose_search_defaults
+from lsr.results import Contribution, Hit, Ranked, SearchResult
+from lsr.retrievers import COMPONENTS, Retriever, open_backend
+from lsr.sparse import SparseBatch
+
+MODES = ("sparse", "dense", "bm25", "hybrid")
+_PART_FOR = {"dense": "--dense-encoder DIR (dense_encoder=...)", "bm25": "--bm25 (bm25=True)"}
+
+
+class EncodedQueries:
+    """A batch of queries and, computed once on first use, each form a retriever reads."""
+
+    def __init__(self, texts: Sequence[str] | None, engine: Engine, sparse: SparseBatch | None = None) -> None:
+        self.texts = list(texts) if texts is not None else None
+        self._engine = engine
+        self._sparse = sparse
+        self._dense: np.ndarray | None = None
+        self.encode_ms = 0.0
+
+    def __len__(self) -> int:
+        return len(self.texts) if self.texts is not None else len(self._sparse)
+
+    def get(self, takes: str):
+        if takes == "text":
+            if self.texts is None:
+                raise InvalidInput("this retriever reads query texts; search with texts, not vectors")
+            return self.texts
+        if takes == "sparse":
+            if self._sparse is None:
+                self._sparse = self._timed(lambda: self._engine.sparse_encoder().encode_queries(self.texts))
+            return self._sparse
+        if self._dense is None:
+            if self.texts is None:
+                raise InvalidInput("the dense component reads query texts; search with texts, not vectors")
+            self._dense = self._timed(lambda: self._engine.dense_encoder().encode_queries(self.texts))
+        return self._dense
+
+    def _timed(self, encode):
+        started = time.perf_counter()
+        value = encode()
+        self.encode_ms += (time.perf_counter() - started) * 1000
+        return value
+
+
+class Engine:
+    def __init__(self, index: Index | None = None, retrievers: Mapping[str, Retriever] | None = None, *,
+                 backend: str = "native", search_defaults: dict | None = None, **backend_options) -> None:
+        """Serve ``index`` (sparse through ``backend``; dense and BM25 when it has them), or exactly the given
+        ``retrievers`` ({component: retriever}), which override the index's."""
+        from lsr.retrievers.bm25 import Bm25sRetriever
+        from lsr.retrievers.dense import FaissRetriever
+
+        self.index = index
+        self.backend = backend
+        found: dict[str, Retriever] = {}
+        if index is not None:
+            if retrievers is None or "sparse" not in retrievers:
+                found["sparse"] = open_backend(backend, index, **backend_options)
+            if index.dense is not None:
+                found["dense"] = FaissRetriever(index)
+            if index.bm25 is not None:
+                found["bm25"] = Bm25sRetriever(index.bm25)
+        found.update(retrievers or {})
+        if not found:
+            raise InvalidInput("an engine needs an index or at least one retriever")
+        self.retrievers = {c: found[c] for c in COMPONENTS if c in found}
+        defaults = search_defaults or (index.manifest.search_defaults if index is not None else None)
+        if defaults is None:
+            defaults = (choose_search_defaults("dense" in self.retrievers, "bm25" in self.retrievers)
+                        if "sparse" in self.retrievers else {"mode": next(iter(self.retrievers))})
+        self.default_mode, self._default_fusion = self._parse_defaults(defaults)
+
+    @classmethod
+    def open(cls, path: str | Path, encoder=None, device: str | None = None, parts: Sequence[str] = PARTS,
+             backend: str = "native", mmap: bool = True, **backend_options) -> Engine:
+        """Open an index directory with the parts in ``parts`` and serve it."""
+        return cls(Index.open(path, encoder=encoder, device=device, parts=parts, mmap=mmap), backend=backend,
+                   **backend_options)
+
+    @classmethod
+    def baseline(cls, name: str, corpus: str | Path) -> Engine:
+        """A BM25 baseline over a whole corpus: ``bm25`` (Pyserini/Lucene, k1 0.9, b 0.4, multifield, BEIR's
+        reference) or ``bm25s`` (k1 1.5, b 0.75, stemmed)."""
+        if name == "bm25":
+            from lsr.retrievers.bm25 import PyseriniBm25Retriever
+
+            retriever = PyseriniBm25Retriever.for_corpus(corpus)
+        elif name == "bm25s":
+            from lsr.corpus import read_corpus
+            from lsr.index.bm25 import Bm25
+            from lsr.retrievers.bm25 import Bm25sRetriever
+
+            documents = list(read_corpus(corpus))
+            retriever = Bm25sRetriever(Bm25([d.id for d in documents], [d.contents for d in documents]))
+        else:
+            raise InvalidInput(f"unknown baseline {name!r}; known: bm25, bm25s")
+        return cls(retrievers={"bm25": retriever}, search_defaults={"mode": "bm25"})
+
+    # -- what is available ----------------------------------------------------------------------------------------
+    def components(self) -> list[str]:
+        return list(self.retrievers)
+
+    def modes(self) -> list[str]:
+        return self.components() + (["hybrid"] if len(self.retrievers) > 1 else [])
+
+    def default_fusion(self) -> Fusion:
+        """The fusion of a hybrid request that names none: the index default when it is hybrid, else convex over
+        every component the engine has."""
+        if self._default_fusion is not None:
+            return self._default_fusion
+        return Fusion(components=tuple(self.retrievers))
+
+    @property
+    def exact(self) -> bool:
+        return all(r.exact for r in self.retrievers.values())
+
+    def require(self, mode: str, fusion: Fusion | None = None) -> None:
+        """Raise :class:`InvalidInput` / :class:`Unavailable` (naming the fix) unless ``mode`` can be served."""
+        if mode not in MODES:
+            raise InvalidInput(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        for component in (fusion or self.default_fusion()).components if mode == "hybrid" else (mode,):
+            if component not in self.retrievers:
+                hint = _PART_FOR.get(component)
+                raise Unavailable(f"this index has no {component} part" +
+                                  (f"; rebuild it with `lsr index ... {hint}`" if hint else ""))
+        if mode == "hybrid" and len(self.retrievers) < 2:
+            raise Unavailable("hybrid needs two components; this index has only " + ", ".join(self.retrievers))
+
+    def sparse_encoder(self):
+        if self.index is None or self.index.encoder is None:
+            raise Unavailable("this engine has no sparse encoder; search with vectors")
+        return self.index.encoder
+
+    def dense_encoder(self):
+        if self.index is None or self.index.dense_encoder is None:
+            raise Unavailable("this index has no dense encoder; rebuild it with `lsr index ... --dense-encoder DIR`")
+        return self.index.dense_encoder
+
+    def warm_up(self) -> None:
+        """Compile every kernel variant, load the models and page the index in, before the first request."""
+        for retriever in self.retrievers.values():
+            retriever.warm_up()
+        for mode in self.modes():
+            self.search("warm up", 1, mode)
+        self.search_batch(["warm up", "second query"], 1, self.default_mode)
+
+    # -- search -------------------------------------------------------------------------------------------------------
+    def search(self, query: str | SparseBatch, k: int = 10, mode: str | None = None, fusion: Fusion | None = None,
+               explain: bool = False, return_documents: bool = False) -> SearchResult:
+        """Top-``k`` for one query (a text, or a one-row :class:`SparseBatch` for the sparse component)."""
+        if isinstance(query, SparseBatch):
+            return self.search_vectors(query, k, explain=explain, return_documents=return_documents)[0]
+        return self.search_batch([query], k, mode, fusion, explain=explain, return_documents=return_documents)[0]
+
+    def search_batch(self, queries: Sequence[str], k: int = 10, mode: str | None = None, fusion: Fusion | None = None,
+                     threads: int | None = None, explain: bool = False,
+                     return_documents: bool = False) -> list[SearchResult]:
+        if isinstance(queries, str):
+            raise InvalidInput("search_batch takes a list of queries; use search() for one")
+        return self._run(EncodedQueries(queries, self), k, mode, fusion, threads, explain, return_documents)
+
+    def search_vectors(self, vectors: SparseBatch, k: int = 10, threads: int | None = None, explain: bool = False,
+                       return_documents: bool = False) -> list[SearchResult]:
+        """Top-``k`` for already-encoded sparse queries (token ids + weights), sparse component only."""
+        return self._run(EncodedQueries(None, self, sparse=vectors), k, "sparse", None, threads, explain,
+                         return_documents)
+
+    def _run(self, encoded: EncodedQueries, k: int, mode: str | None, fusion: Fusion | None, threads: int | None,
+             explain: bool, return_documents: bool) -> list[SearchResult]:
+        if k < 1:
+            raise InvalidInput(f"k must be >= 1, got {k}")
+        mode = mode or self.default_mode
+        if mode != "hybrid" and fusion is not None:
+            raise InvalidInput("fusion applies to mode 'hybrid' only")
+        if mode == "hybrid":
+            fusion = fusion or self.default_fusion()
+        self.require(mode, fusion)
+        if return_documents and (self.index is None or self.index.documents is None):
+            raise Unavailable("this index stores no texts; rebuild it with `lsr index ... --store-documents`")
+        components = fusion.components if mode == "hybrid" else (mode,)
+        depth = max(k, fusion.depth) if mode == "hybrid" else k
+        started = time.perf_counter()
+        answers: dict[str, list[Ranked]] = {}
+        for component in components:
+            retriever = self.retrievers[component]
+            answers[component] = retriever.retrieve(encoded.get(retriever.takes), depth, threads)
+        retrieve_ms = ((time.perf_counter() - started) * 1000 - encoded.encode_ms) / max(1, len(encoded))
+        encode_ms = encoded.encode_ms / max(1, len(encoded))
+        sparse = encoded.get("sparse") if explain else None
+        out = []
+        for q in range(len(encoded)):
+            per = {c: answers[c][q] for c in components}
+            if mode == "hybrid":
+                fused = fusion.fuse([list(zip(per[c].ids, per[c].scores)) for c in components], k)
+            else:
+                fused = list(zip(per[mode].ids, per[mode].scores))
+            hits = [self._hit(doc, score, sparse, q, explain, return_documents) for doc, score in fused]
+            out.append(SearchResult(hits=hits, mode=mode, components=tuple(components),
+                                    exact=all(per[c].exact for c in components), encode_ms=encode_ms,
+                                    retrieve_ms=retrieve_ms, postings=sum(per[c].postings for c in components),
+                                    per_component=per))
+        return out
+
+    def _hit(self, doc: str, score: float, sparse: SparseBatch | None, q: int, explain: bool,
+             return_documents: bool) -> Hit:
+        title = text = explanation = None
+        if return_documents:
+            record = self.index.document(doc)
+            title, text = (record["title"], record["text"]) if record is not None else (None, None)
+        if explain:
+            explanation = self.explain_vector(*sparse.row(q), doc)
+        return Hit(id=doc, score=float(score), title=title, text=text, explanation=explanation)
+
+    # -- explanations and documents -----------------------------------------------------------------------------------
+    def explain_vector(self, token_ids: np.ndarray, weights: np.ndarray, doc_id: str) -> list[Contribution]:
+        """The query tokens ``doc_id`` holds: query weight x document impact (dequantized, as scored), largest
+        contribution first; the contributions add up to the document's sparse score."""
+        if self.index is None:
+            raise Unavailable("explanations read the index's sparse postings; this engine has no index")
+        row = self.index.row_of(doc_id)
+        if row is None:
+            return []
+        segment, local = self.index.locate(row)
+        keep = weights > 0
+        token_ids, weights = token_ids[keep], weights[keep]
+        stored = segment.postings_of(local, token_ids)
+        tokens = self.index.token_strings()
+        parts = []
+        for token, weight, impact in zip(token_ids.tolist(), weights.tolist(), stored.tolist()):
+            if impact > 0:
+                document_weight = impact / segment.info.scale
+                parts.append(Contribution(token=tokens[token], query_weight=float(weight),
+                                          document_weight=document_weight, contribution=float(weight) * document_weight))
+        parts.sort(key=lambda c: -c.contribution)
+        return parts
+
+    def document(self, doc_id: str) -> dict | None:
+        if self.index is None:
+            raise Unavailable("this engine has no index, so no stored texts")
+        return self.index.document(doc_id)
+
+    # -- defaults ---------------------------------------------------------------------------------------------------
+    def _parse_defaults(self, defaults: dict) -> tuple[str, Fusion | None]:
+        mode = defaults.get("mode", "sparse")
+        fusion = Fusion.from_dict(defaults["fusion"]) if defaults.get("fusion") else None
+        if mode == "hybrid":
+            available = [c for c in (fusion.components if fusion else ()) if c in self.retrievers]
+            if len(available) < 2:  # the index default needs a part this engine did not load
+                mode, fusion = next(iter(self.retrievers)), None
+            elif len(available) < len(fusion.components):
+                fusion = Fusion(method=fusion.method, components=tuple(available), rrf_k=fusion.rrf_k,
+                                depth=fusion.depth)
+        elif mode not in self.retrievers:
+            mode = next(iter(self.retrievers))
+        return mode, fusion

@@ -1,0 +1,67 @@
+"""One error hierarchy. Every error lsr raises on purpose is an :class:`LsrError` whose message says what is wrong
+and what to do next; the CLI prints it as one line, the HTTP API maps it to a 4xx status.
+
+The classes also derive from the matching built-in (``ValueError``, ``FileNotFoundError``, ``KeyError``,
+``ImportError``) so code written against the built-ins keeps working.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+
+class LsrError(Exception):
+    """Base class of every deliberate lsr error."""
+
+
+class InvalidInput(LsrError, ValueError):
+    """An argument, a request field, a setting or a vector that cannot be used (k < 1, NaN weights, ...)."""
+
+
+class CorpusError(InvalidInput):
+    """A corpus, queries or qrels line that cannot be read; the message names the file, the line and the fix."""
+
+
+class EncoderError(LsrError, ValueError):
+    """An encoder directory that cannot be loaded or saved as asked (wrong layout, missing IDF table, ...)."""
+
+
+class InvalidIndex(LsrError, ValueError):
+    """An index that cannot be used as asked: missing, damaged, another format version, or another encoder."""
+
+
+class EncoderMismatch(InvalidIndex):
+    """The index was built by another encoder than the one given to search it."""
+
+
+class Unavailable(LsrError, ValueError):
+    """A mode, route or backend needs a part the index was built without (dense, BM25, texts, Lucene)."""
+
+
+class MissingFile(LsrError, FileNotFoundError):
+    """A path the user gave does not exist."""
+
+
+class MissingDependency(LsrError, ImportError):
+    """An optional extra is not installed; the message names it (``pip install 'lsr[lucene]'``)."""
+
+
+class NotFound(LsrError, KeyError):
+    """An unknown document id."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; ours is a sentence
+        return str(self.args[0]) if self.args else ""
+
+
+def require_finite(value: float, what: str) -> float:
+    """``value`` as a float, or :class:`InvalidInput` naming ``what`` when it is NaN or infinite."""
+    value = float(value)
+    if not math.isfinite(value):
+        raise InvalidInput(f"{what} must be a finite number, got {value}")
+    return value
+
+
+def require_all_finite(values: Iterable[float], what: str) -> None:
+    for value in values:
+        require_finite(value, what)

@@ -1,0 +1,151 @@
+"""Offline BEIR evaluation through the same :class:`~lsr.engine.Engine` the HTTP API uses (every mode, every
+backend, and the BM25 baselines); metrics by pytrec_eval (trec_eval)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from lsr.corpus import read_qrels, read_queries
+from lsr.engine import Engine
+from lsr.errors import CorpusError
+from lsr.fusion import Fusion
+
+
+def trec_metrics(run: dict[str, list[str]], qrels: dict[str, dict[str, int]]) -> dict[str, float]:
+    """nDCG@10, Recall@100 and MRR@10 (reciprocal rank of the run cut at 10), averaged over the judged queries.
+
+    ``run`` maps a query to its ranked document ids, best first. trec_eval re-sorts by score and breaks ties its own
+    way, so it gets strictly decreasing rank-based scores: the metrics score exactly the ranking the API returns.
+    Queries with no hits count as zero, as in trec_eval's -c mode.
+    """
+    import pytrec_eval
+
+    full_run = {qid: {doc: float(len(ranked) - rank) for rank, doc in enumerate(ranked)} or {"__no_hit__": 0.0}
+                for qid in qrels for ranked in [run.get(qid, [])]}
+    top10 = {qid: {doc: float(10 - rank) for rank, doc in enumerate(run.get(qid, [])[:10])} or {"__no_hit__": 0.0}
+             for qid in qrels}
+    per_query = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.100"}).evaluate(full_run)
+    per_query_rr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(top10)
+    return {
+        "ndcg@10": float(np.mean([m["ndcg_cut_10"] for m in per_query.values()])),
+        "recall@100": float(np.mean([m["recall_100"] for m in per_query.values()])),
+        "mrr@10": float(np.mean([m["recip_rank"] for m in per_query_rr.values()])),
+    }
+
+
+def write_trec_run(run: dict[str, list[tuple[str, float]]], path: Path, tag: str) -> None:
+    """TREC run file, hits in the engine's order (ties as the API breaks them)."""
+    with path.open("w", encoding="utf-8") as out:
+        for qid, hits in run.items():
+            for rank, (doc, score) in enumerate(hits, start=1):
+                out.write(f"{qid} Q0 {doc} {rank} {score:.6f} {tag}\n")
+
+
+def judged_queries(beir_dir: str | Path, split: str, qids: Sequence[str] | None = None
+                   ) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
+    """The queries and qrels of ``split`` (restricted to ``qids``), checked: judgments exist, queries are known."""
+    queries = read_queries(beir_dir)
+    qrels = read_qrels(beir_dir, split)
+    if qids is not None:
+        qrels = {qid: qrels[qid] for qid in qids if qid in qrels}
+    if not qrels:
+        raise CorpusError(f"{beir_dir}/qrels/{split}.tsv has no judgments; nothing to evaluate")
+    missing = [qid for qid in qrels if qid not in queries]
+    if missing:
+        raise CorpusError(f"{len(missing)} judged queries are missing from queries.jsonl (first: {missing[0]})")
+    return queries, qrels
+
+
+def evaluate(engine: Engine, beir_dir: str | Path, split: str = "test", k: int = 1000,
+             run_path: str | Path | None = None, progress: bool = True, ignore_identical_ids: bool = True,
+             qids: Sequence[str] | None = None, batch_throughput: bool = True, mode: str | None = None,
+             fusion: Fusion | None = None) -> dict:
+    """Run every judged query of ``split`` one at a time (timed end to end: encode + retrieve + fuse) and score the
+    run.
+
+    ``qps`` is sequential single-query throughput (1000 / mean latency); ``qps_batch`` answers all queries in one
+    multi-threaded batch. As BEIR does, a hit whose id equals the query id is dropped (``ignore_identical_ids``; each
+    query retrieves k + 1 so k remain). ``qids`` restricts the evaluation to those judged queries (training uses a
+    fixed dev slice). ``mode`` and ``fusion`` are those of the HTTP API (default: the index's default).
+    """
+    mode = mode or engine.default_mode
+    if mode == "hybrid":
+        fusion = fusion or engine.default_fusion()
+    engine.require(mode, fusion)
+    queries, qrels = judged_queries(beir_dir, split, qids)
+    if k < 100:
+        print(f"warning: --k {k} < 100, so recall@100 is computed on {k} hits", file=sys.stderr)
+    qids = sorted(qrels)
+    depth = k + 1 if ignore_identical_ids else k
+    warm = [queries[qid] for qid in qids[:2]]  # warm-up: compile both kernel variants, page in the index
+    engine.search_batch(warm[:1], depth, mode, fusion, threads=1)
+    engine.search_batch(warm, depth, mode, fusion)
+    run: dict[str, list[tuple[str, float]]] = {}
+    latencies, postings, exact = [], [], True
+    for qid in tqdm(qids, desc=f"searching {split}", unit="query", disable=not progress):
+        started = time.perf_counter()
+        result = engine.search_batch([queries[qid]], depth, mode, fusion, threads=1)[0]
+        latencies.append((time.perf_counter() - started) * 1000)
+        postings.append(result.postings)
+        exact &= result.exact
+        run[qid] = [(hit.id, hit.score) for hit in result.hits if not (ignore_identical_ids and hit.id == qid)][:k]
+    batch_s = float("nan")
+    if batch_throughput:
+        started = time.perf_counter()
+        engine.search_batch([queries[qid] for qid in qids], depth, mode, fusion)
+        batch_s = time.perf_counter() - started
+    metrics = trec_metrics({qid: [doc for doc, _ in hits] for qid, hits in run.items()}, qrels)
+    latency = np.asarray(latencies)
+    metrics.update({
+        "mode": mode,
+        **({"fusion": fusion.describe(k)} if mode == "hybrid" else {}),
+        "components": {c: engine.retrievers[c].name for c in (fusion.components if mode == "hybrid" else (mode,))},
+        "exact": exact,
+        "latency_ms_mean": float(latency.mean()),
+        "latency_ms_p50": float(np.percentile(latency, 50)),
+        "latency_ms_p99": float(np.percentile(latency, 99)),
+        "qps": float(len(latency) / (latency.sum() / 1000)),
+        "qps_batch": float(len(qids) / batch_s),
+        "postings_per_query": float(np.mean(postings)),
+        "queries": len(qids),
+        "split": split,
+        "k": k,
+    })
+    sparse = engine.retrievers.get("sparse")
+    if sparse is not None:
+        metrics["threads"] = getattr(sparse, "threads", 1)
+        metrics["backend"] = engine.backend
+        if hasattr(sparse, "pruning"):
+            metrics["pruning"] = sparse.pruning.method
+    if engine.index is not None:
+        manifest = engine.index.manifest
+        metrics.update({
+            "index": str(engine.index.directory) if engine.index.directory else "in memory",
+            "impact_dtype": manifest.impact_dtype,
+            "encoder_kind": manifest.encoder.get("kind"),
+            "encoder_identity": manifest.encoder.get("identity"),
+            "doc_count": manifest.doc_count,
+            "avg_doc_nnz": manifest.postings / max(1, manifest.doc_count),
+        })
+    if run_path is not None:
+        kind = engine.index.manifest.encoder.get("kind") if engine.index is not None else "baseline"
+        write_trec_run(run, Path(run_path), tag=f"lsr-{kind}-{mode}")
+    return metrics
+
+
+def recall_against_exact(approximate: Engine, exact: Engine, beir_dir: str | Path, split: str, k: int = 1000,
+                         at: int = 10) -> dict:
+    """Mean recall@``at`` of the approximate sparse top-k against the exact one (both retrieving ``k``, as the
+    evaluation does), over the split's judged queries; a query with no exact hit counts as recalled."""
+    queries, qrels = judged_queries(beir_dir, split)
+    texts = [queries[qid] for qid in sorted(qrels)]
+    got = approximate.search_batch(texts, k, "sparse")
+    want = exact.search_batch(texts, k, "sparse")
+    recalls = [len(set(a.ids[:at]) & set(b.ids[:at])) / len(b.ids[:at]) if b.ids else 1.0 for a, b in zip(got, want)]
+    return {f"recall@{at}_vs_exact": float(sum(recalls) / max(1, len(recalls)))}

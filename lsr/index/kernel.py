@@ -1,0 +1,406 @@
+"""Exact sparse scoring: term-at-a-time accumulation over a query's postings, then top-k partial selection.
+
+score(q, d) = sum_t q_t * impact(d, t). Plain Python/NumPy that numba compiles; it also runs with
+``NUMBA_DISABLE_JIT=1`` (slowly), which a test checks. Queries come flattened as CSR arrays (indptr, terms,
+weights) and a batch is scored in parallel over chunks of queries, each chunk with its own accumulator.
+
+Ties are broken by the smaller document id, so results are deterministic.
+
+Threading: the batch kernels run ``prange`` loops, and the HTTP server calls them from several threads at once. numba's
+``workqueue`` layer is not thread-safe (concurrent launches abort the process), so unless ``NUMBA_THREADING_LAYER`` is
+set this module asks numba for a thread-safe layer (``threadsafe``: TBB or OpenMP; OpenMP here). It must be set
+before the first parallel launch, which is why it is set at import.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numba
+import numpy as np
+
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "threadsafe"
+
+
+@numba.njit(cache=True, inline="always")
+def _worse(score_a, doc_a, score_b, doc_b):  # pragma: no cover - numba
+    """True when (score_a, doc_a) ranks below (score_b, doc_b): lower score, or equal score and larger doc id."""
+    return score_a < score_b or (score_a == score_b and doc_a > doc_b)
+
+
+@numba.njit(cache=True)
+def _sift_down(heap_scores, heap_docs, size, i):  # pragma: no cover - numba
+    while True:
+        left = 2 * i + 1
+        if left >= size:
+            return
+        worst = left
+        right = left + 1
+        if right < size and _worse(heap_scores[right], heap_docs[right], heap_scores[left], heap_docs[left]):
+            worst = right
+        if _worse(heap_scores[worst], heap_docs[worst], heap_scores[i], heap_docs[i]):
+            heap_scores[i], heap_scores[worst] = heap_scores[worst], heap_scores[i]
+            heap_docs[i], heap_docs[worst] = heap_docs[worst], heap_docs[i]
+            i = worst
+        else:
+            return
+
+
+@numba.njit(cache=True)
+def _sift_up(heap_scores, heap_docs, i):  # pragma: no cover - numba
+    while i > 0:
+        parent = (i - 1) // 2
+        if _worse(heap_scores[i], heap_docs[i], heap_scores[parent], heap_docs[parent]):
+            heap_scores[i], heap_scores[parent] = heap_scores[parent], heap_scores[i]
+            heap_docs[i], heap_docs[parent] = heap_docs[parent], heap_docs[i]
+            i = parent
+        else:
+            return
+
+
+@numba.njit(cache=True, inline="always")
+def _offer(heap_scores, heap_docs, size, k, score, doc):  # pragma: no cover - numba
+    """Offer (score, doc) to the size-k min-heap of the best so far; return the new size."""
+    if size < k:
+        heap_scores[size] = score
+        heap_docs[size] = doc
+        _sift_up(heap_scores, heap_docs, size)
+        return size + 1
+    if _worse(heap_scores[0], heap_docs[0], score, doc):
+        heap_scores[0] = score
+        heap_docs[0] = doc
+        _sift_down(heap_scores, heap_docs, size, 0)
+    return size
+
+
+@numba.njit(cache=True)
+def _drain(heap_scores, heap_docs, size, k, out_docs, out_scores):  # pragma: no cover - numba
+    """Pop the heap worst-first into the tail of the output, so it ends best-first; pad with -1 / 0."""
+    for slot in range(k):
+        out_docs[slot] = -1
+        out_scores[slot] = 0.0
+    for slot in range(size - 1, -1, -1):
+        out_docs[slot] = heap_docs[0]
+        out_scores[slot] = heap_scores[0]
+        size -= 1
+        heap_scores[0] = heap_scores[size]
+        heap_docs[0] = heap_docs[size]
+        _sift_down(heap_scores, heap_docs, size, 0)
+
+
+@numba.njit(cache=True)
+def score_query(offsets, doc_ids, impacts, terms, weights, k, accumulator, touched, out_docs, out_scores):
+    """Score one query into ``out_docs``/``out_scores`` (best first, -1 / 0 padded); return postings scanned.
+
+    ``accumulator`` (float32, one slot a document) must be all zero on entry and is left all zero.
+    """
+    n_touched = 0
+    postings = 0
+    for j in range(len(terms)):
+        term = terms[j]
+        weight = np.float32(weights[j])
+        start = offsets[term]
+        end = offsets[term + 1]
+        postings += end - start
+        for p in range(start, end):
+            contribution = weight * np.float32(impacts[p])
+            if contribution > 0.0:  # (an underflow to 0 must not register the document twice)
+                doc = doc_ids[p]
+                if accumulator[doc] == 0.0:
+                    touched[n_touched] = doc
+                    n_touched += 1
+                accumulator[doc] += contribution
+
+    # Partial selection: a size-k min-heap whose root is the worst of the current best k.
+    size = 0
+    heap_scores = np.empty(k, dtype=np.float32)
+    heap_docs = np.empty(k, dtype=np.int64)
+    for i in range(n_touched):
+        doc = touched[i]
+        score = accumulator[doc]
+        accumulator[doc] = 0.0
+        size = _offer(heap_scores, heap_docs, size, k, score, doc)
+
+    _drain(heap_scores, heap_docs, size, k, out_docs, out_scores)
+    return postings
+
+
+@numba.njit(cache=True, parallel=True)
+def score_batch(offsets, doc_ids, impacts, q_indptr, q_terms, q_weights, num_docs, k, n_chunks):
+    """Score a batch of queries; returns (docs (n, k) int64, scores (n, k) float32, postings (n,) int64)."""
+    n_queries = len(q_indptr) - 1
+    out_docs = np.empty((n_queries, k), dtype=np.int64)
+    out_scores = np.empty((n_queries, k), dtype=np.float32)
+    postings = np.zeros(n_queries, dtype=np.int64)
+    n_chunks = max(1, min(n_chunks, n_queries))
+    per_chunk = (n_queries + n_chunks - 1) // n_chunks
+    for chunk in numba.prange(n_chunks):
+        accumulator = np.zeros(num_docs, dtype=np.float32)
+        touched = np.empty(num_docs, dtype=np.int64)
+        for q in range(chunk * per_chunk, min(n_queries, (chunk + 1) * per_chunk)):
+            start = q_indptr[q]
+            end = q_indptr[q + 1]
+            postings[q] = score_query(offsets, doc_ids, impacts, q_terms[start:end], q_weights[start:end], k,
+                                      accumulator, touched, out_docs[q], out_scores[q])
+    return out_docs, out_scores, postings
+
+
+@numba.njit(cache=True)
+def score_batch_serial(offsets, doc_ids, impacts, q_indptr, q_terms, q_weights, num_docs, k, n_chunks=1):
+    """:func:`score_batch` on the calling thread: no thread-pool launch, for one query or one thread.
+
+    A separate function, not ``njit(parallel=False)`` of the same one: numba's on-disk cache does not key on
+    ``parallel`` (numba issue 6845), so two dispatchers of one function could load each other's machine code.
+    """
+    n_queries = len(q_indptr) - 1
+    out_docs = np.empty((n_queries, k), dtype=np.int64)
+    out_scores = np.empty((n_queries, k), dtype=np.float32)
+    postings = np.zeros(n_queries, dtype=np.int64)
+    accumulator = np.zeros(num_docs, dtype=np.float32)
+    touched = np.empty(num_docs, dtype=np.int64)
+    for q in range(n_queries):
+        start = q_indptr[q]
+        end = q_indptr[q + 1]
+        postings[q] = score_query(offsets, doc_ids, impacts, q_terms[start:end], q_weights[start:end], k,
+                                  accumulator, touched, out_docs[q], out_scores[q])
+    return out_docs, out_scores, postings
+
+
+# -- Block-max pruning -------------------------------------------------------------------------------------------------
+#
+# Documents are cut into fixed-size blocks of ``block_size`` consecutive ids, and the index stores, per term, the
+# largest impact in every block the term occurs in (:func:`lsr.index.segment.block_metadata`). Frequent terms (in at
+# least 1/``dense_ratio`` of the documents) are also stored as dense rows: one impact per document and one maximum per
+# block, so that both the bounds and the block scores are straight SIMD loops, with no pointer chasing. Rare terms keep
+# a sparse list of (block, max impact, where its postings in that block start), sorted by block.
+#
+# A query first adds up, per block, sum_t q_t * blockmax(t, b): an upper bound on the score of every document in the
+# block. Blocks are then scored exactly, with a block-sized accumulator, in tiers of decreasing bound (within 10% of
+# the best bound, then 10-20%, ...), which raises the k-th score theta early; a tier never reaches below theta. A block
+# whose bound is below the current theta cannot hold a top-k document and is skipped. Within a tier blocks are scored
+# in increasing id, so a rare term finds its entry for the block by galloping forward from where it found the last
+# one: no per-query scatter of positions over all blocks (which cost more than the scoring itself at 1M documents,
+# and memory of terms x blocks per thread). The result is the exhaustive
+# kernel's top-k, ties included: scores and bounds are accumulated in the same term order, and float rounding is
+# monotone, so a document's float score never exceeds its block's float bound.
+#
+# ``alpha`` < 1 is the explicit approximate knob (as in BMP): a block is skipped when alpha * bound < theta.
+# ``query_cut`` > 0 keeps only the query's heaviest ``query_cut`` terms. Both lose recall, which callers report.
+
+_TIERS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0)  # lower edges of the tiers, as fractions of the best bound
+
+
+@numba.njit(cache=True, inline="always")
+def _seek(b_ids, e, end, block):  # pragma: no cover - numba
+    """The first position in ``b_ids[e:end]`` (sorted) holding a block id >= ``block``, or ``end``: galloping from
+    ``e``, so a walk over increasing blocks costs O(log gap) a step."""
+    if e >= end or b_ids[e] >= block:
+        return e
+    step = 1
+    below = e  # b_ids[below] < block
+    while e + step < end and b_ids[e + step] < block:
+        below = e + step
+        step *= 2
+    lo = below + 1
+    hi = min(e + step, end)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if b_ids[mid] < block:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@numba.njit(cache=True)
+def _score_block(ix, block_size, num_docs, terms, weights, use, cursor, block, k, acc, heap_scores, heap_docs,
+                 size):  # pragma: no cover - numba
+    """Score every document of ``block`` exactly and offer it to the heap; return (new heap size, postings read).
+    ``cursor[j]``: where rare term j's block list was left; blocks come in increasing id until it is reset."""
+    offsets, doc_ids, impacts, b_offsets, b_ids, b_max, b_starts, dense_slot, dense_rows, dense_max = ix
+    base = block * block_size
+    postings = 0
+    for jj in range(len(use)):
+        j = use[jj]
+        term = terms[j]
+        weight = np.float32(weights[j])
+        slot = dense_slot[term]
+        if slot >= 0:
+            row = dense_rows[slot]
+            for i in range(block_size):
+                acc[i] += weight * np.float32(row[base + i])
+            postings += block_size
+        else:
+            last = b_offsets[term + 1]
+            e = _seek(b_ids, cursor[j], last, block)
+            cursor[j] = e
+            if e == last or b_ids[e] != block:
+                continue
+            end = b_starts[e + 1] if e + 1 < last else offsets[term + 1]
+            postings += end - b_starts[e]
+            for p in range(b_starts[e], end):
+                acc[doc_ids[p] - base] += weight * np.float32(impacts[p])
+    for i in range(block_size):
+        score = acc[i]
+        if score > 0.0:
+            acc[i] = 0.0
+            size = _offer(heap_scores, heap_docs, size, k, score, base + i)
+    return size, postings
+
+
+_CHUNK = 64  # blocks per chunk: a tier scans the chunks' maxima, then only the chunks that reach it
+
+
+@numba.njit(cache=True, fastmath=True)
+def _chunk_maxima(ub, chunk_max):  # pragma: no cover - numba
+    """``chunk_max[c]`` = the largest bound in blocks [c * _CHUNK, (c + 1) * _CHUNK); a SIMD max reduction."""
+    n_blocks = len(ub)
+    for c in range(len(chunk_max)):
+        m = np.float32(0.0)
+        for b in range(c * _CHUNK, min(n_blocks, (c + 1) * _CHUNK)):
+            m = max(m, ub[b])
+        chunk_max[c] = m
+
+
+@numba.njit(cache=True)
+def score_query_blockmax(ix, block_size, num_docs, terms, weights, k, alpha, query_cut, ub, cursor, candidates, acc,
+                         out_docs, out_scores):  # pragma: no cover - numba
+    """One query, block-max pruned, into ``out_docs``/``out_scores``. Returns (postings read, blocks scored).
+
+    ``ix``: the index arrays (see :func:`lsr.index.segment.kernel_arrays`). Scratch: ``ub`` (float32, one a block, all
+    zero, left so), ``cursor`` (int64, at least one a query term), ``candidates`` (int32, one a block), ``acc``
+    (float32, block_size, all zero, left so)."""
+    offsets, doc_ids, impacts, b_offsets, b_ids, b_max, b_starts, dense_slot, dense_rows, dense_max = ix
+    n_blocks = len(ub)
+    n_terms = len(terms)
+    use = np.arange(n_terms)
+    if 0 < query_cut < n_terms:  # the approximate term cut: the heaviest query_cut terms, in their original order
+        use = np.sort(np.argsort(-weights, kind="mergesort")[:query_cut])
+
+    # 1. The bound of every block, in query-term order.
+    for jj in range(len(use)):
+        j = use[jj]
+        term = terms[j]
+        weight = np.float32(weights[j])
+        slot = dense_slot[term]
+        if slot >= 0:
+            row = dense_max[slot]
+            for b in range(n_blocks):
+                ub[b] += weight * np.float32(row[b])
+        else:
+            for e in range(b_offsets[term], b_offsets[term + 1]):
+                ub[b_ids[e]] += weight * np.float32(b_max[e])
+    # Tiers look for blocks in a band of bounds; scanning every block per tier cost more than the scoring, so the
+    # scan first reads one maximum a chunk of blocks (vectorized), then only the chunks that reach the band.
+    n_chunks = (n_blocks + _CHUNK - 1) // _CHUNK
+    chunk_max = np.empty(n_chunks, dtype=np.float32)
+    _chunk_maxima(ub, chunk_max)
+    max_ub = np.float32(0.0)
+    for c in range(n_chunks):
+        max_ub = max(max_ub, chunk_max[c])
+
+    # 2. Tiers of decreasing bound: [lo, hi). Before the heap is full the tiers are fixed fractions of the best
+    # bound; once it is full, the next tier is everything the current k-th score cannot rule out.
+    size = 0
+    heap_scores = np.empty(k, dtype=np.float32)
+    heap_docs = np.empty(k, dtype=np.int64)
+    postings = 0
+    scored = 0
+    hi = np.float32(np.inf)
+    tier = 0
+    while max_ub > 0.0:
+        lo = np.float32(_TIERS[tier] * max_ub) if tier < len(_TIERS) else np.float32(0.0)
+        tier += 1
+        if size == k:
+            lo = max(lo, heap_scores[0] / alpha)
+        if lo >= hi:  # (alpha < 1 can ask for a tier above the last one)
+            break
+        n = 0
+        for c in range(n_chunks):
+            if chunk_max[c] < lo or chunk_max[c] <= 0.0:
+                continue
+            for b in range(c * _CHUNK, min(n_blocks, (c + 1) * _CHUNK)):
+                if lo <= ub[b] < hi and ub[b] > 0.0:
+                    candidates[n] = b
+                    n += 1
+        for jj in range(len(use)):  # candidates ascend: rare terms walk their block lists from the start
+            cursor[use[jj]] = b_offsets[terms[use[jj]]]
+        for i in range(n):
+            block = candidates[i]
+            if size == k and alpha * ub[block] < heap_scores[0]:
+                continue
+            size, read = _score_block(ix, block_size, num_docs, terms, weights, use, cursor, block, k, acc,
+                                      heap_scores, heap_docs, size)
+            postings += read
+            scored += 1
+        if lo <= 0.0 or (size == k and alpha * lo <= heap_scores[0]):
+            break  # every block left is bounded below theta (or none is left)
+        hi = lo
+
+    ub[:] = 0.0  # leave the scratch as found
+    _drain(heap_scores, heap_docs, size, k, out_docs, out_scores)
+    return postings, scored
+
+
+def blockmax_scratch(num_docs: int, block_size: int, max_terms: int) -> tuple:
+    """Per-thread scratch for :func:`score_batch_blockmax_serial`, reusable across calls (the kernel leaves it as it
+    found it): allocating and clearing it per query would cost more than scoring a short query."""
+    n_blocks = (num_docs + block_size - 1) // block_size
+    return (np.zeros(n_blocks, dtype=np.float32), np.empty(max(1, max_terms), dtype=np.int64),
+            np.empty(n_blocks, dtype=np.int32), np.zeros(block_size, dtype=np.float32))
+
+
+@numba.njit(cache=True)
+def _blockmax_range(ix, block_size, num_docs, q_indptr, q_terms, q_weights, k, alpha, query_cut, first, last, ub,
+                    cursor, candidates, acc, out_docs, out_scores, postings, blocks):  # pragma: no cover - numba
+    for q in range(first, last):
+        start = q_indptr[q]
+        end = q_indptr[q + 1]
+        postings[q], blocks[q] = score_query_blockmax(ix, block_size, num_docs, q_terms[start:end],
+                                                      q_weights[start:end], k, alpha, query_cut, ub, cursor, candidates,
+                                                      acc, out_docs[q], out_scores[q])
+
+
+@numba.njit(cache=True, parallel=True)
+def score_batch_blockmax(ix, block_size, q_indptr, q_terms, q_weights, num_docs, k, n_chunks, alpha=1.0,
+                         query_cut=0):  # pragma: no cover - numba
+    """Block-max pruned :func:`score_batch`: returns (docs, scores, postings read, blocks scored), in parallel over
+    chunks of queries (each chunk with its own scratch). ``alpha`` = 1 and ``query_cut`` = 0 give exactly the
+    exhaustive top-k."""
+    n_queries = len(q_indptr) - 1
+    out_docs = np.empty((n_queries, k), dtype=np.int64)
+    out_scores = np.empty((n_queries, k), dtype=np.float32)
+    postings = np.zeros(n_queries, dtype=np.int64)
+    blocks = np.zeros(n_queries, dtype=np.int64)
+    n_blocks = (num_docs + block_size - 1) // block_size
+    max_terms = 1
+    for q in range(n_queries):
+        max_terms = max(max_terms, q_indptr[q + 1] - q_indptr[q])
+    n_chunks = max(1, min(n_chunks, n_queries))
+    per_chunk = (n_queries + n_chunks - 1) // n_chunks
+    for chunk in numba.prange(n_chunks):
+        ub = np.zeros(n_blocks, dtype=np.float32)
+        cursor = np.empty(max_terms, dtype=np.int64)
+        candidates = np.empty(n_blocks, dtype=np.int32)
+        acc = np.zeros(block_size, dtype=np.float32)
+        _blockmax_range(ix, block_size, num_docs, q_indptr, q_terms, q_weights, k, np.float32(alpha), query_cut,
+                        chunk * per_chunk, min(n_queries, (chunk + 1) * per_chunk), ub, cursor, candidates, acc,
+                        out_docs, out_scores, postings, blocks)
+    return out_docs, out_scores, postings, blocks
+
+
+@numba.njit(cache=True)
+def score_batch_blockmax_serial(ix, block_size, q_indptr, q_terms, q_weights, num_docs, k, scratch, alpha=1.0,
+                                query_cut=0):  # pragma: no cover - numba
+    """:func:`score_batch_blockmax` on the calling thread with caller-owned ``scratch`` (:func:`blockmax_scratch`,
+    sized for the batch's longest query); see :func:`score_batch_serial` for why it is a separate function."""
+    n_queries = len(q_indptr) - 1
+    out_docs = np.empty((n_queries, k), dtype=np.int64)
+    out_scores = np.empty((n_queries, k), dtype=np.float32)
+    postings = np.zeros(n_queries, dtype=np.int64)
+    blocks = np.zeros(n_queries, dtype=np.int64)
+    ub, cursor, candidates, acc = scratch
+    _blockmax_range(ix, block_size, num_docs, q_indptr, q_terms, q_weights, k, np.float32(alpha), query_cut, 0,
+                    n_queries, ub, cursor, candidates, acc, out_docs, out_scores, postings, blocks)
+    return out_docs, out_scores, postings, blocks

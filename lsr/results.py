@@ -1,0 +1,64 @@
+"""What a search returns: hits (id, score, and on request the stored title/text and an explanation) and results.
+
+``SearchResult.exact`` comes from the retrievers that answered: True only when every one of them returned the exact
+top-k of its own scoring function (block-max and exhaustive kernels, flat FAISS, BM25); False for approximate
+pruning knobs, HNSW, or Lucene's integer-rounded query weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Contribution:
+    """One query token of a sparse match: query weight x document weight (dequantized) = contribution."""
+
+    token: str
+    query_weight: float
+    document_weight: float
+    contribution: float
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    id: str
+    score: float
+    title: str | None = None  # with return_documents=True and stored texts
+    text: str | None = None
+    explanation: list[Contribution] | None = None  # with explain=True: the sparse tokens it matched
+
+
+@dataclass(frozen=True, slots=True)
+class Ranked:
+    """One query's answer from one retriever, best first."""
+
+    ids: list[str]
+    scores: list[float]
+    exact: bool = True
+    postings: int = 0  # postings read (native kernel), for the cost figures of `lsr eval`
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """The top-k of one query, best first."""
+
+    hits: list[Hit]
+    mode: str
+    components: tuple[str, ...]
+    exact: bool = True
+    encode_ms: float = 0.0
+    retrieve_ms: float = 0.0
+    postings: int = 0
+    per_component: dict[str, Ranked] = field(default_factory=dict, repr=False)
+
+    @property
+    def ids(self) -> list[str]:
+        return [hit.id for hit in self.hits]
+
+    @property
+    def scores(self) -> list[float]:
+        return [hit.score for hit in self.hits]
+
+    def __len__(self) -> int:
+        return len(self.hits)

@@ -1,0 +1,94 @@
+"""The ``lucene`` sparse backend: Pyserini's LuceneImpactSearcher over the index's ``lucene/`` part.
+
+The queries are the ones lsr's encoder produces (same token weights as the native kernel); a pass-through query
+encoder hands them to Pyserini. Anserini casts query weights to int, so each query is scaled so that its largest
+weight is ``QUERY_WEIGHT_MAX`` (1000) and rounded; scores are scaled back to lsr's units (query weight x impact).
+The rounding makes the ranking approximate (recall@10 0.9994 against exact at 1M), so answers say ``exact: false``.
+``min_idf`` is set below zero: Pyserini's default (0) silently drops a term present in every document.
+The Lucene part is rebuild-only: it is built with the index (``--lucene``) and not updated in place.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lsr.errors import Unavailable
+from lsr.index import Index
+from lsr.lucene import QUERY_WEIGHT_MAX, start_jvm
+from lsr.results import Ranked
+from lsr.retrievers import check_batch
+from lsr.sparse import SparseBatch
+
+
+class PassThroughEncoder:
+    """Pyserini's query-encoder protocol: ``encode(query) -> {token: weight}``, here a lookup of pre-encoded
+    queries by key (batch_search hands the encoder the strings it was given)."""
+
+    def __init__(self) -> None:
+        self.vectors: dict[str, dict[str, int]] = {}
+
+    def encode(self, key: str) -> dict[str, int]:
+        return self.vectors[key]
+
+
+def integer_query(tokens: list[str], ids: np.ndarray, weights: np.ndarray) -> tuple[dict[str, int], float]:
+    """The query as Anserini takes it: ``{token: int weight}`` scaled so the largest weight is 1000; and the factor."""
+    if len(weights) == 0 or weights.max() <= 0:
+        return {}, 1.0
+    factor = QUERY_WEIGHT_MAX / float(weights.max())
+    rounded = np.rint(weights.astype(np.float64) * factor).astype(np.int64)
+    return {tokens[t]: int(w) for t, w in zip(ids.tolist(), rounded.tolist()) if w > 0}, factor
+
+
+class LuceneRetriever:
+    component = "sparse"
+    takes = "sparse"
+    name = "lucene"
+    exact = False  # integer-rounded query weights
+
+    def __init__(self, index: Index, threads: int | None = None) -> None:
+        if not index.has("lucene"):
+            raise Unavailable(f"{index.directory or 'this index'} has no Lucene part; rebuild it with "
+                              "`lsr index ... --lucene` (the Lucene part is rebuild-only)")
+        if len(index.segments) != 1:
+            raise Unavailable("the Lucene backend reads single-segment indexes")
+        start_jvm()
+        from pyserini.search.lucene import LuceneImpactSearcher
+
+        self.index = index
+        self.encoder = PassThroughEncoder()
+        self.searcher = LuceneImpactSearcher(str(index.directory / index.manifest.lucene["directory"]), self.encoder,
+                                             min_idf=-1.0)
+        self.tokens = index.token_strings()
+        self.scale = index.segments[0].info.scale  # the native index's impact scale (impact = stored / scale)
+        self.threads = threads or 1
+
+    @classmethod
+    def open(cls, index: Index, threads: int | None = None, **_) -> LuceneRetriever:
+        return cls(index, threads)
+
+    def warm_up(self) -> None:
+        self.retrieve(SparseBatch.from_rows([(np.array([1000], np.int32), np.array([1.0], np.float32))]), 1)
+
+    def retrieve(self, queries: SparseBatch, k: int, threads: int | None = None) -> list[Ranked]:
+        check_batch(queries, k)
+        queries.validate(self.index.vocab_size)
+        threads = threads or self.threads
+        keys, factors = [], []
+        for q in range(len(queries)):
+            vector, factor = integer_query(self.tokens, *queries.row(q))
+            key = f"q{q}"
+            self.encoder.vectors[key] = vector
+            keys.append(key)
+            factors.append(factor * self.scale)
+        try:
+            live = [key for key in keys if self.encoder.vectors[key]]  # a query with no weight left matches nothing
+            if len(live) <= 1 or threads == 1:
+                hits = {key: self.searcher.search(key, k) for key in live}
+            else:
+                hits = self.searcher.batch_search(live, live, k=k, threads=threads)
+        finally:
+            self.encoder.vectors.clear()
+        return [Ranked(ids=[hit.docid for hit in hits.get(key, [])],
+                       scores=[float(hit.score) / factor for hit in hits.get(key, [])], exact=False)
+                for key, factor in zip(keys, factors)]

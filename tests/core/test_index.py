@@ -1,0 +1,202 @@
+"""The index: segments round-trip, atomic builds, refusals, exports, block metadata."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from lsr import Index
+from lsr.encoders import load_encoder
+from lsr.errors import InvalidIndex, InvalidInput
+from lsr.index import Manifest
+from lsr.index.segment import quantize
+from lsr.sparse import SparseBatch
+from tests.conftest import TINY_DOCS, write_jsonl
+
+
+def random_batch(rng, n_docs, vocab, max_nnz=12, low=0.01, high=5.0):
+    rows = []
+    for _ in range(n_docs):
+        nnz = int(rng.integers(1, max_nnz))
+        rows.append((np.sort(rng.choice(vocab, nnz, replace=False)), rng.uniform(low, high, nnz)))
+    return SparseBatch.from_rows(rows)
+
+
+def test_quantization_error_is_at_most_half_a_step():
+    rng = np.random.default_rng(0)
+    weights = rng.uniform(0, 7.3, 10_000).astype(np.float32)
+    scale = 255 / weights.max()
+    q = quantize(weights, scale, "uint8")
+    assert q.dtype == np.uint8 and q.max() == 255
+    assert np.abs(q / scale - weights).max() <= 0.5 / scale + 1e-6
+
+
+def write_index(directory, batch, ids, dtype="uint8"):
+    return Index.build(vectors=batch, ids=ids, vocab_size=50, path=directory, impact_dtype=dtype,
+                       chunk_documents=max(1, len(ids) // 2))
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "float32"])
+def test_postings_round_trip(tmp_path, dtype):
+    rng = np.random.default_rng(1)
+    batch = random_batch(rng, 40, 50)
+    ids = [f"doc{i}" for i in range(40)]
+    manifest = write_index(tmp_path / "idx", batch, ids, dtype).manifest
+    index = Index.open(tmp_path / "idx")
+    assert index.doc_count == 40 and manifest.impact_dtype == dtype and index.encoder is None
+    segment = index.segments[0]
+    assert isinstance(segment.doc_ids, np.memmap)
+    dense = np.zeros((40, 50))
+    for term in range(50):
+        start, end = segment.offsets[term], segment.offsets[term + 1]
+        docs = segment.doc_ids[start:end]
+        assert (np.diff(docs.astype(np.int64)) > 0).all(), "doc ids increase within a posting list"
+        dense[docs, term] = segment.impacts[start:end] / segment.info.scale
+    expected = batch.to_scipy(50).toarray()
+    step = 0.5 / segment.info.scale if dtype == "uint8" else 1e-6
+    assert np.abs(dense - expected).max() <= step + 1e-6
+    assert index.external_id(7) == "doc7" and index.row_of("doc7") == 7 and index.row_of("nope") is None
+    assert manifest.postings + manifest.dropped_postings == batch.nnz
+    np.testing.assert_allclose(segment.document_vectors().to_scipy(50).toarray(), dense, atol=1e-6)
+
+
+def test_in_memory_index_saves_what_it_holds(tmp_path, monkeypatch):
+    import tempfile
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    batch = random_batch(np.random.default_rng(11), 30, 50)
+    ids = [f"d{i}" for i in range(30)]
+    in_memory = Index.build(vectors=batch, ids=ids, vocab_size=50)
+    assert in_memory.directory is None and not isinstance(in_memory.segments[0].doc_ids, np.memmap)
+    assert not any(scratch.iterdir()), "the build's scratch folder is removed"
+    in_memory.save(tmp_path / "saved")
+    reopened = Index.open(tmp_path / "saved")
+    for a, b in zip(in_memory.segments[0].kernel_arrays(), reopened.segments[0].kernel_arrays()):
+        np.testing.assert_array_equal(a, b)
+    assert list(reopened.ids()) == ids
+
+
+def test_failed_build_keeps_previous_index(tmp_path):
+    rng = np.random.default_rng(2)
+    batch = random_batch(rng, 10, 50)
+    write_index(tmp_path / "idx", batch, [f"d{i}" for i in range(10)])
+    before = {p.name: p.read_bytes() for p in (tmp_path / "idx").rglob("*") if p.is_file()}
+
+    def interrupted():
+        yield {"id": "new0", "text": "x"}
+        raise KeyboardInterrupt  # an interrupt in the middle of a build
+
+    class Stub:  # an "encoder" that only needs to look sparse
+        vocab_size = 50
+
+    with pytest.raises(KeyboardInterrupt):
+        Index.build(Stub(), documents=interrupted(), path=tmp_path / "idx")
+    after = {p.name: p.read_bytes() for p in (tmp_path / "idx").rglob("*") if p.is_file()}
+    assert after == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["idx"], "no temporary directory left behind"
+
+
+def test_bad_vectors_are_refused_before_anything_is_written(tmp_path):
+    bad = SparseBatch.from_rows([(np.array([3]), np.array([np.nan], dtype=np.float32))])
+    with pytest.raises(InvalidInput, match="not a finite"):
+        write_index(tmp_path / "idx", bad, ["x"])
+    assert not any(tmp_path.iterdir())
+    with pytest.raises(InvalidInput, match="outside the vocabulary"):
+        write_index(tmp_path / "idx", SparseBatch.from_rows([(np.array([60]), np.array([1.0]))]), ["x"])
+    with pytest.raises(InvalidInput, match="strictly increasing"):
+        write_index(tmp_path / "idx", SparseBatch.from_rows([(np.array([5, 5]), np.array([1.0, 2.0]))]), ["x"])
+    with pytest.raises(InvalidInput, match="unique"):
+        write_index(tmp_path / "idx", random_batch(np.random.default_rng(0), 2, 50), ["x", "x"])
+    assert not any(tmp_path.iterdir())
+
+
+def test_manifest_version_and_missing_index_are_explained(tmp_path):
+    with pytest.raises(InvalidIndex, match="not an lsr index"):
+        Index.open(tmp_path)
+    write_index(tmp_path / "idx", random_batch(np.random.default_rng(3), 4, 50), ["a", "b", "c", "d"])
+    data = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    data["format_version"] = 99
+    (tmp_path / "idx" / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(InvalidIndex, match="rebuild the index"):
+        Manifest.load(tmp_path / "idx")
+
+
+def test_build_index_end_to_end_with_export(tmp_path, tiny_mlm_dir, tiny_idf_file):
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", TINY_DOCS)
+    encoder = load_encoder(tiny_mlm_dir, kind="inference-free", idf=tiny_idf_file, device="cpu")
+    manifest = Index.build(encoder, corpus=corpus, path=tmp_path / "idx", batch_size=2, chunk_documents=3,
+                           export_jsonl=tmp_path / "vectors.jsonl").manifest
+    assert manifest.doc_count == 5 and manifest.encoder["identity"] == encoder.identity()
+    assert manifest.search_defaults == {"mode": "sparse"}
+    assert (tmp_path / "idx" / "encoder" / "lsr_encoder.json").exists()
+    records = [json.loads(line) for line in (tmp_path / "vectors.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in records] == [d["_id"] for d in TINY_DOCS]
+    assert records[1]["contents"] == "Fish oil fish oil and heart disease risk"
+    vector = records[0]["vector"]
+    assert vector and all(isinstance(v, int) and 1 <= v <= 255 for v in vector.values())
+    ids, weights = encoder.encode_documents([TINY_DOCS[0]["title"] + " " + TINY_DOCS[0]["text"]]).row(0)
+    tokens = encoder.tokenizer.convert_ids_to_tokens(ids.tolist())
+    scale = manifest.segments[0].scale
+    expected = {t: int(np.rint(w * scale)) for t, w in zip(tokens, weights) if np.rint(w * scale) > 0}
+    assert vector == expected
+
+
+def test_build_index_malformed_corpus_keeps_old_index(tmp_path, tiny_mlm_dir, tiny_idf_file):
+    encoder = load_encoder(tiny_mlm_dir, kind="inference-free", idf=tiny_idf_file, device="cpu")
+    good = write_jsonl(tmp_path / "good.jsonl", TINY_DOCS)
+    Index.build(encoder, corpus=good, path=tmp_path / "idx")
+    bad = write_jsonl(tmp_path / "bad.jsonl", [*TINY_DOCS[:3], "{broken"])
+    with pytest.raises(InvalidInput, match="bad.jsonl:4"):
+        Index.build(encoder, corpus=bad, path=tmp_path / "idx", chunk_documents=2)
+    assert Index.open(tmp_path / "idx", load_encoder=False).doc_count == 5
+    manifest = Index.build(encoder, corpus=bad, path=tmp_path / "idx", skip_malformed=True).manifest
+    assert manifest.doc_count == 3 and manifest.build["skipped_lines"] == 1
+
+
+def test_out_that_is_not_an_index_is_never_replaced(tmp_path):
+    precious = tmp_path / "indexes"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    with pytest.raises(InvalidIndex, match="is not an lsr index; refusing"):
+        write_index(precious, random_batch(np.random.default_rng(4), 4, 50), ["a", "b", "c", "d"])
+    assert (precious / "notes.txt").read_text() == "keep me"
+
+
+def test_export_needs_integer_impacts(tmp_path, tiny_mlm_dir, tiny_idf_file):
+    encoder = load_encoder(tiny_mlm_dir, kind="inference-free", idf=tiny_idf_file, device="cpu")
+    with pytest.raises(InvalidInput, match="--impact-dtype uint8"):
+        Index.build(encoder, documents=TINY_DOCS, path=tmp_path / "idx", impact_dtype="float32",
+                    export_jsonl=tmp_path / "v.jsonl")
+    assert not (tmp_path / "idx").exists() and not (tmp_path / "v.jsonl").exists()
+
+
+def test_block_metadata_is_stored_and_an_older_index_gets_it_at_load(tmp_path):
+    """The writer stores blocks/ (recorded in the manifest); an index without it (block_size 0, as written before
+    block-max pruning) still searches with the pruned kernel, which computes the same structures at load."""
+    import shutil
+
+    from lsr.index.segment import BLOCK_ARRAYS, DEFAULT_BLOCK_SIZE, kernel_arrays
+
+    rng = np.random.default_rng(3)
+    batch = random_batch(rng, 200, 40)
+    ids = [f"d{i}" for i in range(200)]
+    write_index(tmp_path / "idx", batch, ids)
+    index = Index.open(tmp_path / "idx")
+    segment = index.segments[0]
+    assert segment.info.block_size == DEFAULT_BLOCK_SIZE and sorted(segment.blocks) == sorted(BLOCK_ARRAYS)
+    stored = segment.kernel_arrays()
+
+    old = tmp_path / "old"
+    shutil.copytree(tmp_path / "idx", old)
+    shutil.rmtree(old / "segments" / segment.info.name / "blocks")
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest["segments"][0]["block_size"] = 0
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    computed = Index.open(old).segments[0].kernel_arrays()
+    for a, b in zip(stored, computed):
+        np.testing.assert_array_equal(a, b)
+    assert len(kernel_arrays(segment.offsets, segment.doc_ids, segment.impacts, segment.blocks)) == len(stored)

@@ -1,0 +1,158 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lsr.index.kernel import score_batch, score_batch_serial
+
+
+def random_collection(seed, n_docs=300, vocab=80, dtype=np.uint8):
+    """CSR postings by term + the equivalent dense (doc x term) matrix, with many exact score ties."""
+    rng = np.random.default_rng(seed)
+    dense = np.zeros((n_docs, vocab), dtype=np.float32)
+    mask = rng.random((n_docs, vocab)) < 0.08
+    values = rng.integers(1, 6, size=mask.sum()) if dtype == np.uint8 else rng.uniform(0.1, 3, mask.sum())
+    dense[mask] = values
+    offsets = np.zeros(vocab + 1, dtype=np.int64)
+    doc_lists, impact_lists = [], []
+    for term in range(vocab):
+        docs = np.flatnonzero(dense[:, term])
+        doc_lists.append(docs.astype(np.uint32))
+        impact_lists.append(dense[docs, term].astype(dtype))
+        offsets[term + 1] = offsets[term] + len(docs)
+    queries = []
+    for _ in range(25):
+        terms = np.sort(rng.choice(vocab, int(rng.integers(1, 8)), replace=False)).astype(np.int32)
+        weights = (rng.integers(1, 4, len(terms)) if dtype == np.uint8 else rng.uniform(0.1, 2, len(terms)))
+        queries.append((terms, weights.astype(np.float32)))
+    q_indptr = np.zeros(len(queries) + 1, dtype=np.int64)
+    np.cumsum([len(t) for t, _ in queries], out=q_indptr[1:])
+    q_terms = np.concatenate([t for t, _ in queries])
+    q_weights = np.concatenate([w for _, w in queries])
+    return (offsets, np.concatenate(doc_lists), np.concatenate(impact_lists)), dense, (q_indptr, q_terms, q_weights)
+
+
+def brute_force(dense, q_indptr, q_terms, q_weights, k):
+    """Exhaustive dot products; rank by score descending, then doc id ascending; only docs with a match."""
+    out = []
+    for q in range(len(q_indptr) - 1):
+        vec = np.zeros(dense.shape[1], dtype=np.float64)
+        sl = slice(q_indptr[q], q_indptr[q + 1])
+        vec[q_terms[sl]] = q_weights[sl]
+        scores = dense.astype(np.float64) @ vec
+        matched = np.flatnonzero(scores > 0)
+        order = sorted(matched.tolist(), key=lambda d: (-scores[d], d))[:k]
+        out.append((order, scores[order]))
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+@pytest.mark.parametrize("k", [1, 10, 300])
+@pytest.mark.parametrize("kernel", [score_batch, score_batch_serial])
+def test_kernel_equals_brute_force(dtype, k, kernel):
+    (offsets, doc_ids, impacts), dense, (q_indptr, q_terms, q_weights) = random_collection(int(k), dtype=dtype)
+    docs, scores, postings = kernel(offsets, doc_ids, impacts, q_indptr, q_terms, q_weights, dense.shape[0], k, 3)
+    for q, (expected_docs, expected_scores) in enumerate(brute_force(dense, q_indptr, q_terms, q_weights, k)):
+        got = docs[q][docs[q] >= 0]
+        assert got.tolist() == expected_docs, f"query {q}"
+        np.testing.assert_allclose(scores[q][: len(got)], expected_scores, rtol=1e-5)
+        terms = q_terms[q_indptr[q] : q_indptr[q + 1]]
+        assert postings[q] == sum(offsets[t + 1] - offsets[t] for t in terms)
+
+
+def test_kernel_without_jit():
+    """The same kernel as plain Python (NUMBA_DISABLE_JIT=1) gives the brute-force answer too."""
+    code = (
+        "import numpy as np\n"
+        "from tests.core.test_kernel import random_collection, brute_force\n"
+        "from lsr.index.kernel import score_batch\n"
+        "import numba; assert numba.config.DISABLE_JIT\n"
+        "(o, d, i), dense, (qi, qt, qw) = random_collection(5, n_docs=60, vocab=20)\n"
+        "docs, scores, _ = score_batch(o, d, i, qi, qt, qw, dense.shape[0], 5, 2)\n"
+        "for q, (exp, _) in enumerate(brute_force(dense, qi, qt, qw, 5)):\n"
+        "    assert docs[q][docs[q] >= 0].tolist() == exp, q\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "NUMBA_DISABLE_JIT": "1"}
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_ties_are_broken_by_document_id():
+    offsets = np.array([0, 4], dtype=np.int64)
+    doc_ids = np.array([0, 1, 2, 3], dtype=np.uint32)
+    impacts = np.array([5, 7, 7, 7], dtype=np.uint8)
+    q = (np.array([0, 1]), np.array([0], dtype=np.int32), np.array([1.0], dtype=np.float32))
+    docs, scores, _ = score_batch_serial(offsets, doc_ids, impacts, *q, 4, 2, 1)
+    assert docs[0].tolist() == [1, 2]
+    docs, _, _ = score_batch_serial(offsets, doc_ids, impacts, *q, 4, 10, 1)
+    assert docs[0].tolist() == [1, 2, 3, 0, -1, -1, -1, -1, -1, -1]
+
+
+def test_empty_query_returns_no_hits():
+    offsets = np.array([0, 1], dtype=np.int64)
+    docs, scores, postings = score_batch_serial(offsets, np.array([0], np.uint32), np.array([3], np.uint8),
+                                                np.array([0, 0]), np.zeros(0, np.int32), np.zeros(0, np.float32),
+                                                1, 3, 1)
+    assert (docs == -1).all() and postings[0] == 0
+
+
+# -- block-max pruning ------------------------------------------------------------------------------------------------
+from lsr.index.kernel import blockmax_scratch, score_batch_blockmax, score_batch_blockmax_serial  # noqa: E402
+from lsr.index.segment import block_metadata, kernel_arrays  # noqa: E402
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+@pytest.mark.parametrize("block_size,dense_ratio", [(1, 0), (4, 4), (8, 16), (32, 0), (512, 2)])
+@pytest.mark.parametrize("k", [1, 10, 300])
+def test_blockmax_equals_exhaustive(dtype, block_size, dense_ratio, k):
+    """Exact mode returns the exhaustive kernel's top-k bit for bit (ties broken the same way), serial and parallel,
+    whatever the block size and however many terms are stored dense (rare terms' block lists are walked by
+    galloping cursors); the scratch is left clean for the next call."""
+    for seed in range(3):
+        (offsets, doc_ids, impacts), dense, (q_indptr, q_terms, q_weights) = random_collection(seed, dtype=dtype)
+        n = dense.shape[0]
+        ix = kernel_arrays(offsets, doc_ids, impacts, block_metadata(offsets, doc_ids, impacts, n, block_size,
+                                                                     dense_ratio))
+        expected = score_batch(offsets, doc_ids, impacts, q_indptr, q_terms, q_weights, n, k, 2)
+        scratch = blockmax_scratch(n, block_size, int(np.diff(q_indptr).max()))
+        for docs, scores, _, _ in (score_batch_blockmax(ix, block_size, q_indptr, q_terms, q_weights, n, k, 2),
+                                   score_batch_blockmax_serial(ix, block_size, q_indptr, q_terms, q_weights, n, k,
+                                                               scratch)):
+            np.testing.assert_array_equal(docs, expected[0])
+            np.testing.assert_array_equal(scores, expected[1])
+        ub, _, _, acc = scratch  # (the cursors are set by every tier before use)
+        assert not ub.any() and not acc.any()
+
+
+def test_blockmax_prunes_and_the_approximate_knobs_are_subsets():
+    """On a collection with a skewed score distribution the exact pruned kernel reads fewer postings than there are;
+    alpha < 1 and query_cut read fewer still and return real documents with their true scores."""
+    rng = np.random.default_rng(7)
+    n, vocab = 4000, 50
+    dense = np.where(rng.random((n, vocab)) < 0.3, rng.integers(1, 256, (n, vocab)), 0).astype(np.uint8)
+    offsets = np.zeros(vocab + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum((dense > 0).sum(0))
+    doc_ids = np.concatenate([np.flatnonzero(dense[:, t]) for t in range(vocab)]).astype(np.uint32)
+    impacts = np.concatenate([dense[dense[:, t] > 0, t] for t in range(vocab)])
+    q_terms = np.array([3, 9, 20, 41], dtype=np.int32)
+    q_weights = np.array([2.0, 1.5, 1.0, 0.5], dtype=np.float32)
+    q_indptr = np.array([0, 4])
+    ix = kernel_arrays(offsets, doc_ids, impacts, block_metadata(offsets, doc_ids, impacts, n, 8, 0))
+    exact = score_batch_blockmax(ix, 8, q_indptr, q_terms, q_weights, n, 10, 1)
+    total = sum(offsets[t + 1] - offsets[t] for t in q_terms)
+    assert exact[2][0] < total
+    truth = dense[:, q_terms].astype(np.float32) @ q_weights
+    for alpha, cut in ((0.8, 0), (1.0, 2)):
+        docs, scores, postings, _ = score_batch_blockmax(ix, 8, q_indptr, q_terms, q_weights, n, 10, 1, alpha, cut)
+        assert postings[0] <= exact[2][0]
+        if cut == 0:
+            np.testing.assert_allclose(scores[0], truth[docs[0]], rtol=1e-6)
+    assert len(set(exact[0][0].tolist()) & set(np.argsort(-truth, kind="stable")[:10].tolist())) == 10
