@@ -21,7 +21,7 @@ from lsr.errors import InvalidInput, Unavailable
 from lsr.fusion import Fusion
 from lsr.index import PARTS, Index
 from lsr.index.builder import choose_search_defaults
-from lsr.results import Contribution, Hit, Ranked, SearchResult
+from lsr.results import Contribution, Ranked, SearchResult
 from lsr.retrievers import COMPONENTS, Retriever, open_backend
 from lsr.sparse import SparseBatch
 
@@ -214,24 +214,22 @@ class Engine:
             per = {c: answers[c][q] for c in components}
             if mode == "hybrid":
                 fused = fusion.fuse([list(zip(per[c].ids, per[c].scores)) for c in components], k)
+                ids, scores = [doc for doc, _ in fused], [score for _, score in fused]
             else:
-                fused = list(zip(per[mode].ids, per[mode].scores))
-            hits = [self._hit(doc, score, sparse, q, explain, return_documents) for doc, score in fused]
-            out.append(SearchResult(hits=hits, mode=mode, components=tuple(components),
+                ids, scores = per[mode].ids, per[mode].scores
+            titles = texts = explanations = None
+            if return_documents:
+                records = [self.index.document(doc) for doc in ids]
+                titles = [r["title"] if r is not None else None for r in records]
+                texts = [r["text"] if r is not None else None for r in records]
+            if explain:
+                token_ids, weights = sparse.row(q)
+                explanations = [self.explain_vector(token_ids, weights, doc) for doc in ids]
+            out.append(SearchResult(ids=ids, scores=scores, mode=mode, components=tuple(components),
                                     exact=all(per[c].exact for c in components), encode_ms=encode_ms,
                                     retrieve_ms=retrieve_ms, postings=sum(per[c].postings for c in components),
-                                    per_component=per))
+                                    titles=titles, texts=texts, explanations=explanations, per_component=per))
         return out
-
-    def _hit(self, doc: str, score: float, sparse: SparseBatch | None, q: int, explain: bool,
-             return_documents: bool) -> Hit:
-        title = text = explanation = None
-        if return_documents:
-            record = self.index.document(doc)
-            title, text = (record["title"], record["text"]) if record is not None else (None, None)
-        if explain:
-            explanation = self.explain_vector(*sparse.row(q), doc)
-        return Hit(id=doc, score=float(score), title=title, text=text, explanation=explanation)
 
     # -- explanations and documents -----------------------------------------------------------------------------------
     def explain_vector(self, token_ids: np.ndarray, weights: np.ndarray, doc_id: str) -> list[Contribution]:

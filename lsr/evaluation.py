@@ -94,7 +94,8 @@ def evaluate(engine: Engine, beir_dir: str | Path, split: str = "test", k: int =
         latencies.append((time.perf_counter() - started) * 1000)
         postings.append(result.postings)
         exact &= result.exact
-        run[qid] = [(hit.id, hit.score) for hit in result.hits if not (ignore_identical_ids and hit.id == qid)][:k]
+        run[qid] = [(doc, score) for doc, score in zip(result.ids, result.scores)
+                    if not (ignore_identical_ids and doc == qid)][:k]
     batch_s = float("nan")
     if batch_throughput:
         started = time.perf_counter()

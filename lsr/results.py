@@ -8,6 +8,7 @@ pruning knobs, HNSW, or Lucene's integer-rounded query weights.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,24 +42,29 @@ class Ranked:
 
 @dataclass(frozen=True)
 class SearchResult:
-    """The top-k of one query, best first."""
+    """The top-k of one query, best first. Stored as columns (``ids``, ``scores``, and on request ``titles``,
+    ``texts``, ``explanations``); ``hits`` builds the :class:`Hit` rows on first use, so a k = 1000 evaluation does
+    not pay for a thousand objects a query."""
 
-    hits: list[Hit]
+    ids: list[str]
+    scores: list[float]
     mode: str
     components: tuple[str, ...]
     exact: bool = True
     encode_ms: float = 0.0
     retrieve_ms: float = 0.0
     postings: int = 0
+    titles: list[str | None] | None = None
+    texts: list[str | None] | None = None
+    explanations: list[list[Contribution]] | None = None
     per_component: dict[str, Ranked] = field(default_factory=dict, repr=False)
 
-    @property
-    def ids(self) -> list[str]:
-        return [hit.id for hit in self.hits]
-
-    @property
-    def scores(self) -> list[float]:
-        return [hit.score for hit in self.hits]
+    @cached_property
+    def hits(self) -> list[Hit]:
+        n = len(self.ids)
+        titles, texts = self.titles or [None] * n, self.texts or [None] * n
+        explanations = self.explanations or [None] * n
+        return [Hit(i, s, a, b, e) for i, s, a, b, e in zip(self.ids, self.scores, titles, texts, explanations)]
 
     def __len__(self) -> int:
-        return len(self.hits)
+        return len(self.ids)

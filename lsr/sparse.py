@@ -1,6 +1,7 @@
 """Sparse vectors as NumPy arrays: the contract between encoders, the index, the kernel and every exporter.
 
 No torch here: the index and the kernel import this module, and they must run without a deep-learning stack.
+(numba compiles the one check that runs on every query.)
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from lsr.errors import InvalidInput
@@ -148,32 +150,47 @@ class SparseBatch:
     # -- checks ---------------------------------------------------------------------------------------------------
     def validate(self, vocab_size: int) -> None:
         """Raise :class:`InvalidInput` naming the first bad row: ids outside the vocabulary, unsorted or repeated
-        ids, NaN/Inf or negative weights."""
-        if len(self.indptr) == 0 or self.indptr[0] != 0 or (np.diff(self.indptr) < 0).any() or \
-                self.indptr[-1] != len(self.indices) or len(self.indices) != len(self.weights):
-            raise InvalidInput("malformed sparse batch: indptr must start at 0, never decrease and end at the number "
-                               "of ids, with one weight per id")
-        if len(self.indices) and (self.indices.min() < 0 or self.indices.max() >= vocab_size):
-            bad = int(np.flatnonzero((self.indices < 0) | (self.indices >= vocab_size))[0])
-            raise InvalidInput(
-                f"row {self._row_of(bad)}: token id {int(self.indices[bad])} is outside the vocabulary [0, "
-                f"{vocab_size}); the vectors were made with another tokenizer than this index's encoder")
-        finite = np.isfinite(self.weights)
-        if not finite.all() or (self.weights < 0).any():
-            bad = int(np.flatnonzero(~finite | (self.weights < 0))[0])
-            raise InvalidInput(
-                f"row {self._row_of(bad)}: weight {float(self.weights[bad])} for token id {int(self.indices[bad])} is "
-                "not a finite non-negative number; check the encoder output (NaN usually means fp16 overflow: use "
-                "bf16 or fp32)")
-        if len(self.indices) > 1:
-            step = np.diff(self.indices.astype(np.int64))
-            starts = np.zeros(len(self.indices), dtype=bool)
-            starts[self.indptr[1:-1][self.indptr[1:-1] < len(self.indices)]] = True
-            bad_steps = np.flatnonzero((step <= 0) & ~starts[1:])
-            if len(bad_steps):
-                bad = int(bad_steps[0]) + 1
-                raise InvalidInput(f"row {self._row_of(bad)}: token ids must be strictly increasing within a vector "
-                                   f"(id {int(self.indices[bad])} repeats or comes out of order); sort and merge them")
+        ids, NaN/Inf or negative weights. One compiled pass (it runs on every query)."""
+        if len(self.indptr) == 0 or self.indptr[0] != 0 or self.indptr[-1] != len(self.indices) or \
+                len(self.indices) != len(self.weights):
+            raise InvalidInput("malformed sparse batch: indptr must start at 0 and end at the number of ids, with one "
+                               "weight per id")
+        code, bad = _first_problem(self.indptr, self.indices, self.weights, vocab_size)
+        if code == _OK:
+            return
+        if code == _DECREASING_INDPTR:
+            raise InvalidInput("malformed sparse batch: indptr must never decrease")
+        row, token, weight = self._row_of(bad), int(self.indices[bad]), float(self.weights[bad])
+        if code == _OUT_OF_VOCABULARY:
+            raise InvalidInput(f"row {row}: token id {token} is outside the vocabulary [0, {vocab_size}); the vectors "
+                               "were made with another tokenizer than this index's encoder")
+        if code == _BAD_WEIGHT:
+            raise InvalidInput(f"row {row}: weight {weight} for token id {token} is not a finite non-negative number; "
+                               "check the encoder output (NaN usually means fp16 overflow: use bf16 or fp32)")
+        raise InvalidInput(f"row {row}: token ids must be strictly increasing within a vector (id {token} repeats or "
+                           "comes out of order); sort and merge them")
 
     def _row_of(self, position: int) -> int:
         return int(np.searchsorted(self.indptr, position, side="right") - 1)
+
+
+_OK, _DECREASING_INDPTR, _OUT_OF_VOCABULARY, _BAD_WEIGHT, _UNSORTED = 0, 1, 2, 3, 4
+
+
+@numba.njit(cache=True)
+def _first_problem(indptr, indices, weights, vocab_size):  # pragma: no cover - numba
+    """(code, position) of the first problem of a CSR batch, in row order; (0, -1) when it is valid."""
+    for row in range(len(indptr) - 1):
+        start, end = indptr[row], indptr[row + 1]
+        if end < start:
+            return _DECREASING_INDPTR, start
+        for j in range(start, end):
+            token = indices[j]
+            if token < 0 or token >= vocab_size:
+                return _OUT_OF_VOCABULARY, j
+            weight = weights[j]
+            if not (weight >= 0.0) or weight == np.inf:  # NaN fails >= 0
+                return _BAD_WEIGHT, j
+            if j > start and token <= indices[j - 1]:
+                return _UNSORTED, j
+    return _OK, -1

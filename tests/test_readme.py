@@ -1,0 +1,40 @@
+"""The README's Python section runs as written (from a folder with ../shared beside it), so it cannot rot."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SHARED
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def python_blocks() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Python API"):]
+    section = section[:section.index("\n## ", 1)]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+
+
+def test_the_python_section_has_blocks():
+    assert len(python_blocks()) >= 3
+
+
+@pytest.mark.skipif(not (SHARED / "data" / "beir" / "nfcorpus").exists(), reason="needs ../shared")
+@pytest.mark.parametrize("number", range(3))
+def test_a_readme_python_block_runs(number, tmp_path):
+    blocks = python_blocks()
+    work = tmp_path / "work"
+    work.mkdir()
+    (tmp_path / "shared").symlink_to(SHARED.resolve())
+    env = {k: v for k, v in os.environ.items() if k != "LSR_DEFAULT_ENCODER"}
+    done = subprocess.run([sys.executable, "-c", blocks[number]], cwd=work, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip()
