@@ -11,40 +11,44 @@ from lsr.results import Ranked
 from lsr.retrievers import check_batch
 
 
-class Bm25sRetriever:
-    """bm25s (Lucene's BM25 formula; lowercase, English stopwords, Snowball stemming). Only documents sharing a term
-    with the query are ranked."""
+class _OneQueryAtATime:
+    """A lexical retriever that answers the queries of a batch one by one (``_one``)."""
 
     component = "bm25"
     takes = "text"
-    name = "bm25s"
     exact = True
-
-    def __init__(self, bm25) -> None:
-        self.bm25 = bm25
 
     def warm_up(self) -> None:
         self.retrieve(["warm up"], 1)
 
     def retrieve(self, queries: Sequence[str], k: int, threads: int | None = None) -> list[Ranked]:
         check_batch(queries, k)
-        out = []
-        for query in queries:
-            ids, scores = self.bm25.search(query, k)
-            keep = scores > 0
-            out.append(Ranked(ids=[d for d, kept in zip(ids, keep) if kept],
-                              scores=scores[keep].astype(float).tolist(), exact=True))
-        return out
+        return [self._one(query, k) for query in queries]
+
+    def _one(self, query: str, k: int) -> Ranked:
+        raise NotImplementedError
 
 
-class PyseriniBm25Retriever:
+class Bm25sRetriever(_OneQueryAtATime):
+    """bm25s (Lucene's BM25 formula; lowercase, English stopwords, Snowball stemming). Only documents sharing a term
+    with the query are ranked."""
+
+    name = "bm25s"
+
+    def __init__(self, bm25) -> None:
+        self.bm25 = bm25
+
+    def _one(self, query: str, k: int) -> Ranked:
+        ids, scores = self.bm25.search(query, k)
+        keep = scores > 0
+        return Ranked(ids=[d for d, kept in zip(ids, keep) if kept], scores=scores[keep].astype(float).tolist())
+
+
+class PyseriniBm25Retriever(_OneQueryAtATime):
     """BM25 as BEIR reports it: Pyserini's Lucene BM25 (k1 0.9, b 0.4) over a multifield index (title and text as
     separate fields, equal boosts). The Lucene index is built once into ``index_dir`` and reused."""
 
-    component = "bm25"
-    takes = "text"
     name = "pyserini-bm25"
-    exact = True
 
     def __init__(self, index_dir: str | Path) -> None:
         from lsr.lucene import start_jvm
@@ -81,13 +85,6 @@ class PyseriniBm25Retriever:
     def doc_count(self) -> int:
         return self.searcher.num_docs
 
-    def warm_up(self) -> None:
-        self.retrieve(["warm up"], 1)
-
-    def retrieve(self, queries: Sequence[str], k: int, threads: int | None = None) -> list[Ranked]:
-        check_batch(queries, k)
-        out = []
-        for query in queries:
-            hits = self.searcher.search(query, k=k, fields=self.fields)
-            out.append(Ranked(ids=[h.docid for h in hits], scores=[float(h.score) for h in hits], exact=True))
-        return out
+    def _one(self, query: str, k: int) -> Ranked:
+        hits = self.searcher.search(query, k=k, fields=self.fields)
+        return Ranked(ids=[h.docid for h in hits], scores=[float(h.score) for h in hits])
