@@ -96,6 +96,21 @@ def in_process(index: str, queries: list[str], modes: list[str], k: int, limit: 
     return out
 
 
+def ready(base: str, server: subprocess.Popen, timeout: float = 300.0) -> None:
+    """Wait for /readyz; fail with the server's output if it exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if server.poll() is not None:
+            raise SystemExit(f"the server exited: {server.stderr.read()[-2000:] if server.stderr else ''}")
+        time.sleep(0.3)
+    raise SystemExit(f"the server was not ready in {timeout:.0f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--index", required=True)
@@ -110,7 +125,6 @@ def main() -> None:
     args = parser.parse_args()
 
     from lsr.corpus import read_qrels, read_queries
-    from tests.probe import wait_until_ready
 
     queries_by_id = read_queries(args.beir)
     queries = [queries_by_id[q] for q in sorted(read_qrels(args.beir, args.split)) if q in queries_by_id]
@@ -125,7 +139,7 @@ def main() -> None:
                      "duration_s": args.duration, "queries": len(queries), "k": args.k, "cores": os.cpu_count(),
                      "modes": {}}
     try:
-        wait_until_ready(base, server)
+        ready(base, server)
         asyncio.run(healthz_floor(base, 1.0))
         results["healthz_c1"] = asyncio.run(healthz_floor(base, args.duration / 2))
         for mode in modes:

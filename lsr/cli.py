@@ -52,6 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def fusion_from_args(args: argparse.Namespace, engine):
+    from lsr.errors import InvalidInput
     from lsr.fusion import Fusion
 
     if args.mode != "hybrid" and args.mode is not None:
@@ -61,7 +62,10 @@ def fusion_from_args(args: argparse.Namespace, engine):
         return None  # the index's default fusion
     components = tuple(c.strip() for c in args.components.split(",")) if args.components \
         else engine.default_fusion().components
-    weights = tuple(float(w) for w in args.weights.split(",")) if args.weights else None
+    try:
+        weights = tuple(float(w) for w in args.weights.split(",")) if args.weights else None
+    except ValueError:
+        raise InvalidInput(f"--weights {args.weights!r}: give one number per component, comma-separated") from None
     return Fusion(method=args.fusion, components=components, weights=weights, alpha=args.alpha, rrf_k=args.rrf_k,
                   depth=args.depth)
 
@@ -91,7 +95,7 @@ def run_eval(args: argparse.Namespace) -> int:
         mode = args.mode or defaults["mode"]
         if mode == "hybrid":
             default_components = (defaults.get("fusion") or {}).get("components") or ["sparse", "dense", "bm25"]
-            needs = set(args.components.split(",") if args.components else default_components)
+            needs = {c.strip() for c in args.components.split(",")} if args.components else set(default_components)
         else:
             needs = {mode}
         engine = Engine.open(args.index, encoder=args.encoder, device=args.device, backend=args.backend,

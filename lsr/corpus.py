@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -91,49 +91,70 @@ def document_from_record(record: Mapping, where: str) -> Document:
     return document
 
 
-def read_jsonl_corpus(path: Path, skip_malformed: bool = False, stats: ReadStats | None = None) -> Iterator[Document]:
-    stats = stats if stats is not None else ReadStats()
+def _checked(parsed: Iterator[tuple[str, Callable[[], Document]]], skip_malformed: bool,
+             stats: ReadStats) -> Iterator[Document]:
+    """Documents from (where, parse) pairs, ids unique; a bad one fails naming ``where``, or with
+    ``skip_malformed`` is skipped and counted."""
     seen: set[str] = set()
-    with _open_bytes(path) as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                document = _parse_document(line, where)
-                if document.id in seen:
-                    raise CorpusError(f"{where}: duplicate document id {document.id!r}; ids must be unique "
-                                      "(pass --skip-malformed to keep the first)")
-            except CorpusError as exc:
-                if not skip_malformed:
-                    raise
-                stats.skip(str(exc))
-                continue
-            seen.add(document.id)
-            stats.read += 1
-            yield document
+    for where, parse in parsed:
+        try:
+            document = parse()
+            if document.id in seen:
+                raise CorpusError(f"{where}: duplicate document id {document.id!r}; ids must be unique "
+                                  "(pass --skip-malformed to keep the first)")
+        except CorpusError as exc:
+            if not skip_malformed:
+                raise
+            stats.skip(str(exc))
+            continue
+        seen.add(document.id)
+        stats.read += 1
+        yield document
 
 
-def read_ir_datasets_corpus(dataset_id: str, stats: ReadStats | None = None) -> Iterator[Document]:
+def read_jsonl_corpus(path: Path, skip_malformed: bool = False, stats: ReadStats | None = None) -> Iterator[Document]:
+    def parsed():
+        with _open_bytes(path) as handle:
+            for number, line in enumerate(handle, start=1):
+                if line.strip():
+                    yield f"{path}:{number}", lambda line=line, number=number: _parse_document(line, f"{path}:{number}")
+
+    return _checked(parsed(), skip_malformed, stats if stats is not None else ReadStats())
+
+
+def read_ir_datasets_corpus(dataset_id: str, skip_malformed: bool = False,
+                            stats: ReadStats | None = None) -> Iterator[Document]:
+    """Documents of an ``ir_datasets`` id (``beir/nfcorpus``), checked as corpus lines are (an id, some text, ids
+    unique); the package downloads a dataset on first use."""
     try:
         import ir_datasets
     except ImportError:
         raise MissingDependency(f"{dataset_id!r} is neither a file nor a folder, and the `ir_datasets` package is not "
                                 "installed to read it as a dataset id: pip install 'lsr[datasets]'") from None
-    stats = stats if stats is not None else ReadStats()
-    dataset = ir_datasets.load(dataset_id)
-    for doc in dataset.docs_iter():
-        title = getattr(doc, "title", "") or ""
-        text = getattr(doc, "text", None) or getattr(doc, "body", "") or ""
-        stats.read += 1
-        yield Document(str(doc.doc_id), title, text)
+    try:
+        dataset = ir_datasets.load(dataset_id)
+    except KeyError:
+        raise CorpusError(f"{dataset_id!r} is neither a file nor a folder, nor a dataset ir_datasets knows (e.g. "
+                          "beir/nfcorpus); check the path") from None
+
+    def parsed():
+        for number, doc in enumerate(dataset.docs_iter(), start=1):
+            record = {"id": str(doc.doc_id), "title": getattr(doc, "title", "") or "",
+                      "text": getattr(doc, "text", None) or getattr(doc, "body", "") or ""}
+            where = f"{dataset_id} document {number}"
+            yield where, lambda record=record, where=where: document_from_record(record, where)
+
+    return _checked(parsed(), skip_malformed, stats if stats is not None else ReadStats())
 
 
 def read_corpus(path: str | Path, skip_malformed: bool = False, stats: ReadStats | None = None) -> Iterator[Document]:
-    """Documents of a BEIR folder, a JSONL file (``_id``/``id``, ``title``, ``text``) or an ir_datasets id."""
+    """Documents of a BEIR folder, a JSONL file (``_id``/``id``, ``title``, ``text``) or an ir_datasets id (a name
+    such as ``beir/nfcorpus``: not a path that exists, nor under a folder that exists)."""
     candidate = Path(path)
-    if not candidate.exists() and "/" in str(path) and not str(path).startswith((".", "/")):
-        return read_ir_datasets_corpus(str(path), stats)
+    text = str(path)
+    looks_like_id = "/" in text and not text.startswith((".", "/", "~")) and not candidate.parent.exists()
+    if not candidate.exists() and looks_like_id:
+        return read_ir_datasets_corpus(text, skip_malformed, stats)
     return read_jsonl_corpus(corpus_file(candidate), skip_malformed, stats)
 
 

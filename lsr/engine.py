@@ -21,8 +21,8 @@ from lsr.errors import InvalidInput, Unavailable
 from lsr.fusion import Fusion
 from lsr.index import PARTS, Index
 from lsr.index.builder import choose_search_defaults
-from lsr.results import Contribution, Ranked, SearchResult
-from lsr.retrievers import COMPONENTS, Retriever, open_backend
+from lsr.results import COMPONENTS, Contribution, Ranked, SearchResult
+from lsr.retrievers import Retriever, check_k, open_backend
 from lsr.sparse import SparseBatch
 
 MODES = ("sparse", "dense", "bm25", "hybrid")
@@ -89,7 +89,8 @@ class Engine:
         defaults = search_defaults or (index.manifest.search_defaults if index is not None else None)
         if defaults is None:
             defaults = (choose_search_defaults("dense" in self.retrievers, "bm25" in self.retrievers)
-                        if "sparse" in self.retrievers else {"mode": next(iter(self.retrievers))})
+                        if "sparse" in self.retrievers and (index is None or index.encoder is not None)
+                        else {"mode": next(iter(self.retrievers))})
         self.default_mode, self._default_fusion = self._parse_defaults(defaults)
 
     @classmethod
@@ -140,13 +141,14 @@ class Engine:
         """Raise :class:`InvalidInput` / :class:`Unavailable` (naming the fix) unless ``mode`` can be served."""
         if mode not in MODES:
             raise InvalidInput(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if mode == "hybrid" and len(self.retrievers) < 2:
+            raise Unavailable("hybrid fuses two or three components; this index has only " + ", ".join(self.retrievers)
+                              + "; add a part with `lsr index ... --bm25` or `--dense-encoder DIR`")
         for component in (fusion or self.default_fusion()).components if mode == "hybrid" else (mode,):
             if component not in self.retrievers:
                 hint = _PART_FOR.get(component)
                 raise Unavailable(f"this index has no {component} part" +
                                   (f"; rebuild it with `lsr index ... {hint}`" if hint else ""))
-        if mode == "hybrid" and len(self.retrievers) < 2:
-            raise Unavailable("hybrid needs two components; this index has only " + ", ".join(self.retrievers))
 
     def sparse_encoder(self):
         if self.index is None or self.index.encoder is None:
@@ -162,26 +164,35 @@ class Engine:
         """Compile every kernel variant, load the models and page the index in, before the first request."""
         for retriever in self.retrievers.values():
             retriever.warm_up()
+        text_ok = "sparse" not in self.retrievers or (self.index is not None and self.index.encoder is not None)
         for mode in self.modes():
-            self.search("warm up", 1, mode)
-        self.search_batch(["warm up", "second query"], 1, self.default_mode)
+            if text_ok or mode in ("dense", "bm25"):
+                self.search("warm up", 1, mode)
+        if text_ok:
+            self.search_batch(["warm up", "second query"], 1, self.default_mode)
 
     # -- search -------------------------------------------------------------------------------------------------------
     def search(self, query: str | SparseBatch, k: int = 10, mode: str | None = None, fusion: Fusion | None = None,
-               explain: bool = False, return_documents: bool = False) -> SearchResult:
-        """Top-``k`` for one query (a text, or a one-row :class:`SparseBatch` for the sparse component)."""
+               *, explain: bool = False, return_documents: bool = False) -> SearchResult:
+        """Top-``k`` for one query: a text, or a one-row :class:`SparseBatch` (then the sparse component alone)."""
         if isinstance(query, SparseBatch):
+            if len(query) != 1 or mode not in (None, "sparse") or fusion is not None:
+                raise InvalidInput("a SparseBatch query is one vector searched by the sparse component; use "
+                                   "search_vectors for several")
             return self.search_vectors(query, k, explain=explain, return_documents=return_documents)[0]
         return self.search_batch([query], k, mode, fusion, explain=explain, return_documents=return_documents)[0]
 
     def search_batch(self, queries: Sequence[str], k: int = 10, mode: str | None = None, fusion: Fusion | None = None,
-                     threads: int | None = None, explain: bool = False,
+                     *, threads: int | None = None, explain: bool = False,
                      return_documents: bool = False) -> list[SearchResult]:
+        """Top-``k`` for each query of a batch, answered together (multi-threaded across queries)."""
         if isinstance(queries, str):
             raise InvalidInput("search_batch takes a list of queries; use search() for one")
+        if not isinstance(queries, (list, tuple)) or not all(isinstance(q, str) for q in queries):
+            raise InvalidInput("queries must be a list of strings")
         return self._run(EncodedQueries(queries, self), k, mode, fusion, threads, explain, return_documents)
 
-    def search_vectors(self, vectors: SparseBatch, k: int = 10, threads: int | None = None, explain: bool = False,
+    def search_vectors(self, vectors: SparseBatch, k: int = 10, *, threads: int | None = None, explain: bool = False,
                        return_documents: bool = False) -> list[SearchResult]:
         """Top-``k`` for already-encoded sparse queries (token ids + weights), sparse component only."""
         return self._run(EncodedQueries(None, self, sparse=vectors), k, "sparse", None, threads, explain,
@@ -189,35 +200,43 @@ class Engine:
 
     def _run(self, encoded: EncodedQueries, k: int, mode: str | None, fusion: Fusion | None, threads: int | None,
              explain: bool, return_documents: bool) -> list[SearchResult]:
-        if k < 1:
-            raise InvalidInput(f"k must be >= 1, got {k}")
+        check_k(k)
+        if len(encoded) == 0:
+            return []
         mode = mode or self.default_mode
         if mode != "hybrid" and fusion is not None:
             raise InvalidInput("fusion applies to mode 'hybrid' only")
+        self.require(mode, fusion)
         if mode == "hybrid":
             fusion = fusion or self.default_fusion()
-        self.require(mode, fusion)
         if return_documents and (self.index is None or self.index.documents is None):
             raise Unavailable("this index stores no texts; rebuild it with `lsr index ... --store-documents`")
         components = fusion.components if mode == "hybrid" else (mode,)
+        if explain and "sparse" not in components:
+            raise InvalidInput(f"explain lists the sparse tokens behind a score; mode {mode!r} has no sparse component")
         depth = max(k, fusion.depth) if mode == "hybrid" else k
         started = time.perf_counter()
         answers: dict[str, list[Ranked]] = {}
         for component in components:
             retriever = self.retrievers[component]
             answers[component] = retriever.retrieve(encoded.get(retriever.takes), depth, threads)
-        retrieve_ms = ((time.perf_counter() - started) * 1000 - encoded.encode_ms) / max(1, len(encoded))
-        encode_ms = encoded.encode_ms / max(1, len(encoded))
         sparse = encoded.get("sparse") if explain else None
-        out = []
+        fused_lists = []
         for q in range(len(encoded)):
             per = {c: answers[c][q] for c in components}
             if mode == "hybrid":
                 fused = fusion.fuse([list(zip(per[c].ids, per[c].scores)) for c in components], k)
-                ids, scores = [doc for doc, _ in fused], [score for _, score in fused]
+                fused_lists.append((per, [doc for doc, _ in fused], [score for _, score in fused]))
             else:
-                ids, scores = per[mode].ids, per[mode].scores
-            titles = texts = explanations = None
+                fused_lists.append((per, per[mode].ids, per[mode].scores))
+        retrieve_ms = ((time.perf_counter() - started) * 1000 - encoded.encode_ms) / len(encoded)
+        encode_ms = encoded.encode_ms / len(encoded)
+        out = []
+        for q, (per, ids, scores) in enumerate(fused_lists):
+            titles = texts = explanations = component_scores = None
+            if mode == "hybrid":
+                own = {c: dict(zip(per[c].ids, per[c].scores)) for c in components}
+                component_scores = [{c: own[c][doc] for c in components if doc in own[c]} for doc in ids]
             if return_documents:
                 records = [self.index.document(doc) for doc in ids]
                 titles = [r["title"] if r is not None else None for r in records]
@@ -228,7 +247,8 @@ class Engine:
             out.append(SearchResult(ids=ids, scores=scores, mode=mode, components=tuple(components),
                                     exact=all(per[c].exact for c in components), encode_ms=encode_ms,
                                     retrieve_ms=retrieve_ms, postings=sum(per[c].postings for c in components),
-                                    titles=titles, texts=texts, explanations=explanations, per_component=per))
+                                    titles=titles, texts=texts, explanations=explanations,
+                                    component_scores=component_scores, per_component=per))
         return out
 
     # -- explanations and documents -----------------------------------------------------------------------------------

@@ -17,10 +17,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lsr.errors import InvalidInput
+from lsr.results import COMPONENTS
 
-Ranked = Sequence[tuple[str, float]]  # (id, score), best first
+RankedList = Sequence[tuple[str, float]]  # (id, score), best first
 FUSION_METHODS = ("convex", "rrf")
-COMPONENTS = ("sparse", "dense", "bm25")
 
 
 def min_max_normalize(scores: Sequence[float]) -> list[float]:
@@ -38,7 +38,7 @@ def _ordered(fused: dict[str, float], k: int | None) -> list[tuple[str, float]]:
     return ranked if k is None else ranked[:k]
 
 
-def convex_fusion(lists: Sequence[Ranked], weights: Sequence[float] | None = None,
+def convex_fusion(lists: Sequence[RankedList], weights: Sequence[float] | None = None,
                   k: int | None = None) -> list[tuple[str, float]]:
     """sum_c weights[c] * minmax(lists[c]) over the union of ids (equal weights 1/n by default)."""
     weights = _weights(lists, weights, 1.0 / max(1, len(lists)))
@@ -49,7 +49,7 @@ def convex_fusion(lists: Sequence[Ranked], weights: Sequence[float] | None = Non
     return _ordered(fused, k)
 
 
-def rrf_fusion(lists: Sequence[Ranked], rrf_k: int = 60, weights: Sequence[float] | None = None,
+def rrf_fusion(lists: Sequence[RankedList], rrf_k: int = 60, weights: Sequence[float] | None = None,
                k: int | None = None) -> list[tuple[str, float]]:
     """Reciprocal rank fusion: sum of weights[c] / (rrf_k + rank) over the lists that hold the id."""
     if rrf_k < 0:
@@ -62,7 +62,7 @@ def rrf_fusion(lists: Sequence[Ranked], rrf_k: int = 60, weights: Sequence[float
     return _ordered(fused, k)
 
 
-def _weights(lists: Sequence[Ranked], weights: Sequence[float] | None, default: float) -> list[float]:
+def _weights(lists: Sequence[RankedList], weights: Sequence[float] | None, default: float) -> list[float]:
     if weights is None:
         return [default] * len(lists)
     if len(weights) != len(lists):
@@ -105,10 +105,12 @@ class Fusion:
                 raise InvalidInput(f"{len(self.weights)} fusion weights for {len(self.components)} components")
             if not all(math.isfinite(w) and w >= 0 for w in self.weights) or not any(self.weights):
                 raise InvalidInput(f"fusion weights must be finite, >= 0 and not all 0; got {list(self.weights)}")
-        if self.depth < 1 or self.rrf_k < 0:
-            raise InvalidInput("fusion depth must be >= 1 and rrf_k >= 0")
+        for name, low in (("depth", 1), ("rrf_k", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise InvalidInput(f"fusion {name} must be an integer >= {low}, got {value!r}")
 
-    def fuse(self, lists: Sequence[Ranked], k: int) -> list[tuple[str, float]]:
+    def fuse(self, lists: Sequence[RankedList], k: int) -> list[tuple[str, float]]:
         if self.method == "convex":
             return convex_fusion(lists, self.weights, k)
         return rrf_fusion(lists, self.rrf_k, self.weights, k)

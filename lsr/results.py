@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 
+COMPONENTS = ("sparse", "dense", "bm25")  # what an index can be searched by; a hybrid fuses two or three
+
 
 @dataclass(frozen=True, slots=True)
 class Contribution:
@@ -28,6 +30,7 @@ class Hit:
     title: str | None = None  # with return_documents=True and stored texts
     text: str | None = None
     explanation: list[Contribution] | None = None  # with explain=True: the sparse tokens it matched
+    component_scores: dict[str, float] | None = None  # hybrid: each component's own score (absent: not in its list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +60,7 @@ class SearchResult:
     titles: list[str | None] | None = None
     texts: list[str | None] | None = None
     explanations: list[list[Contribution]] | None = None
+    component_scores: list[dict[str, float]] | None = None
     per_component: dict[str, Ranked] = field(default_factory=dict, repr=False)
 
     @cached_property
@@ -64,7 +68,9 @@ class SearchResult:
         n = len(self.ids)
         titles, texts = self.titles or [None] * n, self.texts or [None] * n
         explanations = self.explanations or [None] * n
-        return [Hit(i, s, a, b, e) for i, s, a, b, e in zip(self.ids, self.scores, titles, texts, explanations)]
+        components = self.component_scores or [None] * n
+        return [Hit(i, s, a, b, e, c) for i, s, a, b, e, c in
+                zip(self.ids, self.scores, titles, texts, explanations, components)]
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -1,4 +1,4 @@
-"""Build the shipped default encoder, models/inference-free-default/ (fp16, < 10 MB, no download needed):
+"""Build the shipped default encoder, lsr/models/inference-free-default/ (package data; fp16, < 10 MB, no download needed):
 the splade-tiny MLM as the document encoder, the OpenSearch IDF table as the query side (inference-free).
 
 It is NOT fine-tuned: `lsr train` runs on NFCorpus did not beat this starting point on NFCorpus test (README,

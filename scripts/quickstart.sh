@@ -15,7 +15,7 @@ CORPUS="$SHARED/data/beir/nfcorpus"
 if [ ! -f "$CORPUS/corpus.jsonl" ]; then
   echo "[quickstart] $CORPUS is missing: reading NFCorpus through ir_datasets (beir/nfcorpus) instead"
   CORPUS=beir/nfcorpus
-  export LSR_EXTRAS="${LSR_EXTRAS:-dev,lucene,bench},datasets"
+  export LSR_EXTRAS="${LSR_EXTRAS:-dev},datasets"  # the tests need ../shared anyway: no Lucene/peers here
 fi
 [ "${LSR_SKIP_SETUP:-0}" = "1" ] || bash "$ROOT/scripts/setup.sh"
 cd "$ROOT"

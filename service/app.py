@@ -136,7 +136,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         return [HitOut(id=h.id, score=h.score, title=h.title, text=h.text,
                        explanation=[Contribution(token=c.token, query_weight=c.query_weight,
                                                  document_weight=c.document_weight, contribution=c.contribution)
-                                    for c in h.explanation] if h.explanation is not None else None)
+                                    for c in h.explanation] if h.explanation is not None else None,
+                       component_scores=h.component_scores)
                 for h in result.hits]
 
     @app.post("/search", response_model=SearchResponse, response_model_exclude_none=True)

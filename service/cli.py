@@ -29,13 +29,20 @@ def run_serve(args: argparse.Namespace) -> int:
     from lsr.service.app import create_app, open_engine
     from lsr.service.server import http_protocol
     from lsr.service.settings import CONFIG_FILE_ENV, Settings
+    from pydantic import ValidationError
 
     if args.config:
         os.environ[CONFIG_FILE_ENV] = args.config
     overrides = {key: value for key, value in (("index", args.index), ("host", args.host), ("port", args.port),
                                                ("device", args.device), ("workers", args.workers),
                                                ("backend", args.backend)) if value is not None}
-    settings = Settings(**overrides)
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:  # a bad LSR_* variable or settings-file value: one line each, no traceback
+        for error in exc.errors():
+            print(f"lsr serve: error: setting {'.'.join(str(p) for p in error['loc'])}: {error['msg']}",
+                  file=sys.stderr)
+        return 2
     if settings.index is None:
         print("lsr serve: no index given; pass --index DIR (or set LSR_INDEX)", file=sys.stderr)
         return 2

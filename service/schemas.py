@@ -67,6 +67,7 @@ class HitOut(BaseModel):
     title: str | None = None
     text: str | None = None
     explanation: list[Contribution] | None = None
+    component_scores: dict[str, float] | None = Field(None, description="hybrid: each component's own score")
 
 
 class SearchResponse(BaseModel):

@@ -113,7 +113,15 @@ class Index:
         ``encoder`` defaults to the shipped one when documents are to be encoded. ``options`` are
         :class:`BuildOptions` fields (``bm25``, ``store_documents``, ``impact_dtype``, ``document_top_k``, ...).
         """
-        build_options = BuildOptions(**options)
+        try:
+            build_options = BuildOptions(**options)
+        except TypeError:
+            import dataclasses
+
+            known = sorted(f.name for f in dataclasses.fields(BuildOptions))
+            raise InvalidInput(f"unknown build options {sorted(set(options) - set(known))}; known: {known}") from None
+        if build_options.lucene and path is None:
+            raise InvalidInput("a Lucene part lives on disk: build with path=... to add one")
         stats = ReadStats()
         sources = sum(x is not None for x in (texts, documents, corpus))
         if sources > 1:
@@ -167,8 +175,6 @@ class Index:
                                  load_encoder=encoder is not None)
                 index.read_stats = stats
                 return index
-            if build_options.lucene:
-                raise InvalidInput("a Lucene part lives on disk: build with path=... to add one")
             index = cls.open(directory, encoder=encoder, mmap=False, load_encoder=encoder is not None)
             if dense_encoder is not None and index.dense_encoder is not None:
                 index.dense_encoder = dense_encoder
@@ -192,8 +198,13 @@ class Index:
         try:
             for segment in self.segments:
                 segment.save(staging.path / "segments" / segment.info.name)
-            if self.encoder is not None and self.manifest.encoder.get("directory"):
-                self.encoder.save(staging.path / self.manifest.encoder["directory"])
+            stored = self.manifest.encoder.get("directory")
+            if stored and self.encoder is not None:
+                self.encoder.save(staging.path / stored)
+            elif stored and self.directory is not None and (self.directory / stored).is_dir():
+                shutil.copytree(self.directory / stored, staging.path / stored)
+            elif stored:
+                raise Unavailable("this index's encoder is not loaded; open it with its encoder to save it")
             if self.manifest.dense:
                 if self.dense is None:
                     raise Unavailable("this index was opened without its dense part; open it with the dense part to "
@@ -329,7 +340,10 @@ def _as_sparse_batch(vectors, encoder) -> SparseBatch:
         return vectors
     if hasattr(vectors, "tocsr"):
         return SparseBatch.from_scipy(vectors)
+    if hasattr(vectors, "ndim") and vectors.ndim == 2:  # a dense (documents x vocabulary) array
+        return SparseBatch.from_dense(vectors)
     if isinstance(vectors, (list, tuple)) and all(isinstance(v, Mapping) for v in vectors):
         vocabulary = encoder.tokenizer.get_vocab() if encoder is not None else None
         return SparseBatch.from_dicts(vectors, vocabulary)
-    raise InvalidInput("vectors must be a SparseBatch, a SciPy sparse matrix, or a list of {token id: weight} dicts")
+    raise InvalidInput("vectors must be a SparseBatch, a SciPy sparse matrix, a (documents x vocabulary) NumPy array, "
+                       "or a list of {token id: weight} dicts")

@@ -19,8 +19,25 @@ import os
 import numba
 import numpy as np
 
-if "NUMBA_THREADING_LAYER" not in os.environ:
+
+def _thread_safe_layer_available() -> bool:
+    import importlib
+
+    for module in ("numba.np.ufunc.tbbpool", "numba.np.ufunc.omppool"):
+        try:
+            importlib.import_module(module)
+            return True
+        except ImportError:
+            continue
+    return False
+
+
+# Where neither TBB nor OpenMP is available (macOS without libomp), numba keeps its workqueue layer and callers must
+# not launch the parallel kernels from two threads at once: PARALLEL_LOCK serializes them (the native retriever).
+THREAD_SAFE_LAYER = "NUMBA_THREADING_LAYER" in os.environ or _thread_safe_layer_available()
+if "NUMBA_THREADING_LAYER" not in os.environ and THREAD_SAFE_LAYER:
     numba.config.THREADING_LAYER = "threadsafe"
+PARALLEL_LOCK = None if THREAD_SAFE_LAYER else __import__("threading").Lock()
 
 
 @numba.njit(cache=True, inline="always")

@@ -7,9 +7,10 @@ The :class:`~lsr.engine.Engine` encodes each query once per request for all the 
 and explains from the vectors it already has.
 
 Sparse *backends* (the ``sparse`` component of an index) are registered by name: ``native`` (lsr's kernel) and
-``lucene`` (Pyserini). Adding a backend means writing one class with ``open(index, **options)`` and registering it
-here or with :func:`register_backend`; the CLI, the HTTP app and evaluation list and open backends through this
-registry, unchanged.
+``lucene`` (Pyserini). Adding a backend means writing one class with ``open(index, **options)`` and registering it:
+in :data:`_BACKENDS` (built-in), through the ``lsr.backends`` entry-point group of an installed package (then every
+process sees it: the CLI's ``--backend`` choices, ``lsr serve`` workers), or with :func:`register_backend` (this
+process only). The CLI, the HTTP app and evaluation list and open backends through this registry, unchanged.
 """
 
 from __future__ import annotations
@@ -19,9 +20,8 @@ from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from lsr.errors import InvalidInput
-from lsr.results import Ranked
+from lsr.results import COMPONENTS, Ranked  # noqa: F401  (COMPONENTS: what a retriever answers for)
 
-COMPONENTS = ("sparse", "dense", "bm25")  # the index components a retriever can answer for
 TAKES = ("sparse", "dense", "text")  # what a retriever reads of an encoded query
 
 
@@ -47,16 +47,34 @@ _BACKENDS: dict[str, str | type] = {
 }
 
 
+BACKEND_GROUP = "lsr.backends"
+_discovered = False
+
+
 def register_backend(name: str, backend: str | type) -> None:
-    """Register a sparse backend: a class (or ``"module:Class"``) with ``open(index, **options) -> Retriever``."""
+    """Register a sparse backend in this process: a class (or ``"module:Class"``) with
+    ``open(index, **options) -> Retriever``. For every process (CLI, server workers), declare it in the
+    ``lsr.backends`` entry-point group of your package instead."""
     _BACKENDS[name] = backend
 
 
+def _discover() -> None:
+    global _discovered
+    if not _discovered:
+        from importlib.metadata import entry_points
+
+        for entry in entry_points(group=BACKEND_GROUP):
+            _BACKENDS.setdefault(entry.name, entry.value)
+        _discovered = True
+
+
 def backend_names() -> list[str]:
+    _discover()
     return list(_BACKENDS)
 
 
 def backend_class(name: str) -> type:
+    _discover()
     if name not in _BACKENDS:
         raise InvalidInput(f"unknown backend {name!r}; known backends: {', '.join(_BACKENDS)}")
     backend = _BACKENDS[name]
@@ -69,9 +87,24 @@ def backend_class(name: str) -> type:
 
 def open_backend(name: str, index, **options) -> Retriever:
     """The sparse retriever ``name`` over ``index``; ``options`` go to the backend (e.g. ``pruning`` for native)."""
-    return backend_class(name).open(index, **options)
+    import inspect
+
+    opener = backend_class(name).open
+    accepted = inspect.signature(opener).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            raise InvalidInput(f"backend {name!r} takes no option {', '.join(unknown)}; it takes "
+                               f"{', '.join(p for p in accepted if p != 'index') or 'none'}")
+    return opener(index, **options)
 
 
 def check_batch(queries: Sequence, k: int) -> None:
-    if k < 1:
-        raise InvalidInput(f"k must be >= 1, got {k}")
+    check_k(k)
+
+
+def check_k(k) -> None:
+    import numbers
+
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+        raise InvalidInput(f"k must be an integer >= 1, got {k!r}")

@@ -10,6 +10,8 @@ The Lucene part is rebuild-only: it is built with the index (``--lucene``) and n
 
 from __future__ import annotations
 
+import uuid
+
 import numpy as np
 
 from lsr.errors import Unavailable
@@ -64,20 +66,24 @@ class LuceneRetriever:
         self.threads = threads or 1
 
     @classmethod
-    def open(cls, index: Index, threads: int | None = None, **_) -> LuceneRetriever:
+    def open(cls, index: Index, threads: int | None = None) -> LuceneRetriever:
         return cls(index, threads)
 
     def warm_up(self) -> None:
-        self.retrieve(SparseBatch.from_rows([(np.array([1000], np.int32), np.array([1.0], np.float32))]), 1)
+        from lsr.retrievers.native import frequent_terms
+
+        term = frequent_terms(self.index, 1)[0]
+        self.retrieve(SparseBatch.from_rows([(np.array([term], np.int32), np.array([1.0], np.float32))]), 1)
 
     def retrieve(self, queries: SparseBatch, k: int, threads: int | None = None) -> list[Ranked]:
         check_batch(queries, k)
         queries.validate(self.index.vocab_size)
         threads = threads or self.threads
         keys, factors = [], []
+        call = uuid.uuid4().hex  # keys of this call only: concurrent requests share the pass-through encoder
         for q in range(len(queries)):
             vector, factor = integer_query(self.tokens, *queries.row(q))
-            key = f"q{q}"
+            key = f"{call}-{q}"
             self.encoder.vectors[key] = vector
             keys.append(key)
             factors.append(factor * self.scale)
@@ -88,7 +94,8 @@ class LuceneRetriever:
             else:
                 hits = self.searcher.batch_search(live, live, k=k, threads=threads)
         finally:
-            self.encoder.vectors.clear()
+            for key in keys:
+                self.encoder.vectors.pop(key, None)
         return [Ranked(ids=[hit.docid for hit in hits.get(key, [])],
                        scores=[float(hit.score) / factor for hit in hits.get(key, [])], exact=False)
                 for key, factor in zip(keys, factors)]

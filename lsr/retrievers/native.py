@@ -67,14 +67,14 @@ class NativeRetriever:
                 segment.kernel_arrays()  # load (or compute, for an older index) before the first query
 
     @classmethod
-    def open(cls, index: Index, pruning: Pruning | None = None, threads: int | None = None, **_) -> NativeRetriever:
+    def open(cls, index: Index, pruning: Pruning | None = None, threads: int | None = None) -> NativeRetriever:
         return cls(index, pruning, threads)
 
     def warm_up(self) -> None:
         """Compile (or load from numba's cache) every kernel variant a request can reach: the single-query kernel
         and the parallel batch kernel, and page the postings in."""
         probe = SparseBatch.from_rows([(np.array([t], np.int32), np.array([1.0], np.float32))
-                                       for t in _frequent_terms(self.index, 2)])
+                                       for t in frequent_terms(self.index, 2)])
         self.retrieve(probe.take([0]), 1, threads=1)
         self.retrieve(probe, 1, threads=max(2, self.threads))
 
@@ -107,13 +107,15 @@ class NativeRetriever:
         q = (vectors.indptr, vectors.indices, vectors.weights)
         n_docs = segment.info.doc_count
         serial = threads == 1 or len(vectors) == 1
+        if not serial and kernel.PARALLEL_LOCK is not None:  # no thread-safe threading layer: one launch at a time
+            with kernel.PARALLEL_LOCK:
+                return self._score_parallel(segment, q, n_docs, k, threads)
+        if not serial:
+            return self._score_parallel(segment, q, n_docs, k, threads)
         if self.pruning.method == "exhaustive":
-            score = kernel.score_batch_serial if serial else kernel.score_batch
-            return score(segment.offsets, segment.doc_ids, segment.impacts, *q, n_docs, k, threads)
+            return kernel.score_batch_serial(segment.offsets, segment.doc_ids, segment.impacts, *q, n_docs, k, threads)
         ix, block_size = segment.kernel_arrays(), segment.block_size
         alpha, cut = self.pruning.alpha, self.pruning.query_cut
-        if not serial:
-            return kernel.score_batch_blockmax(ix, block_size, *q, n_docs, k, threads, alpha, cut)[:3]
         longest = int(np.diff(vectors.indptr).max()) if len(vectors) else 1
         scratches = getattr(self._local, "scratch", None)
         if scratches is None:
@@ -123,8 +125,14 @@ class NativeRetriever:
             scratch = scratches[segment.info.name] = kernel.blockmax_scratch(n_docs, block_size, max(longest, 8))
         return kernel.score_batch_blockmax_serial(ix, block_size, *q, n_docs, k, scratch, alpha, cut)[:3]
 
+    def _score_parallel(self, segment, q: tuple, n_docs: int, k: int, threads: int) -> tuple:
+        if self.pruning.method == "exhaustive":
+            return kernel.score_batch(segment.offsets, segment.doc_ids, segment.impacts, *q, n_docs, k, threads)
+        return kernel.score_batch_blockmax(segment.kernel_arrays(), segment.block_size, *q, n_docs, k, threads,
+                                           self.pruning.alpha, self.pruning.query_cut)[:3]
 
-def _frequent_terms(index: Index, n: int) -> list[int]:
+
+def frequent_terms(index: Index, n: int) -> list[int]:
     """The ``n`` terms with the most postings in the first segment (a warm-up query that touches real data)."""
     df = np.diff(np.asarray(index.segments[0].offsets))
     top = np.argsort(-df, kind="stable")[:n]

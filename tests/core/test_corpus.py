@@ -77,3 +77,23 @@ def test_ir_datasets_ids_are_read_through_the_package(monkeypatch):
     monkeypatch.setitem(sys.modules, "ir_datasets", fake)
     docs = list(read_corpus("beir/nfcorpus"))
     assert [(d.id, d.contents) for d in docs] == [("1", "T body"), ("2", "only a body")]
+
+
+def test_ir_datasets_documents_are_checked_and_a_path_typo_is_named(monkeypatch, tmp_path):
+    import sys
+    import types
+
+    doc = types.SimpleNamespace
+    fake = types.ModuleType("ir_datasets")
+    fake.load = lambda name: types.SimpleNamespace(docs_iter=lambda: iter([
+        doc(doc_id="1", title="", text="x"), doc(doc_id="1", title="", text="again"), doc(doc_id="2", text="  ")]))
+    monkeypatch.setitem(sys.modules, "ir_datasets", fake)
+    with pytest.raises(CorpusError, match="duplicate document id '1'"):
+        list(read_corpus("beir/nfcorpus"))
+    stats = ReadStats()
+    assert [d.id for d in read_corpus("beir/nfcorpus", skip_malformed=True, stats=stats)] == ["1"]
+    assert stats.skipped == 2
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CorpusError, match="data/typo does not exist"):
+        list(read_corpus("data/typo"))  # a folder that exists: a path, not a dataset id

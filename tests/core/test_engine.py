@@ -200,3 +200,49 @@ def test_a_registered_backend_serves_the_engine_and_the_cli(full_index, tmp_path
                  "reversed", "--k", "5"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["components"] == {"sparse": "reversed-native"} and metrics["exact"] is False
+
+
+def test_requests_that_cannot_be_served_are_named(engine, encoders):
+    from lsr.sparse import SparseBatch
+
+    with pytest.raises(InvalidInput, match="no sparse component"):
+        engine.search("salt", mode="bm25", explain=True)  # contributions would not add up to a BM25 score
+    two = engine.index.encoder.encode_queries(["salt", "fish"])
+    with pytest.raises(InvalidInput, match="search_vectors for several"):
+        engine.search(two)
+    with pytest.raises(InvalidInput, match="search_vectors for several"):
+        engine.search(two.take([0]), mode="hybrid")
+    assert engine.search_batch([]) == []
+    for bad_k in (2.5, 0, True, "3"):
+        with pytest.raises(InvalidInput, match="k must be an integer"):
+            engine.search("salt", k=bad_k)
+    with pytest.raises(InvalidInput, match="takes no option prunning"):
+        Engine(engine.index, prunning=Pruning("exhaustive"))
+    with pytest.raises(Unavailable, match="hybrid fuses two or three components"):
+        Engine(Index.build(encoders[0], documents=TINY_DOCS)).search("fish", mode="hybrid")
+    assert isinstance(SparseBatch, type)
+
+
+def test_hybrid_hits_carry_each_component_score(engine):
+    result = engine.search("fish oil heart", k=3, mode="hybrid", fusion=Fusion(components=("sparse", "bm25")))
+    sparse = dict(zip(*(lambda r: (r.ids, r.scores))(engine.search("fish oil heart", k=100, mode="sparse"))))
+    bm25 = dict(zip(*(lambda r: (r.ids, r.scores))(engine.search("fish oil heart", k=100, mode="bm25"))))
+    for hit in result.hits:
+        expected = {c: s[hit.id] for c, s in (("sparse", sparse), ("bm25", bm25)) if hit.id in s}
+        assert hit.component_scores == pytest.approx(expected)
+    assert engine.search("fish oil", k=1, mode="sparse").hits[0].component_scores is None
+
+
+def test_an_index_of_bare_vectors_defaults_to_sparse_and_warms_up(tmp_path):
+    from lsr.sparse import SparseBatch
+
+    vectors = np.array([[0.0, 1.5, 0.0, 0.4], [0.9, 0.0, 0.0, 2.0]], dtype=np.float32)  # a dense NumPy array
+    index = Index.build(vectors=vectors, ids=["a", "b"], vocab_size=4, documents=[
+        {"id": "a", "text": "fish oil"}, {"id": "b", "text": "salt"}], bm25=True)
+    assert index.manifest.search_defaults == {"mode": "sparse"}
+    engine = Engine(index)
+    engine.warm_up()  # (lsr serve does this): the sparse side is warmed with vectors, BM25 with text
+    assert engine.search(SparseBatch.from_dicts([{3: 1.0}])).ids == ["b", "a"]
+    assert engine.search("salt", mode="bm25").ids == ["b"]
+    with pytest.raises(InvalidInput, match="unknown build options"):
+        Index.build(vectors=vectors, ids=["a", "b"], vocab_size=4, bm2=True)

@@ -200,3 +200,22 @@ def test_block_metadata_is_stored_and_an_older_index_gets_it_at_load(tmp_path):
     for a, b in zip(stored, computed):
         np.testing.assert_array_equal(a, b)
     assert len(kernel_arrays(segment.offsets, segment.doc_ids, segment.impacts, segment.blocks)) == len(stored)
+
+
+def test_an_index_opened_without_its_encoder_saves_it_too(tmp_path, tiny_mlm_dir, tiny_idf_file):
+    encoder = load_encoder(tiny_mlm_dir, kind="inference-free", idf=tiny_idf_file, device="cpu")
+    Index.build(encoder, documents=TINY_DOCS, path=tmp_path / "idx")
+    Index.open(tmp_path / "idx", load_encoder=False).save(tmp_path / "copy")
+    copy = Index.open(tmp_path / "copy")
+    assert copy.encoder.identity() == encoder.identity() and copy.doc_count == len(TINY_DOCS)
+
+
+def test_an_in_memory_index_refuses_a_lucene_part_before_encoding(tiny_mlm_dir, tiny_idf_file):
+    class Untouchable:
+        vocab_size = 50
+
+        def encode_documents(self, *args, **kwargs):
+            raise AssertionError("encoded before refusing")
+
+    with pytest.raises(InvalidInput, match="Lucene part lives on disk"):
+        Index.build(Untouchable(), documents=TINY_DOCS, lucene=True)

@@ -146,3 +146,38 @@ def test_engines_benchmark_runs_end_to_end_at_a_tiny_size(tmp_path):
             assert row[field] >= 0, (row["system"], field)
     assert rows["lsr"]["recall@10"] == 1.0
     assert "| lsr |" in done.stdout
+
+
+def test_lucene_and_pyserini_bm25_answer_through_the_protocol(lucene_index, tmp_path):
+    """The two Lucene retrievers take the same batch the engine hands every retriever: one Ranked a query."""
+    from lsr import Engine
+    from lsr.results import Ranked
+    from lsr.retrievers import Retriever
+    from lsr.retrievers.bm25 import PyseriniBm25Retriever
+
+    queries = ["statin breast cancer", "fish oil", "zzzz"]
+    native = Engine.open(lucene_index)
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", TINY_DOCS)
+    retrievers = [(Engine.open(lucene_index, backend="lucene").retrievers["sparse"],
+                   native.index.encoder.encode_queries(queries)),
+                  (PyseriniBm25Retriever.for_corpus(corpus, index_dir=tmp_path / "bm25"), queries)]
+    for retriever, batch in retrievers:
+        assert isinstance(retriever, Retriever) and retriever.component in ("sparse", "bm25")
+        answers = retriever.retrieve(batch, 3)
+        assert len(answers) == 3 and all(isinstance(a, Ranked) for a in answers) and answers[2].ids == []
+        assert all(a.scores == sorted(a.scores, reverse=True) for a in answers)
+        assert answers[0].exact == retriever.exact
+
+
+def test_concurrent_lucene_searches_get_their_own_answers(lucene_index):
+    """Pyserini reads queries back through one shared pass-through encoder: each call uses keys of its own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lsr import Engine
+
+    engine = Engine.open(lucene_index, backend="lucene")
+    queries = ["statin breast cancer", "vitamin fish oil", "heart disease risk", "coffee tea milk"] * 5
+    alone = [engine.search(q, 3).ids for q in queries]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda q: engine.search(q, 3).ids, queries))
+    assert together == alone

@@ -53,6 +53,8 @@ def test_every_route(client):
         assert body["exact"] is True and "title" not in body["hits"][0]
     default = client.post("/search", json={"query": "fish oil", "k": 2}, headers=AUTH).json()
     assert default["mode"] == "hybrid" and default["components"] == ["sparse", "dense", "bm25"]
+    assert set(default["hits"][0]["component_scores"]) <= {"sparse", "dense", "bm25"}
+    assert default["hits"][0]["component_scores"]
     rrf = client.post("/search", json={"query": "fish oil", "k": 2, "mode": "hybrid", "fusion": {
         "method": "rrf", "components": ["bm25", "dense"]}}, headers=AUTH).json()
     assert rrf["hits"][0]["score"] <= 2 / 61 + 1e-9 and rrf["components"] == ["bm25", "dense"]
@@ -256,3 +258,12 @@ def test_startup_compiles_every_kernel_variant_with_a_thread_safe_layer(full_ind
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_lsr_serve_names_a_bad_setting_in_one_line(monkeypatch, capsys, full_index):
+    from lsr.cli import main
+
+    monkeypatch.setenv("LSR_PRUNE_ALPHA", "nan")
+    assert main(["serve", "--index", str(full_index), "--port", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lsr serve: error: setting prune_alpha:") and "Traceback" not in err
