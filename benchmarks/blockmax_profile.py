@@ -50,7 +50,7 @@ def main() -> None:
     qi, qt, qw = data["q_indptr"], data["q_terms"], data["q_weights"]
     nq = min(args.queries, len(qi) - 1)
     segment = Index.open(work / "lsr-index", load_encoder=False).segments[0]
-    n = segment.info.doc_count
+    n = segment.info.rows
     out_docs, out_scores = np.empty(10, np.int64), np.empty(10, np.float32)
     for layout in args.layouts:
         block_size, dense_ratio = (int(x) for x in layout.split(":"))
@@ -58,12 +58,13 @@ def main() -> None:
         size_mb = sum(a.nbytes for a in blocks.values()) / 1e6
         ix = kernel_arrays(segment.offsets, segment.doc_ids, segment.impacts, blocks)
         scratch = kernel.blockmax_scratch(n, block_size, int(np.diff(qi).max()))
+        live = np.zeros(0, np.uint8)
         for _ in range(2):  # the first pass compiles and warms the page cache
             latencies, scored, bounds = [], 0, []
             for q in range(nq):
                 terms, weights = qt[qi[q]:qi[q + 1]], qw[qi[q]:qi[q + 1]]
                 started = time.perf_counter()
-                scored += kernel.score_query_blockmax(ix, block_size, n, terms, weights, 10, 1.0, 0, *scratch,
+                scored += kernel.score_query_blockmax(ix, live, block_size, n, terms, weights, 10, 1.0, 0, *scratch,
                                                       out_docs, out_scores)[1]
                 latencies.append(time.perf_counter() - started)
                 started = time.perf_counter()

@@ -108,7 +108,7 @@ def nfcorpus(work: Path, index: str | None, n_queries: int | None) -> dict:
     segment = source.segments[0]
     # documents back from the postings: term-major (doc ids, impacts) transposed into document-major CSR
     vectors = segment.document_vectors(dequantize=False)
-    weights = vectors.weights.astype(np.float32) / np.float32(segment.info.scale)
+    weights = vectors.weights.astype(np.float32) / np.float32(source.manifest.scale)
     encoder = source.encoder
     texts = read_queries(beir)
     qids = sorted(read_qrels(beir, "test"))[:n_queries]
@@ -224,10 +224,11 @@ def run_lsr(c: dict, work: Path, k: int, settings: dict) -> dict:
     Index.build(vectors=vectors, ids=c["ids"], vocab_size=VOCAB, path=out, chunk_documents=100_000)
     build_s = time.perf_counter() - started
     segment = Index.open(out, load_encoder=False).segments[0]
-    ix, block_size, n = segment.kernel_arrays(), segment.block_size, segment.info.doc_count
+    ix, block_size, n = segment.kernel_arrays(), segment.block_size, segment.info.rows
     alpha, cut = settings.get("alpha", 1.0), settings.get("query_cut", 0)
     queries = c["queries"]
     scratch = kernel.blockmax_scratch(n, block_size, max(len(t) for t, _ in queries))
+    live = np.zeros(0, np.uint8)  # nothing deleted
 
     exhaustive = settings.get("pruning") == "exhaustive"  # the reference kernel: every posting of every query term
 
@@ -235,10 +236,10 @@ def run_lsr(c: dict, work: Path, k: int, settings: dict) -> dict:
         terms, weights = queries[q]
         q_ptr = np.array([0, len(terms)])
         if exhaustive:
-            docs = kernel.score_batch_serial(segment.offsets, segment.doc_ids, segment.impacts, q_ptr, terms, weights,
+            docs = kernel.score_batch_serial(segment.offsets, segment.doc_ids, segment.impacts, live, q_ptr, terms, weights,
                                              n, k)[0]
         else:
-            docs = kernel.score_batch_blockmax_serial(ix, block_size, q_ptr, terms, weights, n, k, scratch, alpha,
+            docs = kernel.score_batch_blockmax_serial(ix, live, block_size, q_ptr, terms, weights, n, k, scratch, alpha,
                                                       cut)[0]
         return docs[0].tolist()
 
@@ -251,9 +252,10 @@ def run_lsr(c: dict, work: Path, k: int, settings: dict) -> dict:
 
     def batch():
         if exhaustive:
-            return kernel.score_batch(segment.offsets, segment.doc_ids, segment.impacts, q_indptr, q_terms, q_weights,
+            return kernel.score_batch(segment.offsets, segment.doc_ids, segment.impacts, live, q_indptr, q_terms, q_weights,
                                       n, k, threads)
-        return kernel.score_batch_blockmax(ix, block_size, q_indptr, q_terms, q_weights, n, k, threads, alpha, cut)
+        return kernel.score_batch_blockmax(ix, live, block_size, q_indptr, q_terms, q_weights, n, k, threads, alpha,
+                                           cut)
 
     batch()
     started = time.perf_counter()

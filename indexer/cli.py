@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from lsr.cli_args import add_encoder_arguments, encoder_from_args
@@ -12,9 +13,12 @@ from lsr.index.dense import DENSE_KINDS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    index = subparsers.add_parser("index", help="encode a corpus and build the native inverted index")
-    index.add_argument("--corpus", required=True, help="BEIR folder, JSONL file, or ir_datasets id")
-    index.add_argument("--out", required=True, help="index directory to write (replaced atomically)")
+    index = subparsers.add_parser(
+        "index", help="build an index (encode a corpus), or change one: add, delete, merge",
+        description="lsr index --corpus C --out DIR builds an index; `lsr index add|delete|merge --index DIR` "
+                    "changes one in place (a new generation; searches see it after their next refresh).")
+    index.add_argument("--corpus", help="BEIR folder, JSONL file, or ir_datasets id")
+    index.add_argument("--out", help="index directory to write (replaced atomically)")
     add_encoder_arguments(index, required=False)
     index.add_argument("--batch-size", type=int, default=32, help="documents per forward pass (default 32)")
     index.add_argument("--impact-dtype", choices=IMPACT_DTYPES, default="uint8",
@@ -31,18 +35,45 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="static pruning: keep each document's N largest weights (default: all)")
     index.add_argument("--lucene", action="store_true",
                        help="also build a Lucene impact index of the same vectors through Pyserini (extra `lucene`), "
-                            "for `--backend lucene`")
+                            "for `--backend lucene` (rebuild-only: later writes make it stale)")
     index.add_argument("--lucene-threads", type=int, default=None, help="Lucene indexing threads (default: all cores)")
+    long = index.add_argument_group("long documents")
+    long.add_argument("--chunk-tokens", type=int, default=None, metavar="N",
+                      help="split documents longer than N tokens into overlapping chunks (default: truncate at the "
+                           "encoder's max document length, and count the truncated documents)")
+    long.add_argument("--chunk-overlap", type=int, default=0, metavar="M", help="tokens two chunks share (default 0)")
+    long.add_argument("--chunk-aggregate", choices=("max", "sum"), default="max",
+                      help="a document's score: its best chunk (max, default) or the sum over its chunks")
     extra = index.add_argument_group("hybrid search and document texts")
     extra.add_argument("--dense-encoder", metavar="DIR",
                        help="also embed documents with this dense encoder (lsr dense directory or a Hugging Face "
-                            "sentence encoder such as all-MiniLM-L6-v2) into a FAISS index, for dense/hybrid search")
+                            "sentence encoder such as all-MiniLM-L6-v2), for dense/hybrid search")
     extra.add_argument("--dense-index", choices=DENSE_KINDS, default="flat",
                        help="flat: exact inner product (default); hnsw: approximate (HNSW, M=32)")
-    extra.add_argument("--bm25", action="store_true", help="also build a BM25 index (bm25s), a hybrid partner")
+    extra.add_argument("--bm25", action="store_true", help="also keep BM25 postings, a hybrid partner")
     extra.add_argument("--store-documents", action="store_true",
                        help="keep the document texts in the index (GET /documents/{id}, hits with their texts)")
     index.set_defaults(handler=run_index)
+    operations = index.add_subparsers(dest="operation", metavar="OPERATION")
+    add = operations.add_parser("add", help="add documents to an index, replacing those whose id is there already "
+                                            "(an unchanged title and text is not re-encoded)")
+    add.add_argument("--index", required=True, metavar="DIR", help="the index to change")
+    add.add_argument("--corpus", required=True, help="BEIR folder, JSONL file, or ir_datasets id")
+    add.add_argument("--skip-malformed", action="store_true", help="skip and count malformed corpus lines")
+    add.add_argument("--batch-size", type=int, default=32, help="documents per forward pass (default 32)")
+    add.add_argument("--wait", type=float, default=0.0, help="seconds to wait for another writer (default 0)")
+    add.set_defaults(handler=run_add)
+    delete = operations.add_parser("delete", help="delete documents by id")
+    delete.add_argument("--index", required=True, metavar="DIR", help="the index to change")
+    delete.add_argument("--ids", required=True, metavar="FILE", help="a file of document ids, one a line")
+    delete.add_argument("--wait", type=float, default=0.0, help="seconds to wait for another writer (default 0)")
+    delete.set_defaults(handler=run_delete)
+    merge = operations.add_parser("merge", help="merge segments, dropping deleted documents")
+    merge.add_argument("--index", required=True, metavar="DIR", help="the index to merge")
+    merge.add_argument("--max-segments", type=int, default=1,
+                       help="merge down to this many segments (default 1); 0: as the tiered merge policy asks")
+    merge.add_argument("--wait", type=float, default=0.0, help="seconds to wait for another writer (default 0)")
+    merge.set_defaults(handler=run_merge)
 
     idf = subparsers.add_parser("idf", help="compute an IDF table {token: weight} over a corpus")
     idf.add_argument("--corpus", required=True, help="BEIR folder, JSONL file, or ir_datasets id")
@@ -53,10 +84,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_index(args: argparse.Namespace) -> int:
+    import time
+
     from lsr import Index
     from lsr.corpus import count_documents
     from lsr.encoders import ENCODER_CONFIG_FILE, load_encoder
+    from lsr.errors import InvalidInput
 
+    if not args.corpus or not args.out:
+        raise InvalidInput("pass --corpus and --out to build an index, or an operation: lsr index add|delete|merge")
     encoder = encoder_from_args(args)
     dense = None
     if args.dense_encoder:
@@ -66,25 +102,88 @@ def run_index(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     total = args.limit if args.limit is not None else count_documents(args.corpus)
+    started = time.perf_counter()
     with tqdm(desc="encoding documents", unit="doc", total=total) as bar:
         index = Index.build(
             encoder, corpus=args.corpus, path=args.out, dense_encoder=dense, skip_malformed=args.skip_malformed,
             limit=args.limit, export_jsonl=args.export_jsonl, progress_callback=bar.update,
             batch_size=args.batch_size, impact_dtype=args.impact_dtype, dense_index=args.dense_index, bm25=args.bm25,
             store_documents=args.store_documents, block_size=args.block_size, dense_ratio=args.dense_ratio,
-            lucene=args.lucene, lucene_threads=args.lucene_threads, document_top_k=args.document_top_k)
+            lucene=args.lucene, lucene_threads=args.lucene_threads, document_top_k=args.document_top_k,
+            chunk_tokens=args.chunk_tokens, chunk_overlap=args.chunk_overlap, chunk_aggregate=args.chunk_aggregate)
+    seconds = time.perf_counter() - started
     manifest = index.manifest
+    snapshot = index.snapshot()
     stats = index.read_stats
     if stats.skipped:
         print(f"skipped {stats.skipped} malformed line(s); first: {stats.examples[0]}")
+    built = manifest.build["summary"]
+    segment = snapshot.views[0].segment.info
     print(json.dumps({
-        "index": args.out, "documents": manifest.doc_count, "postings": manifest.postings,
-        "avg_doc_nnz": round(manifest.postings / manifest.doc_count, 1), "impact_dtype": manifest.impact_dtype,
-        "dropped_postings": manifest.dropped_postings, "docs_per_second": manifest.build["docs_per_second"],
+        "index": args.out, "documents": snapshot.doc_count, "postings": snapshot.postings,
+        "avg_doc_nnz": round(snapshot.postings / max(1, segment.rows), 1), "rows": segment.rows,
+        "impact_dtype": manifest.impact_dtype, "dropped_postings": segment.dropped_postings,
+        "truncated_documents": built["truncated_documents"],
+        **({"chunks": {"tokens": args.chunk_tokens, "overlap": args.chunk_overlap, "aggregate": args.chunk_aggregate}}
+           if args.chunk_tokens else {}),
+        "docs_per_second": round(snapshot.doc_count / seconds, 2),
         **({"dense": manifest.dense} if manifest.dense else {}), **({"bm25": manifest.bm25} if manifest.bm25 else {}),
         "documents_stored": manifest.documents, **({"lucene": manifest.lucene} if manifest.lucene else {}),
         "search_defaults": manifest.search_defaults,
     }, indent=2))
+    if built["truncated_documents"]:
+        print(f"{built['truncated_documents']} document(s) were longer than the encoder's window "
+              f"({manifest.build['max_document_length']} tokens) and cut; --chunk-tokens N keeps their tail",
+              file=sys.stderr)
+    return 0
+
+
+def _report(summary, index: str) -> None:
+    out = {"index": index, **{k: v for k, v in vars(summary).items() if k != "unknown"}}
+    if getattr(summary, "unknown", None) is not None:
+        out["unknown"] = len(summary.unknown)
+        if summary.unknown:
+            out["unknown_first"] = summary.unknown[:5]
+    print(json.dumps(out, indent=2))
+
+
+def run_add(args: argparse.Namespace) -> int:
+    from lsr.corpus import ReadStats, read_corpus
+    from lsr.index.writer import IndexWriter
+
+    stats = ReadStats()
+    with IndexWriter(args.index, wait=args.wait) as writer:
+        writer.add(read_corpus(args.corpus, skip_malformed=args.skip_malformed, stats=stats), upsert=True,
+                   batch_size=args.batch_size)
+        summary = writer.commit(operation=f"lsr index add {args.corpus}")
+    if stats.skipped:
+        print(f"skipped {stats.skipped} malformed line(s); first: {stats.examples[0]}", file=sys.stderr)
+    _report(summary, args.index)
+    return 0
+
+
+def run_delete(args: argparse.Namespace) -> int:
+    from lsr.errors import MissingFile
+    from lsr.index.writer import IndexWriter
+
+    path = Path(args.ids)
+    if not path.exists():
+        raise MissingFile(f"--ids {path} does not exist; give a file of document ids, one a line")
+    ids = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    with IndexWriter(args.index, wait=args.wait) as writer:
+        writer.delete(ids)
+        summary = writer.commit(operation=f"lsr index delete {path.name}")
+    _report(summary, args.index)
+    return 0
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    from lsr.index.merge import merge
+    from lsr.index.writer import IndexWriter
+
+    with IndexWriter(args.index, wait=args.wait) as writer:
+        summary = merge(writer, max_segments=args.max_segments or None)
+    print(json.dumps({"index": args.index, **vars(summary)}, indent=2))
     return 0
 
 

@@ -11,6 +11,7 @@ BM25 (bm25s or Pyserini) so `lsr eval --baseline` runs through the same code.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -64,34 +65,76 @@ class EncodedQueries:
         return value
 
 
+class State:
+    """What one request reads: a snapshot of the index (one generation) and the retrievers over it."""
+
+    def __init__(self, snapshot, retrievers: dict[str, Retriever]) -> None:
+        self.snapshot = snapshot
+        self.retrievers = retrievers
+
+
 class Engine:
     def __init__(self, index: Index | None = None, retrievers: Mapping[str, Retriever] | None = None, *,
                  backend: str = "native", search_defaults: dict | None = None, **backend_options) -> None:
         """Serve ``index`` (sparse through ``backend``; dense and BM25 when it has them), or exactly the given
-        ``retrievers`` ({component: retriever}), which override the index's."""
-        from lsr.retrievers.bm25 import Bm25sRetriever
-        from lsr.retrievers.dense import FaissRetriever
-
+        ``retrievers`` ({component: retriever}), which override the index's. A write committed through ``index``
+        (or published by another process, after :meth:`refresh`) is served from the next request on; a request in
+        flight finishes on the generation it started with."""
         self.index = index
         self.backend = backend
-        found: dict[str, Retriever] = {}
-        if index is not None:
-            if retrievers is None or "sparse" not in retrievers:
-                found["sparse"] = open_backend(backend, index, **backend_options)
-            if index.dense is not None:
-                found["dense"] = FaissRetriever(index)
-            if index.bm25 is not None:
-                found["bm25"] = Bm25sRetriever(index.bm25)
-        found.update(retrievers or {})
-        if not found:
-            raise InvalidInput("an engine needs an index or at least one retriever")
-        self.retrievers = {c: found[c] for c in COMPONENTS if c in found}
+        self._backend_options = backend_options
+        self._given = dict(retrievers or {})
+        self._lock = threading.Lock()
+        self._state = self._build(index.snapshot() if index is not None else None)
+        self.retrievers  # noqa: B018  (fail now on an engine with nothing to search)
         defaults = search_defaults or (index.manifest.search_defaults if index is not None else None)
         if defaults is None:
             defaults = (choose_search_defaults("dense" in self.retrievers, "bm25" in self.retrievers)
                         if "sparse" in self.retrievers and (index is None or index.encoder is not None)
                         else {"mode": next(iter(self.retrievers))})
         self.default_mode, self._default_fusion = self._parse_defaults(defaults)
+
+    def _build(self, snapshot) -> State:
+        from lsr.retrievers.bm25 import LexicalRetriever
+        from lsr.retrievers.dense import FaissRetriever
+
+        found: dict[str, Retriever] = {}
+        if snapshot is not None:
+            if "sparse" not in self._given:
+                found["sparse"] = open_backend(self.backend, snapshot, **self._backend_options)
+            if self.index.has("dense"):
+                found["dense"] = FaissRetriever(snapshot)
+            if self.index.has("bm25"):
+                found["bm25"] = LexicalRetriever(snapshot)
+        found.update(self._given)
+        if not found:
+            raise InvalidInput("an engine needs an index or at least one retriever")
+        return State(snapshot, {c: found[c] for c in COMPONENTS if c in found})
+
+    def state(self) -> State:
+        """The state to answer a request with: rebuilt when the index handle moved to another generation."""
+        state = self._state
+        if self.index is not None and self.index.snapshot() is not state.snapshot:
+            with self._lock:
+                if self.index.snapshot() is not self._state.snapshot:
+                    self._state = self._build(self.index.snapshot())
+                state = self._state
+        return state
+
+    def refresh(self) -> bool:
+        """Serve the index's published generation if it changed (another process committed); True if it did."""
+        changed = self.index.refresh() if self.index is not None else False
+        self.state()
+        return changed
+
+    @property
+    def retrievers(self) -> dict[str, Retriever]:
+        return self.state().retrievers
+
+    @property
+    def generation(self) -> int | None:
+        snapshot = self.state().snapshot
+        return snapshot.number if snapshot is not None else None
 
     @classmethod
     def open(cls, path: str | Path, encoder=None, device: str | None = None, parts: Sequence[str] = PARTS,
@@ -137,15 +180,16 @@ class Engine:
     def exact(self) -> bool:
         return all(r.exact for r in self.retrievers.values())
 
-    def require(self, mode: str, fusion: Fusion | None = None) -> None:
+    def require(self, mode: str, fusion: Fusion | None = None, state: State | None = None) -> None:
         """Raise :class:`InvalidInput` / :class:`Unavailable` (naming the fix) unless ``mode`` can be served."""
+        retrievers = (state or self.state()).retrievers
         if mode not in MODES:
             raise InvalidInput(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        if mode == "hybrid" and len(self.retrievers) < 2:
-            raise Unavailable("hybrid fuses two or three components; this index has only " + ", ".join(self.retrievers)
+        if mode == "hybrid" and len(retrievers) < 2:
+            raise Unavailable("hybrid fuses two or three components; this index has only " + ", ".join(retrievers)
                               + "; add a part with `lsr index ... --bm25` or `--dense-encoder DIR`")
         for component in (fusion or self.default_fusion()).components if mode == "hybrid" else (mode,):
-            if component not in self.retrievers:
+            if component not in retrievers:
                 hint = _PART_FOR.get(component)
                 raise Unavailable(f"this index has no {component} part" +
                                   (f"; rebuild it with `lsr index ... {hint}`" if hint else ""))
@@ -203,13 +247,14 @@ class Engine:
         check_k(k)
         if len(encoded) == 0:
             return []
+        state = self.state()  # one generation for the whole request
         mode = mode or self.default_mode
         if mode != "hybrid" and fusion is not None:
             raise InvalidInput("fusion applies to mode 'hybrid' only")
-        self.require(mode, fusion)
+        self.require(mode, fusion, state)
         if mode == "hybrid":
             fusion = fusion or self.default_fusion()
-        if return_documents and (self.index is None or self.index.documents is None):
+        if return_documents and (self.index is None or not self.index.manifest.documents):
             raise Unavailable("this index stores no texts; rebuild it with `lsr index ... --store-documents`")
         components = fusion.components if mode == "hybrid" else (mode,)
         if explain and "sparse" not in components:
@@ -218,7 +263,7 @@ class Engine:
         started = time.perf_counter()
         answers: dict[str, list[Ranked]] = {}
         for component in components:
-            retriever = self.retrievers[component]
+            retriever = state.retrievers[component]
             answers[component] = retriever.retrieve(encoded.get(retriever.takes), depth, threads)
         sparse = encoded.get("sparse") if explain else None
         fused_lists = []
@@ -233,42 +278,56 @@ class Engine:
         encode_ms = encoded.encode_ms / len(encoded)
         out = []
         for q, (per, ids, scores) in enumerate(fused_lists):
-            titles = texts = explanations = component_scores = None
+            titles = texts = explanations = component_scores = chunks = None
             if mode == "hybrid":
                 own = {c: dict(zip(per[c].ids, per[c].scores)) for c in components}
                 component_scores = [{c: own[c][doc] for c in components if doc in own[c]} for doc in ids]
+            if "sparse" in per and per["sparse"].chunks is not None:
+                best = dict(zip(per["sparse"].ids, per["sparse"].chunks))
+                chunks = [_chunk(best.get(doc)) for doc in ids]
             if return_documents:
-                records = [self.index.document(doc) for doc in ids]
+                records = [state.snapshot.document(doc) for doc in ids]
                 titles = [r["title"] if r is not None else None for r in records]
                 texts = [r["text"] if r is not None else None for r in records]
             if explain:
                 token_ids, weights = sparse.row(q)
-                explanations = [self.explain_vector(token_ids, weights, doc) for doc in ids]
+                explanations = [self.explain_vector(token_ids, weights, doc, state.snapshot) for doc in ids]
             out.append(SearchResult(ids=ids, scores=scores, mode=mode, components=tuple(components),
                                     exact=all(per[c].exact for c in components), encode_ms=encode_ms,
                                     retrieve_ms=retrieve_ms, postings=sum(per[c].postings for c in components),
+                                    generation=state.snapshot.number if state.snapshot is not None else None,
                                     titles=titles, texts=texts, explanations=explanations,
-                                    component_scores=component_scores, per_component=per))
+                                    component_scores=component_scores, chunks=chunks, per_component=per))
         return out
 
     # -- explanations and documents -----------------------------------------------------------------------------------
-    def explain_vector(self, token_ids: np.ndarray, weights: np.ndarray, doc_id: str) -> list[Contribution]:
+    def explain_vector(self, token_ids: np.ndarray, weights: np.ndarray, doc_id: str,
+                       snapshot=None) -> list[Contribution]:
         """The query tokens ``doc_id`` holds: query weight x document impact (dequantized, as scored), largest
-        contribution first; the contributions add up to the document's sparse score."""
+        contribution first; the contributions add up to the document's sparse score. In a chunked index: the
+        tokens of its best chunk (``max``), or summed over its chunks (``sum``)."""
         if self.index is None:
             raise Unavailable("explanations read the index's sparse postings; this engine has no index")
-        row = self.index.row_of(doc_id)
-        if row is None:
+        snapshot = snapshot or self.state().snapshot
+        found = snapshot.find(doc_id)
+        if found is None:
             return []
-        segment, local = self.index.locate(row)
+        view, local = found
+        segment = view.segment
         keep = weights > 0
         token_ids, weights = token_ids[keep], weights[keep]
-        stored = segment.postings_of(local, token_ids)
+        rows = segment.doc_rows()
+        stored_rows = [segment.stored_row(row, token_ids) for row in range(rows[local], rows[local + 1])]
+        if self.index.manifest.chunking and self.index.manifest.chunking["aggregate"] == "sum":
+            stored = np.sum(stored_rows, axis=0)
+        else:  # the best chunk (ties: the first, as the kernel breaks them)
+            stored = max(stored_rows, key=lambda values: float(np.dot(values, weights)))
+        scale = self.index.manifest.scale or 1.0
         tokens = self.index.token_strings()
         parts = []
         for token, weight, impact in zip(token_ids.tolist(), weights.tolist(), stored.tolist()):
             if impact > 0:
-                document_weight = impact / segment.info.scale
+                document_weight = impact / scale
                 parts.append(Contribution(token=tokens[token], query_weight=float(weight),
                                           document_weight=document_weight, contribution=float(weight) * document_weight))
         parts.sort(key=lambda c: -c.contribution)
@@ -277,7 +336,10 @@ class Engine:
     def document(self, doc_id: str) -> dict | None:
         if self.index is None:
             raise Unavailable("this engine has no index, so no stored texts")
-        return self.index.document(doc_id)
+        if not self.index.manifest.documents:
+            raise Unavailable("this index stores no texts; rebuild it with `lsr index ... --store-documents` "
+                              "(store_documents=True)")
+        return self.state().snapshot.document(doc_id)
 
     # -- defaults ---------------------------------------------------------------------------------------------------
     def _parse_defaults(self, defaults: dict) -> tuple[str, Fusion | None]:
@@ -293,3 +355,7 @@ class Engine:
         elif mode not in self.retrievers:
             mode = next(iter(self.retrievers))
         return mode, fusion
+
+
+def _chunk(chunk: tuple[int, int, int] | None) -> dict | None:
+    return None if chunk is None else {"number": chunk[0], "start": chunk[1], "end": chunk[2]}

@@ -131,8 +131,9 @@ def evaluate(engine: Engine, beir_dir: str | Path, split: str = "test", k: int =
             "impact_dtype": manifest.impact_dtype,
             "encoder_kind": manifest.encoder.get("kind"),
             "encoder_identity": manifest.encoder.get("identity"),
-            "doc_count": manifest.doc_count,
-            "avg_doc_nnz": manifest.postings / max(1, manifest.doc_count),
+            "doc_count": engine.state().snapshot.doc_count,
+            "avg_doc_nnz": engine.state().snapshot.postings / max(1, engine.state().snapshot.doc_count),
+            "generation": engine.generation,
         })
     if run_path is not None:
         kind = engine.index.manifest.encoder.get("kind") if engine.index is not None else "baseline"

@@ -20,7 +20,6 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
 from pathlib import Path
 
 from lsr.errors import LsrError, MissingDependency
@@ -121,21 +120,30 @@ def _run_build(arguments: list[str], what: str) -> float:
     return time.perf_counter() - started
 
 
-def write_json_vector_collection(segment, tokens: list[str], path: Path, texts: Iterable[str] = ()) -> int:
-    """Pyserini's JsonVectorCollection of a segment: ``{"id", "contents", "vector": {token: impact}}``, one line a
-    document, impacts as stored (integers for a uint8 index); ``contents`` from ``texts`` (empty when exhausted)."""
+def write_json_vector_collection(snapshot, tokens: list[str], path: Path) -> int:
+    """Pyserini's JsonVectorCollection of a snapshot's live documents: ``{"id", "contents", "vector": {token:
+    impact}}``, one line a document, impacts as stored (integers for a uint8 index); ``contents`` is the stored
+    title + text when the index keeps texts."""
     import numpy as np
 
-    vectors = segment.document_vectors(dequantize=False)
-    stored = vectors.weights.astype(np.int64) if segment.impacts.dtype == np.uint8 else vectors.weights
-    texts = iter(texts)
+    written = 0
     with path.open("w", encoding="utf-8") as out:
-        for row in range(len(vectors)):
-            s, e = vectors.indptr[row], vectors.indptr[row + 1]
-            vector = {tokens[t]: v for t, v in zip(vectors.indices[s:e].tolist(), stored[s:e].tolist()) if v > 0}
-            record = {"id": str(segment.ids[row]), "contents": next(texts, ""), "vector": vector}
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
-    return len(vectors)
+        for view in snapshot.views:
+            segment = view.segment
+            vectors = segment.row_vectors()
+            integer = segment.impacts.dtype == np.uint8
+            for local in range(segment.info.documents):
+                if not view.is_live(local):
+                    continue
+                ids, values = vectors.row(local)
+                vector = {tokens[t]: (int(v) if integer else float(v)) for t, v in zip(ids.tolist(), values.tolist())
+                          if v > 0}
+                record = segment.texts.get(local) if segment.texts is not None else None
+                contents = f"{record['title']} {record['text']}".strip() if record else ""
+                out.write(json.dumps({"id": str(segment.ids[local]), "contents": contents, "vector": vector},
+                                     ensure_ascii=False) + "\n")
+                written += 1
+    return written
 
 
 def _shard(jsonl: Path, directory: Path, shards: int) -> None:

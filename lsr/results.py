@@ -31,6 +31,7 @@ class Hit:
     text: str | None = None
     explanation: list[Contribution] | None = None  # with explain=True: the sparse tokens it matched
     component_scores: dict[str, float] | None = None  # hybrid: each component's own score (absent: not in its list)
+    chunk: dict | None = None  # chunked index (max): the best chunk, {"number", "start", "end"} (characters)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,7 @@ class Ranked:
     scores: list[float]
     exact: bool = True
     postings: int = 0  # postings read (native kernel), for the cost figures of `lsr eval`
+    chunks: list[tuple[int, int, int]] | None = None  # chunked index: each hit's best chunk (number, start, end)
 
 
 @dataclass(frozen=True)
@@ -57,10 +59,12 @@ class SearchResult:
     encode_ms: float = 0.0
     retrieve_ms: float = 0.0
     postings: int = 0
+    generation: int | None = None  # the index generation that answered
     titles: list[str | None] | None = None
     texts: list[str | None] | None = None
     explanations: list[list[Contribution]] | None = None
     component_scores: list[dict[str, float]] | None = None
+    chunks: list[dict | None] | None = None
     per_component: dict[str, Ranked] = field(default_factory=dict, repr=False)
 
     @cached_property
@@ -69,8 +73,9 @@ class SearchResult:
         titles, texts = self.titles or [None] * n, self.texts or [None] * n
         explanations = self.explanations or [None] * n
         components = self.component_scores or [None] * n
-        return [Hit(i, s, a, b, e, c) for i, s, a, b, e, c in
-                zip(self.ids, self.scores, titles, texts, explanations, components)]
+        chunks = self.chunks or [None] * n
+        return [Hit(i, s, a, b, e, c, h) for i, s, a, b, e, c, h in
+                zip(self.ids, self.scores, titles, texts, explanations, components, chunks)]
 
     def __len__(self) -> int:
         return len(self.ids)

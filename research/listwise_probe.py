@@ -20,14 +20,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from the repository root
 
-from lsr.training.data import TrainingTexts  # noqa: E402
-from lsr.training.losses.idf_flops import idf_aware_flops  # noqa: E402
-
 from lsr.corpus import read_qrels, read_queries  # noqa: E402
 from lsr.encoders import load_encoder  # noqa: E402
 from lsr.encoders.batching import pad_batch  # noqa: E402
 from lsr.evaluation import trec_metrics  # noqa: E402
 from lsr.index import Index  # noqa: E402
+from lsr.training.data import TrainingTexts  # noqa: E402
+from lsr.training.losses.idf_flops import idf_aware_flops  # noqa: E402
 
 lr = float(sys.argv[1])
 epochs = int(sys.argv[2])
@@ -40,7 +39,7 @@ torch.manual_seed(0)
 beir = "../shared/data/beir/nfcorpus"
 index = Index.open("var/indexes/nf-if-f32", load_encoder=False)
 seg = index.segments[0]
-V, N = len(seg.offsets) - 1, seg.info.doc_count
+V, N = len(seg.offsets) - 1, seg.info.rows
 bank = sp.csc_matrix(
     (np.asarray(seg.impacts, np.float32), np.asarray(seg.doc_ids), np.asarray(seg.offsets)), shape=(N, V)
 ).tocsr()

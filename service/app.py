@@ -12,6 +12,7 @@ request value JSON reads as NaN or infinity is a 422 like any other invalid valu
 from __future__ import annotations
 
 import math
+import threading
 import time
 from contextlib import asynccontextmanager
 from typing import Annotated
@@ -20,6 +21,10 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
+
+from lsr.engine import Engine
+from lsr.errors import InvalidInput, LsrError, NotFound, Unavailable
+from lsr.fusion import Fusion
 from lsr.service.middleware import BearerAuth, BodyLimit, Metrics, MetricsMiddleware
 from lsr.service.schemas import (
     BatchRequest,
@@ -37,10 +42,7 @@ from lsr.service.schemas import (
     SearchResponse,
 )
 from lsr.service.settings import Settings
-
-from lsr.engine import Engine
-from lsr.errors import InvalidInput, LsrError, NotFound, Unavailable
-from lsr.fusion import Fusion
+from lsr.service.writes import add_write_routes, refresh_loop_target
 
 
 def unprocessable(loc: list, msg: str) -> HTTPException:
@@ -83,13 +85,19 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             raise RuntimeError("no index: set LSR_INDEX (or pass --index DIR)")
         app.state.engine = engine or open_engine(settings)
         app.state.engine.warm_up()  # compile every kernel variant, load the models, page in the index
-        index = app.state.engine.index
-        metrics.documents.set(index.doc_count)
-        metrics.postings.set(index.manifest.postings)
-        metrics.index_bytes.set(_index_bytes(index.directory))
+        snapshot = app.state.engine.state().snapshot
+        metrics.documents.set(snapshot.doc_count)
+        metrics.postings.set(snapshot.postings)
+        metrics.index_bytes.set(_index_bytes(app.state.engine.index.directory))
+        stop = threading.Event()
+        refresher = threading.Thread(target=refresh_loop_target, name="lsr-refresh", daemon=True,
+                                     args=(app.state.engine, settings.refresh_interval, stop))
+        refresher.start()
         app.state.ready = True
         yield
         app.state.ready = False
+        stop.set()
+        refresher.join(timeout=5)
 
     app = FastAPI(title="lsr", version="0.2.0", lifespan=lifespan,
                   description="Learned sparse retrieval: sparse, dense, BM25 and hybrid search over one index.")
@@ -127,7 +135,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             raise unprocessable(["body", "fusion" if body.fusion is not None else "mode"], str(exc)) from None
         except InvalidInput as exc:
             raise unprocessable(["body", "fusion"], str(exc)) from None
-        if body.return_documents and engine.index.documents is None:
+        if body.return_documents and not engine.index.manifest.documents:
             raise unprocessable(["body", "return_documents"], "this index stores no texts; rebuild it with "
                                                               "`lsr index ... --store-documents`")
         return mode, fusion
@@ -137,7 +145,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
                        explanation=[Contribution(token=c.token, query_weight=c.query_weight,
                                                  document_weight=c.document_weight, contribution=c.contribution)
                                     for c in h.explanation] if h.explanation is not None else None,
-                       component_scores=h.component_scores)
+                       component_scores=h.component_scores, chunk=h.chunk)
                 for h in result.hits]
 
     @app.post("/search", response_model=SearchResponse, response_model_exclude_none=True)
@@ -149,7 +157,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         result = engine.search(body.query, body.k, mode, fusion, explain=body.explain,
                                return_documents=body.return_documents)
         return SearchResponse(hits=hits_out(result), mode=result.mode, components=list(result.components),
-                              took_ms=(time.perf_counter() - started) * 1000, exact=result.exact)
+                              took_ms=(time.perf_counter() - started) * 1000, exact=result.exact,
+                              generation=result.generation)
 
     @app.post("/search/batch", response_model=BatchResponse, response_model_exclude_none=True)
     def search_batch(body: BatchRequest, request: Request, engine: Annotated[Engine, Depends(get_engine)]):
@@ -165,7 +174,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
                                       return_documents=body.return_documents)
         return BatchResponse(results=[BatchResult(hits=hits_out(r)) for r in results], mode=mode,
                              components=list(results[0].components), took_ms=(time.perf_counter() - started) * 1000,
-                             exact=all(r.exact for r in results))
+                             exact=all(r.exact for r in results), generation=results[0].generation)
 
     @app.post("/encode", response_model=EncodeResponse)
     def encode(body: EncodeRequest, engine: Annotated[Engine, Depends(get_engine)]):
@@ -203,11 +212,14 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             return JSONResponse({"status": "loading"}, status_code=503)
         engine: Engine = request.app.state.engine
         manifest = engine.index.manifest
+        snapshot = engine.state().snapshot
         fusion = engine.default_fusion() if engine.default_mode == "hybrid" else None
-        return Ready(status="ready", documents=manifest.doc_count, postings=manifest.postings,
+        return Ready(status="ready", documents=snapshot.doc_count, postings=snapshot.postings,
+                     generation=snapshot.number, segments=len(snapshot.views),
                      encoder=str(manifest.encoder.get("kind")), modes=engine.modes(), default_mode=engine.default_mode,
                      default_fusion={"method": fusion.method, "components": list(fusion.components)} if fusion else None,
-                     backend=engine.backend, exact=engine.exact, documents_stored=engine.index.documents is not None)
+                     backend=engine.backend, exact=engine.exact, documents_stored=bool(manifest.documents),
+                     writable=not settings.read_only and engine.backend != "lucene")
 
     @app.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
     def prometheus():
@@ -216,13 +228,16 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
+    add_write_routes(app, settings)
+
     # outermost last: CORS answers preflights and decorates 401/413; metrics see every status
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     if settings.api_key is not None:
         app.add_middleware(BearerAuth, key=settings.api_key.get_secret_value())
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                           allow_methods=["GET", "POST", "PUT", "DELETE"],
                            allow_headers=["authorization", "content-type"])
     return app
 

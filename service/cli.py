@@ -26,10 +26,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
+    from pydantic import ValidationError
+
     from lsr.service.app import create_app, open_engine
     from lsr.service.server import http_protocol
     from lsr.service.settings import CONFIG_FILE_ENV, Settings
-    from pydantic import ValidationError
 
     if args.config:
         os.environ[CONFIG_FILE_ENV] = args.config

@@ -77,7 +77,7 @@ class Metrics:
     One registry per app; with ``PROMETHEUS_MULTIPROC_DIR`` set (``lsr serve --workers N`` sets it), every worker
     writes there and ``/metrics`` adds them up."""
 
-    ROUTES = ("/search", "/search/batch", "/encode", "/healthz", "/readyz", "/metrics")
+    ROUTES = ("/search", "/search/batch", "/encode", "/documents", "/healthz", "/readyz", "/metrics")
 
     def __init__(self) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram

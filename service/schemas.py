@@ -68,6 +68,7 @@ class HitOut(BaseModel):
     text: str | None = None
     explanation: list[Contribution] | None = None
     component_scores: dict[str, float] | None = Field(None, description="hybrid: each component's own score")
+    chunk: dict | None = Field(None, description="chunked index: the best chunk {number, start, end} (characters)")
 
 
 class SearchResponse(BaseModel):
@@ -77,6 +78,7 @@ class SearchResponse(BaseModel):
     took_ms: float
     exact: bool = Field(description="true when every component returned its exact top-k; false for an approximate "
                                     "pruning setting (prune_alpha < 1, query_cut > 0), HNSW, or the Lucene backend")
+    generation: int | None = Field(None, description="the index generation that answered (one for the whole search)")
 
 
 class BatchResult(BaseModel):
@@ -89,6 +91,7 @@ class BatchResponse(BaseModel):
     components: list[str]
     took_ms: float
     exact: bool
+    generation: int | None = None
 
 
 class EncodeRequest(Strict):
@@ -116,6 +119,8 @@ class Ready(BaseModel):
     status: str
     documents: int
     postings: int
+    generation: int
+    segments: int
     encoder: str
     modes: list[str]
     default_mode: str
@@ -123,3 +128,29 @@ class Ready(BaseModel):
     backend: str
     exact: bool
     documents_stored: bool
+    writable: bool
+
+
+class DocumentIn(Strict):
+    id: str = Field(..., min_length=1, max_length=512, description="external document id")
+    title: str = Field("", description="optional title (encoded as title + ' ' + text)")
+    text: str = Field(..., description="the document's text")
+
+
+class DocumentsIn(Strict):
+    documents: list[DocumentIn] = Field(..., min_length=1, description="documents to add or replace, by id")
+
+
+class DocumentBody(Strict):
+    title: str = Field("", description="optional title")
+    text: str = Field(..., description="the document's text")
+
+
+class WriteOut(BaseModel):
+    generation: int = Field(description="the generation the write was committed as (durable on disk)")
+    added: int
+    replaced: int
+    unchanged: int = Field(description="replaces with the same title and text: nothing re-encoded")
+    deleted: int
+    truncated: int = Field(description="documents cut at the encoder's window (index built without chunking)")
+    took_ms: float

@@ -55,6 +55,12 @@ class Settings(BaseSettings):
         1.0, gt=0.0, le=1.0, description="APPROXIMATE below 1: skip blocks whose bound x alpha < the k-th score "
                                          "(responses say exact: false)")
     query_cut: int = Field(0, ge=0, description="APPROXIMATE when > 0: keep only the heaviest N query terms")
+    read_only: bool = Field(False, description="refuse the write routes (403)")
+    write_timeout: Annotated[float, AllowInfNan(False)] = Field(
+        10.0, ge=0.0, le=3600.0, description="seconds a write waits for another writer's lock before a 503")
+    refresh_interval: Annotated[float, AllowInfNan(False)] = Field(
+        1.0, gt=0.0, le=3600.0, description="seconds between checks for a generation another process published")
+    merge: bool = Field(True, description="merge segments in the background after writes, as the tiered policy asks")
 
     def pruning_spec(self):
         from lsr.retrievers.native import Pruning

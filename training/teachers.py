@@ -19,10 +19,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from lsr.training.data import Example, TrainingTexts
 
 from lsr.errors import InvalidInput
 from lsr.index.bm25 import Bm25
+from lsr.training.data import Example, TrainingTexts
 
 TEACHER_KINDS = ("dense", "splade", "bm25")
 

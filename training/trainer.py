@@ -25,6 +25,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from lsr.encoders import InferenceFreeEncoder, SparseEncoder, load_encoder
+from lsr.encoders.batching import pad_batch
+from lsr.encoders.device import resolve_device
+from lsr.errors import InvalidInput, MissingFile, require_finite
 from lsr.training.data import (
     BODY_SUFFIX,
     Example,
@@ -38,11 +43,6 @@ from lsr.training.data import (
     write_examples,
 )
 from lsr.training.losses import CombinedLoss, LossWeights
-
-from lsr.encoders import InferenceFreeEncoder, SparseEncoder, load_encoder
-from lsr.encoders.batching import pad_batch
-from lsr.encoders.device import resolve_device
-from lsr.errors import InvalidInput, MissingFile, require_finite
 
 CHECKPOINT_FILE = "state.pt"
 

@@ -78,6 +78,9 @@ def save_encoder_directory(directory: str | Path, model, tokenizer, config: Enco
     tmp = directory.with_name(directory.name + ".tmp-save")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()  # ("Writing model shards": noise in every index build)
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     if extra_files is not None:

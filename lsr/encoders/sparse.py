@@ -45,8 +45,9 @@ class SparseEncoder:
         return self.tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
 
     @torch.inference_mode()
-    def _encode_mlm(self, texts: Sequence[str], max_length: int, batch_size: int, progress: Progress | None) -> SparseBatch:
-        token_ids = self.tokenize(texts, max_length)
+    def encode_token_ids(self, token_ids: Sequence[Sequence[int]], batch_size: int = 32,
+                         progress: Progress | None = None) -> SparseBatch:
+        """SPLADE vectors of already-tokenized inputs (special tokens included), in input order."""
         parts: list[SparseBatch] = []
         order: list[np.ndarray] = []
         for batch in length_sorted_batches([len(ids) for ids in token_ids], batch_size):
@@ -58,12 +59,66 @@ class SparseEncoder:
         if not parts:
             return SparseBatch.from_rows([])
         sorted_rows = SparseBatch.concatenate(parts)
-        inverse = np.empty(len(texts), dtype=np.int64)
-        inverse[np.concatenate(order)] = np.arange(len(texts))
+        inverse = np.empty(len(token_ids), dtype=np.int64)
+        inverse[np.concatenate(order)] = np.arange(len(token_ids))
         return sorted_rows.take(inverse)
+
+    def _encode_mlm(self, texts: Sequence[str], max_length: int, batch_size: int, progress: Progress | None) -> SparseBatch:
+        return self.encode_token_ids(self.tokenize(texts, max_length), batch_size, progress)
 
     def encode_documents(self, texts: Sequence[str], batch_size: int = 32, progress: Progress | None = None) -> SparseBatch:
         return self._encode_mlm(texts, self.config.max_document_length, batch_size, progress)
+
+    def count_truncated(self, texts: Sequence[str]) -> int:
+        """How many of ``texts`` are longer than the document window (``max_document_length`` tokens, special tokens
+        included): encoding cuts them, and only ``--chunk-tokens`` keeps their tail."""
+        if not texts:
+            return 0
+        room = self.config.max_document_length - self.tokenizer.num_special_tokens_to_add()
+        lengths = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        return sum(len(ids) > room for ids in lengths)
+
+    def encode_chunks(self, texts: Sequence[str], chunk_tokens: int, overlap: int = 0, batch_size: int = 32,
+                      progress: Progress | None = None) -> tuple[SparseBatch, np.ndarray, np.ndarray]:
+        """Long documents in overlapping windows: each text is cut into chunks of ``chunk_tokens`` tokens (special
+        tokens included) that overlap by ``overlap`` tokens; a text that fits is one chunk. Returns the chunks'
+        vectors, the text each chunk belongs to, and per chunk (number, first character, end character) in the
+        text."""
+        room = chunk_tokens - self.tokenizer.num_special_tokens_to_add()
+        limit = int(getattr(self.model.config, "max_position_embeddings", chunk_tokens))
+        if room < 1 or chunk_tokens > limit or not 0 <= overlap < room:
+            raise EncoderError(f"--chunk-tokens {chunk_tokens} and --chunk-overlap {overlap}: a chunk holds at most "
+                               f"{limit} tokens (the model's positions) and more than the overlap plus "
+                               f"{self.tokenizer.num_special_tokens_to_add()} special tokens")
+        encoded = self.tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True)
+        prefix, suffix = self._special_wrapping()
+        token_ids, row_doc, chunks = [], [], []
+        for doc, (ids, offsets) in enumerate(zip(encoded["input_ids"], encoded["offset_mapping"])):
+            start, number = 0, 0
+            while True:
+                window = ids[start:start + room]
+                token_ids.append(prefix + list(window) + suffix)
+                row_doc.append(doc)
+                first, last = (offsets[start][0], offsets[start + len(window) - 1][1]) if window else (0, 0)
+                chunks.append((number, first, last))
+                if start + room >= len(ids):
+                    break
+                start += room - overlap
+                number += 1
+        rows = self.encode_token_ids(token_ids, batch_size)
+        if progress is not None:
+            progress(len(texts))
+        return rows, np.asarray(row_doc, dtype=np.int32), np.asarray(chunks, dtype=np.int32).reshape(-1, 3)
+
+    def _special_wrapping(self) -> tuple[list[int], list[int]]:
+        """The special tokens the tokenizer puts before and after a single text (BERT: [CLS] ... [SEP])."""
+        plain = self.tokenizer("statin", add_special_tokens=False)["input_ids"]
+        wrapped = self.tokenizer("statin", add_special_tokens=True)["input_ids"]
+        for start in range(len(wrapped) - len(plain) + 1):
+            if wrapped[start:start + len(plain)] == plain:
+                return wrapped[:start], wrapped[start + len(plain):]
+        raise EncoderError("cannot tell where this tokenizer puts its special tokens; chunking needs a "
+                           "single-sequence template such as [CLS] text [SEP]")
 
     def encode_queries(self, texts: Sequence[str], batch_size: int = 64) -> SparseBatch:
         return self._encode_mlm(texts, self.config.max_query_length, batch_size, None)

@@ -1,34 +1,34 @@
-"""Documents -> encoded batches -> an index directory, atomically. Document encoding is a pure function over batches
-of texts (the same in one process and, later, in a Ray actor).
+"""Building an index: a new directory with the manifest, the encoders, an empty generation 0, then every document
+added through the :class:`~lsr.index.writer.IndexWriter` and committed as generation 1 (one segment).
 
-Every part is written into a temporary sibling directory (``.NAME.tmp-XXXX``) and the directory is swapped into
-place only when complete: a failed or interrupted build leaves any previous index at the path untouched.
+A build at a path happens in a temporary sibling directory (``.NAME.tmp-XXXX``) that replaces the path only when
+complete: a failed or interrupted build leaves any previous index there untouched.
 """
 
 from __future__ import annotations
 
-import itertools
-import json
 import os
 import shutil
-import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lsr.corpus import Document
 from lsr.errors import InvalidIndex, InvalidInput
-from lsr.index.dense import DENSE_KINDS, DenseIndexWriter
-from lsr.index.documents import DocumentStoreWriter
+from lsr.index import storage
+from lsr.index.dense import DENSE_KINDS
+from lsr.index.lexical import ANALYZER
 from lsr.index.manifest import IMPACT_DTYPES, MANIFEST_FILE, Manifest
-from lsr.index.segment import DEFAULT_BLOCK_SIZE, DEFAULT_DENSE_RATIO, SegmentWriter
+from lsr.index.segment import DEFAULT_BLOCK_SIZE, DEFAULT_DENSE_RATIO
 from lsr.sparse import SparseBatch
+
+CHUNK_AGGREGATES = ("max", "sum")
 
 
 @dataclass(frozen=True)
 class BuildOptions:
-    """Build-time choices; every one is recorded in the manifest."""
+    """Build-time choices; every one is recorded in the manifest and applies to every later segment."""
 
     impact_dtype: str = "uint8"  # uint8: quantized impacts; float32: unquantized (to measure what quantization costs)
     block_size: int = DEFAULT_BLOCK_SIZE
@@ -41,6 +41,10 @@ class BuildOptions:
     store_documents: bool = False
     lucene: bool = False
     lucene_threads: int | None = None
+    chunk_tokens: int | None = None  # split documents longer than this (tokens, special tokens included)
+    chunk_overlap: int = 0  # tokens two consecutive chunks share
+    chunk_aggregate: str = "max"  # a document's score: its best chunk (max) or the sum over its chunks
+    max_weight: float | None = None  # quantization reference (default: the largest weight of the first documents)
 
     def __post_init__(self) -> None:
         if self.impact_dtype not in IMPACT_DTYPES:
@@ -56,12 +60,32 @@ class BuildOptions:
             raise InvalidInput(f"dense index kind {self.dense_index!r} is not one of {', '.join(DENSE_KINDS)}")
         if self.lucene and self.impact_dtype != "uint8":
             raise InvalidInput("--lucene indexes integer impacts; build with --impact-dtype uint8 (the default)")
+        if self.chunk_aggregate not in CHUNK_AGGREGATES:
+            raise InvalidInput(f"--chunk-aggregate must be one of {', '.join(CHUNK_AGGREGATES)}")
+        if self.chunk_tokens is not None and (self.chunk_tokens < 8 or not 0 <= self.chunk_overlap < self.chunk_tokens):
+            raise InvalidInput(f"--chunk-tokens must be >= 8 and --chunk-overlap in [0, chunk tokens), got "
+                               f"{self.chunk_tokens} and {self.chunk_overlap}")
+        if self.lucene and self.chunk_tokens:
+            raise InvalidInput("the Lucene part indexes one vector a document: build it without --chunk-tokens")
+        if self.max_weight is not None and not (self.max_weight > 0 and self.max_weight != float("inf")):
+            raise InvalidInput(f"max_weight must be a finite number > 0, got {self.max_weight}")
 
 
-def chunked(items: Iterable, size: int) -> Iterator[list]:
-    iterator = iter(items)
-    while chunk := list(itertools.islice(iterator, size)):
-        yield chunk
+def choose_search_defaults(has_dense: bool, has_bm25: bool, has_encoder: bool = True) -> dict:
+    """The mode a request without one gets, from the parts the index has (NFCorpus figures in the README):
+    sparse + BM25 fused (convex, equal weights) when a BM25 part exists: 0.338 nDCG@10 against 0.311 sparse and
+    0.322 BM25, with no query-time model for inference-free encoders; with a dense part too, all three (0.361);
+    sparse + dense with a dense part alone; else sparse alone. An index of bare vectors (no encoder to turn a query
+    text into a sparse vector) defaults to sparse, searched with vectors."""
+    if not has_encoder:
+        return {"mode": "sparse"}
+    if has_bm25 and has_dense:
+        return {"mode": "hybrid", "fusion": {"method": "convex", "components": ["sparse", "dense", "bm25"]}}
+    if has_bm25:
+        return {"mode": "hybrid", "fusion": {"method": "convex", "components": ["sparse", "bm25"]}}
+    if has_dense:
+        return {"mode": "hybrid", "fusion": {"method": "convex", "components": ["sparse", "dense"]}}
+    return {"mode": "sparse"}
 
 
 class Staging:
@@ -98,156 +122,99 @@ class Staging:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def choose_search_defaults(has_dense: bool, has_bm25: bool, has_encoder: bool = True) -> dict:
-    """The mode a request without one gets, from the parts the index has (NFCorpus figures in the README):
-    sparse + BM25 fused (convex, equal weights) when a BM25 part exists: 0.338 nDCG@10 against 0.311 sparse and
-    0.322 BM25, with no query-time model for inference-free encoders; with a dense part too, all three (0.361);
-    sparse + dense with a dense part alone; else sparse alone. An index of bare vectors (no encoder to turn a query
-    text into a sparse vector) defaults to sparse, searched with vectors."""
-    if not has_encoder:
-        return {"mode": "sparse"}
-    if has_bm25 and has_dense:
-        return {"mode": "hybrid", "fusion": {"method": "convex", "components": ["sparse", "dense", "bm25"]}}
-    if has_bm25:
-        return {"mode": "hybrid", "fusion": {"method": "convex", "components": ["sparse", "bm25"]}}
-    if has_dense:
-        return {"mode": "hybrid", "fusion": {"method": "convex", "components": ["sparse", "dense"]}}
-    return {"mode": "sparse"}
-
-
-def build_directory(directory: Path, documents: Iterable[Document] | None, encoder, options: BuildOptions,
-                    vectors: SparseBatch | None = None, ids: list[str] | None = None, dense_encoder=None,
-                    export_jsonl: Path | None = None, source: str = "", progress: Callable[[int], None] | None = None,
-                    vocab_size: int | None = None, read_stats=None) -> Manifest:
-    """Write a complete index into ``directory`` (an empty staging folder) and return its manifest.
-
-    Either ``documents`` are encoded by ``encoder`` (a sparse encoder), or precomputed ``vectors`` with their
-    ``ids`` are indexed as they are (then ``documents``, if given, only feed the texts, BM25 and dense parts).
-    """
+def create_directory(directory: Path, encoder, options: BuildOptions, dense_encoder=None, vocab_size: int | None = None,
+                     source: str = "") -> Manifest:
+    """An empty index in ``directory``: manifest, encoders, generation 0 with no segment."""
     if encoder is not None and getattr(encoder, "vocab_size", None) is None:
         raise InvalidInput("the inverted index needs a sparse encoder (splade or inference-free), not a dense one")
     if dense_encoder is not None and not hasattr(dense_encoder, "dim"):
         raise InvalidInput(f"the dense encoder must be a dense encoder (mean pooling), got a "
                            f"{dense_encoder.config.kind!r} one; pass e.g. all-MiniLM-L6-v2")
-    if options.lucene:
-        from lsr.lucene import check_available
-
-        check_available()  # fail before encoding anything
+    if options.chunk_tokens and encoder is None:
+        raise InvalidInput("chunking cuts texts into token windows: it needs an encoder")
     vocab = encoder.vocab_size if encoder is not None else vocab_size
     if vocab is None:
         raise InvalidInput("indexing bare vectors needs vocab_size (or an encoder whose vocabulary they use)")
-    writer = SegmentWriter(directory / "spool", vocab, options.impact_dtype, options.block_size, options.dense_ratio)
-    dense = DenseIndexWriter(directory / "dense", dense_encoder.dim, options.dense_index) if dense_encoder else None
-    store = DocumentStoreWriter(directory / "documents") if options.store_documents else None
-    texts_spool = (directory / "texts.spool").open("w", encoding="utf-8") \
-        if options.bm25 or options.lucene or export_jsonl else None
-    needs_texts = dense is not None or store is not None or options.bm25
-    if vectors is not None and documents is None and needs_texts:
-        raise InvalidInput("the dense, BM25 and stored-text parts need the documents' texts: pass them with the vectors")
-    started = time.perf_counter()
-    dense_s = 0.0
-    seen = 0
-    if vectors is not None:
-        vectors = vectors.top_k(options.document_top_k) if options.document_top_k else vectors
-        for start in range(0, len(vectors), options.chunk_documents):
-            rows = list(range(start, min(len(vectors), start + options.chunk_documents)))
-            writer.add(vectors.take(rows), ids[start:start + len(rows)])
-    for chunk in chunked(documents or (), options.chunk_documents):
-        if vectors is not None and [d.id for d in chunk] != ids[seen:seen + len(chunk)]:
-            raise InvalidInput("the documents given with the vectors must have the vectors' ids, in the same order")
-        seen += len(chunk)
-        texts = [d.contents for d in chunk]
-        if vectors is None:
-            batch = encoder.encode_documents(texts, batch_size=options.batch_size, progress=progress)
-            if options.document_top_k is not None:
-                batch = batch.top_k(options.document_top_k)
-            writer.add(batch, [d.id for d in chunk])
-        if dense is not None:
-            dense_started = time.perf_counter()
-            dense.add(dense_encoder.encode_documents(texts, batch_size=options.batch_size))
-            dense_s += time.perf_counter() - dense_started
-        if store is not None:
-            for d in chunk:
-                store.add(d.id, d.title, d.text)
-        if texts_spool is not None:
-            texts_spool.writelines(json.dumps(text) + "\n" for text in texts)
-    encode_s = time.perf_counter() - started - dense_s
-    if texts_spool is not None:
-        texts_spool.close()
-    if not writer.ids:
-        raise InvalidInput("no documents to index; check the corpus path (and what --skip-malformed skipped)")
-    if vectors is not None and documents is not None and seen != len(writer.ids):
-        raise InvalidInput(f"{seen} documents for {len(writer.ids)} vectors: give one document per vector")
-
-    segment, dropped = writer.finish("seg-000000")
-    shutil.rmtree(writer.spool)
-    segment.save(directory / "segments" / segment.info.name)
-    fields: dict = {}
-    if dense is not None:
-        fields["dense"] = {**dense.commit(), "encoder_identity": dense_encoder.identity(),
-                           "source": str(dense_encoder.config.extra.get("base_model", "")),
-                           "directory": "dense/encoder", "encode_seconds": round(dense_s, 2)}
-        dense_encoder.save(directory / "dense" / "encoder")
-    if options.bm25:
-        from lsr.index.bm25 import Bm25
-
-        (directory / "bm25").mkdir()
-        fields["bm25"] = Bm25(writer.ids, list(spooled_texts(directory))).save(directory / "bm25")
-    if store is not None:
-        if store.close() != len(writer.ids):
-            raise InvalidInput("stored texts and indexed vectors differ in number; give one document per vector")
-        fields["documents"] = True
-    tokens = encoder.token_strings() if encoder is not None and (options.lucene or export_jsonl) else None
-    if options.lucene or export_jsonl:
-        from lsr.lucene import write_json_vector_collection
-
-        if options.impact_dtype != "uint8":
-            raise InvalidInput("--export-jsonl writes integer impacts for Lucene (Anserini casts weights to int); "
-                               "build with --impact-dtype uint8 (the default) to export")
-        if tokens is None:
-            raise InvalidInput("a JsonVectorCollection names tokens: index with an encoder to export it")
-        write_json_vector_collection(segment, tokens, directory / "export.jsonl", spooled_texts(directory))
-    if options.lucene:
-        from lsr.lucene import build_impact_index
-
-        fields["lucene"] = build_impact_index(directory / "export.jsonl", directory / "lucene",
-                                              threads=options.lucene_threads)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / storage.SEGMENTS).mkdir(exist_ok=True)
+    (directory / storage.GENERATIONS).mkdir(exist_ok=True)
     if encoder is not None:
         encoder.save(directory / "encoder")
         encoder_info = {"kind": encoder.config.kind, "identity": encoder.identity(),
                         "source": str(encoder.config.extra.get("base_model", "")), "directory": "encoder"}
     else:
         encoder_info = {"kind": "vectors", "identity": None, "source": "", "directory": None}
-    build = {
-        "corpus": source,
-        "batch_size": options.batch_size,
-        "max_document_length": encoder.config.max_document_length if encoder is not None else None,
-        "document_top_k": options.document_top_k,
-        "dtype": getattr(encoder, "dtype", None),
-        "device": str(getattr(encoder, "device", "")) or None,
-        "skipped_lines": getattr(read_stats, "skipped", 0),
-        "encode_seconds": round(encode_s, 2),
-        "docs_per_second": round(len(writer.ids) / encode_s, 2) if encode_s > 0 and vectors is None else None,
-    }
-    manifest = Manifest(doc_count=len(writer.ids), vocab_size=vocab, impact_dtype=options.impact_dtype,
-                        dropped_postings=dropped, encoder=encoder_info, build=build, segments=[segment.info],
-                        search_defaults=choose_search_defaults("dense" in fields, "bm25" in fields,
-                                                               encoder is not None), **fields)
-    if export_jsonl is not None:
-        export_jsonl.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(directory / "export.jsonl"), str(export_jsonl))
-    elif (directory / "export.jsonl").exists():
-        (directory / "export.jsonl").unlink()
-    (directory / "texts.spool").unlink(missing_ok=True)
+    dense = None
+    if dense_encoder is not None:
+        dense_encoder.save(directory / "dense-encoder")
+        dense = {"index": options.dense_index, "dim": dense_encoder.dim, "encoder_identity": dense_encoder.identity(),
+                 "source": str(dense_encoder.config.extra.get("base_model", "")), "directory": "dense-encoder"}
+    build = {**asdict(options), "corpus": source,
+             "max_document_length": encoder.config.max_document_length if encoder is not None else None,
+             "dtype": getattr(encoder, "dtype", None), "device": str(getattr(encoder, "device", "")) or None}
+    for key in ("lucene", "lucene_threads", "max_weight", "dense_index", "bm25", "store_documents"):
+        build.pop(key)
+    manifest = Manifest(vocab_size=vocab, impact_dtype=options.impact_dtype, encoder=encoder_info, build=build,
+                        dense=dense, bm25={"k1": 1.5, "b": 0.75, "analyzer": ANALYZER} if options.bm25 else None,
+                        documents=options.store_documents,
+                        search_defaults=choose_search_defaults(dense is not None, options.bm25, encoder is not None))
+    if options.max_weight is not None:
+        manifest.max_weight = options.max_weight
+        manifest.scale = 255.0 / options.max_weight if options.impact_dtype == "uint8" else 1.0
+    elif options.impact_dtype == "float32":
+        manifest.max_weight, manifest.scale = None, 1.0
     manifest.save(directory)
+    storage.publish(directory, storage.Generation(0, [], 1, 0, "create"))
     return manifest
 
 
-def spooled_texts(directory: Path) -> Iterator[str]:
-    """The texts spooled while encoding, in document order ("" for documents given as bare vectors)."""
-    path = directory / "texts.spool"
-    if not path.exists():
-        return
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            yield json.loads(line)
+def build_directory(directory: Path, documents: Iterable[Document] | None, encoder, options: BuildOptions,
+                    vectors: SparseBatch | None = None, ids: list[str] | None = None, dense_encoder=None,
+                    export_jsonl: Path | None = None, source: str = "", progress: Callable[[int], None] | None = None,
+                    vocab_size: int | None = None) -> Manifest:
+    """Write a complete index into ``directory`` (an empty staging folder): generation 1 holds every document."""
+    from lsr.index.writer import IndexWriter
+
+    if options.lucene:
+        from lsr.lucene import check_available
+
+        check_available()  # fail before encoding anything
+    if vectors is not None and documents is None and (dense_encoder is not None or options.bm25 or
+                                                      options.store_documents):
+        raise InvalidInput("the dense, BM25 and stored-text parts need the documents' texts: pass them with the vectors")
+    create_directory(directory, encoder, options, dense_encoder, vocab_size, source)
+    with IndexWriter(directory, encoder=encoder, dense_encoder=dense_encoder) as writer:
+        if vectors is not None:
+            writer.add_vectors(vectors, ids, list(documents) if documents is not None else None)
+        else:
+            writer.add(documents or (), batch_size=options.batch_size, progress=progress)
+        summary = writer.commit(operation="build")
+        if summary.generation == 0:
+            raise InvalidInput("no documents to index; check the corpus path (and what --skip-malformed skipped)")
+        manifest = writer.manifest
+    if options.lucene or export_jsonl:
+        from lsr.lucene import build_impact_index, write_json_vector_collection
+
+        if options.impact_dtype != "uint8":
+            raise InvalidInput("--export-jsonl writes integer impacts for Lucene (Anserini casts weights to int); "
+                               "build with --impact-dtype uint8 (the default) to export")
+        if encoder is None:
+            raise InvalidInput("a JsonVectorCollection names tokens: index with an encoder to export it")
+        from lsr.index import Index
+
+        snapshot = Index.open(directory, encoder=encoder, parts=("documents",)).snapshot()
+        jsonl = directory / "export.jsonl.tmp"
+        write_json_vector_collection(snapshot, encoder.token_strings(), jsonl)
+        if options.lucene:
+            manifest.lucene = {**build_impact_index(jsonl, directory / "lucene", threads=options.lucene_threads),
+                               "generation": summary.generation}
+            manifest.save(directory)
+        if export_jsonl is not None:
+            export_jsonl.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(jsonl), str(export_jsonl))
+        else:
+            jsonl.unlink()
+    manifest.build["summary"] = {"documents": summary.added, "truncated_documents": summary.truncated,
+                                 "clipped_postings": summary.clipped, "seconds": round(summary.seconds, 2)}
+    manifest.save(directory)
+    return manifest

@@ -81,4 +81,7 @@ class DocumentStore:
             self._fd = None
 
     def __del__(self) -> None:
-        self.close()
+        try:
+            self.close()
+        except (AttributeError, OSError, TypeError):  # pragma: no cover - interpreter shutdown
+            pass

@@ -4,7 +4,9 @@ score(q, d) = sum_t q_t * impact(d, t). Plain Python/NumPy that numba compiles; 
 ``NUMBA_DISABLE_JIT=1`` (slowly), which a test checks. Queries come flattened as CSR arrays (indptr, terms,
 weights) and a batch is scored in parallel over chunks of queries, each chunk with its own accumulator.
 
-Ties are broken by the smaller document id, so results are deterministic.
+Ties are broken by the smaller document id, so results are deterministic. ``live`` (uint8, one a row; empty: all
+live) leaves deleted rows out of the top-k: they are still accumulated (the postings are immutable) but never
+offered, so a block's maximum stays a valid upper bound and the pruned kernel stays exact with deletes.
 
 Threading: the batch kernels run ``prange`` loops, and the HTTP server calls them from several threads at once. numba's
 ``workqueue`` layer is not thread-safe (concurrent launches abort the process), so unless ``NUMBA_THREADING_LAYER`` is
@@ -107,7 +109,7 @@ def _drain(heap_scores, heap_docs, size, k, out_docs, out_scores):  # pragma: no
 
 
 @numba.njit(cache=True)
-def score_query(offsets, doc_ids, impacts, terms, weights, k, accumulator, touched, out_docs, out_scores):
+def score_query(offsets, doc_ids, impacts, live, terms, weights, k, accumulator, touched, out_docs, out_scores):
     """Score one query into ``out_docs``/``out_scores`` (best first, -1 / 0 padded); return postings scanned.
 
     ``accumulator`` (float32, one slot a document) must be all zero on entry and is left all zero.
@@ -137,14 +139,15 @@ def score_query(offsets, doc_ids, impacts, terms, weights, k, accumulator, touch
         doc = touched[i]
         score = accumulator[doc]
         accumulator[doc] = 0.0
-        size = _offer(heap_scores, heap_docs, size, k, score, doc)
+        if len(live) == 0 or live[doc]:
+            size = _offer(heap_scores, heap_docs, size, k, score, doc)
 
     _drain(heap_scores, heap_docs, size, k, out_docs, out_scores)
     return postings
 
 
 @numba.njit(cache=True, parallel=True)
-def score_batch(offsets, doc_ids, impacts, q_indptr, q_terms, q_weights, num_docs, k, n_chunks):
+def score_batch(offsets, doc_ids, impacts, live, q_indptr, q_terms, q_weights, num_docs, k, n_chunks):
     """Score a batch of queries; returns (docs (n, k) int64, scores (n, k) float32, postings (n,) int64)."""
     n_queries = len(q_indptr) - 1
     out_docs = np.empty((n_queries, k), dtype=np.int64)
@@ -158,13 +161,13 @@ def score_batch(offsets, doc_ids, impacts, q_indptr, q_terms, q_weights, num_doc
         for q in range(chunk * per_chunk, min(n_queries, (chunk + 1) * per_chunk)):
             start = q_indptr[q]
             end = q_indptr[q + 1]
-            postings[q] = score_query(offsets, doc_ids, impacts, q_terms[start:end], q_weights[start:end], k,
+            postings[q] = score_query(offsets, doc_ids, impacts, live, q_terms[start:end], q_weights[start:end], k,
                                       accumulator, touched, out_docs[q], out_scores[q])
     return out_docs, out_scores, postings
 
 
 @numba.njit(cache=True)
-def score_batch_serial(offsets, doc_ids, impacts, q_indptr, q_terms, q_weights, num_docs, k, n_chunks=1):
+def score_batch_serial(offsets, doc_ids, impacts, live, q_indptr, q_terms, q_weights, num_docs, k, n_chunks=1):
     """:func:`score_batch` on the calling thread: no thread-pool launch, for one query or one thread.
 
     A separate function, not ``njit(parallel=False)`` of the same one: numba's on-disk cache does not key on
@@ -179,7 +182,7 @@ def score_batch_serial(offsets, doc_ids, impacts, q_indptr, q_terms, q_weights, 
     for q in range(n_queries):
         start = q_indptr[q]
         end = q_indptr[q + 1]
-        postings[q] = score_query(offsets, doc_ids, impacts, q_terms[start:end], q_weights[start:end], k,
+        postings[q] = score_query(offsets, doc_ids, impacts, live, q_terms[start:end], q_weights[start:end], k,
                                   accumulator, touched, out_docs[q], out_scores[q])
     return out_docs, out_scores, postings
 
@@ -231,7 +234,7 @@ def _seek(b_ids, e, end, block):  # pragma: no cover - numba
 
 
 @numba.njit(cache=True)
-def _score_block(ix, block_size, num_docs, terms, weights, use, cursor, block, k, acc, heap_scores, heap_docs,
+def _score_block(ix, live, block_size, num_docs, terms, weights, use, cursor, block, k, acc, heap_scores, heap_docs,
                  size):  # pragma: no cover - numba
     """Score every document of ``block`` exactly and offer it to the heap; return (new heap size, postings read).
     ``cursor[j]``: where rare term j's block list was left; blocks come in increasing id until it is reset."""
@@ -262,7 +265,8 @@ def _score_block(ix, block_size, num_docs, terms, weights, use, cursor, block, k
         score = acc[i]
         if score > 0.0:
             acc[i] = 0.0
-            size = _offer(heap_scores, heap_docs, size, k, score, base + i)
+            if len(live) == 0 or live[base + i]:
+                size = _offer(heap_scores, heap_docs, size, k, score, base + i)
     return size, postings
 
 
@@ -281,8 +285,8 @@ def _chunk_maxima(ub, chunk_max):  # pragma: no cover - numba
 
 
 @numba.njit(cache=True)
-def score_query_blockmax(ix, block_size, num_docs, terms, weights, k, alpha, query_cut, ub, cursor, candidates, acc,
-                         out_docs, out_scores):  # pragma: no cover - numba
+def score_query_blockmax(ix, live, block_size, num_docs, terms, weights, k, alpha, query_cut, ub, cursor, candidates,
+                         acc, out_docs, out_scores):  # pragma: no cover - numba
     """One query, block-max pruned, into ``out_docs``/``out_scores``. Returns (postings read, blocks scored).
 
     ``ix``: the index arrays (see :func:`lsr.index.segment.kernel_arrays`). Scratch: ``ub`` (float32, one a block, all
@@ -347,7 +351,7 @@ def score_query_blockmax(ix, block_size, num_docs, terms, weights, k, alpha, que
             block = candidates[i]
             if size == k and alpha * ub[block] < heap_scores[0]:
                 continue
-            size, read = _score_block(ix, block_size, num_docs, terms, weights, use, cursor, block, k, acc,
+            size, read = _score_block(ix, live, block_size, num_docs, terms, weights, use, cursor, block, k, acc,
                                       heap_scores, heap_docs, size)
             postings += read
             scored += 1
@@ -369,18 +373,18 @@ def blockmax_scratch(num_docs: int, block_size: int, max_terms: int) -> tuple:
 
 
 @numba.njit(cache=True)
-def _blockmax_range(ix, block_size, num_docs, q_indptr, q_terms, q_weights, k, alpha, query_cut, first, last, ub,
-                    cursor, candidates, acc, out_docs, out_scores, postings, blocks):  # pragma: no cover - numba
+def _blockmax_range(ix, live, block_size, num_docs, q_indptr, q_terms, q_weights, k, alpha, query_cut, first, last,
+                    ub, cursor, candidates, acc, out_docs, out_scores, postings, blocks):  # pragma: no cover - numba
     for q in range(first, last):
         start = q_indptr[q]
         end = q_indptr[q + 1]
-        postings[q], blocks[q] = score_query_blockmax(ix, block_size, num_docs, q_terms[start:end],
+        postings[q], blocks[q] = score_query_blockmax(ix, live, block_size, num_docs, q_terms[start:end],
                                                       q_weights[start:end], k, alpha, query_cut, ub, cursor, candidates,
                                                       acc, out_docs[q], out_scores[q])
 
 
 @numba.njit(cache=True, parallel=True)
-def score_batch_blockmax(ix, block_size, q_indptr, q_terms, q_weights, num_docs, k, n_chunks, alpha=1.0,
+def score_batch_blockmax(ix, live, block_size, q_indptr, q_terms, q_weights, num_docs, k, n_chunks, alpha=1.0,
                          query_cut=0):  # pragma: no cover - numba
     """Block-max pruned :func:`score_batch`: returns (docs, scores, postings read, blocks scored), in parallel over
     chunks of queries (each chunk with its own scratch). ``alpha`` = 1 and ``query_cut`` = 0 give exactly the
@@ -401,14 +405,14 @@ def score_batch_blockmax(ix, block_size, q_indptr, q_terms, q_weights, num_docs,
         cursor = np.empty(max_terms, dtype=np.int64)
         candidates = np.empty(n_blocks, dtype=np.int32)
         acc = np.zeros(block_size, dtype=np.float32)
-        _blockmax_range(ix, block_size, num_docs, q_indptr, q_terms, q_weights, k, np.float32(alpha), query_cut,
+        _blockmax_range(ix, live, block_size, num_docs, q_indptr, q_terms, q_weights, k, np.float32(alpha), query_cut,
                         chunk * per_chunk, min(n_queries, (chunk + 1) * per_chunk), ub, cursor, candidates, acc,
                         out_docs, out_scores, postings, blocks)
     return out_docs, out_scores, postings, blocks
 
 
 @numba.njit(cache=True)
-def score_batch_blockmax_serial(ix, block_size, q_indptr, q_terms, q_weights, num_docs, k, scratch, alpha=1.0,
+def score_batch_blockmax_serial(ix, live, block_size, q_indptr, q_terms, q_weights, num_docs, k, scratch, alpha=1.0,
                                 query_cut=0):  # pragma: no cover - numba
     """:func:`score_batch_blockmax` on the calling thread with caller-owned ``scratch`` (:func:`blockmax_scratch`,
     sized for the batch's longest query); see :func:`score_batch_serial` for why it is a separate function."""
@@ -418,6 +422,45 @@ def score_batch_blockmax_serial(ix, block_size, q_indptr, q_terms, q_weights, nu
     postings = np.zeros(n_queries, dtype=np.int64)
     blocks = np.zeros(n_queries, dtype=np.int64)
     ub, cursor, candidates, acc = scratch
-    _blockmax_range(ix, block_size, num_docs, q_indptr, q_terms, q_weights, k, np.float32(alpha), query_cut, 0,
+    _blockmax_range(ix, live, block_size, num_docs, q_indptr, q_terms, q_weights, k, np.float32(alpha), query_cut, 0,
                     n_queries, ub, cursor, candidates, acc, out_docs, out_scores, postings, blocks)
     return out_docs, out_scores, postings, blocks
+
+
+@numba.njit(cache=True)
+def score_batch_grouped(offsets, doc_ids, impacts, live_docs, row_doc, q_indptr, q_terms, q_weights, num_docs,
+                        k):  # pragma: no cover - numba
+    """Exhaustive scoring where rows are chunks of documents and a document scores the sum over its chunks:
+    every posting adds to its document's slot (``row_doc[row]``), deleted documents (``live_docs`` 0) are left out.
+    Returns (documents (n, k) int64, scores (n, k) float32, postings (n,) int64), ties to the smaller document."""
+    n_queries = len(q_indptr) - 1
+    out_docs = np.empty((n_queries, k), dtype=np.int64)
+    out_scores = np.empty((n_queries, k), dtype=np.float32)
+    postings = np.zeros(n_queries, dtype=np.int64)
+    accumulator = np.zeros(num_docs, dtype=np.float32)
+    touched = np.empty(num_docs, dtype=np.int64)
+    heap_scores = np.empty(k, dtype=np.float32)
+    heap_docs = np.empty(k, dtype=np.int64)
+    for q in range(n_queries):
+        n_touched = 0
+        for j in range(q_indptr[q], q_indptr[q + 1]):
+            term = q_terms[j]
+            weight = np.float32(q_weights[j])
+            postings[q] += offsets[term + 1] - offsets[term]
+            for p in range(offsets[term], offsets[term + 1]):
+                contribution = weight * np.float32(impacts[p])
+                if contribution > 0.0:
+                    doc = row_doc[doc_ids[p]]
+                    if accumulator[doc] == 0.0:
+                        touched[n_touched] = doc
+                        n_touched += 1
+                    accumulator[doc] += contribution
+        size = 0
+        for i in range(n_touched):
+            doc = touched[i]
+            score = accumulator[doc]
+            accumulator[doc] = 0.0
+            if len(live_docs) == 0 or live_docs[doc]:
+                size = _offer(heap_scores, heap_docs, size, k, score, doc)
+        _drain(heap_scores, heap_docs, size, k, out_docs[q], out_scores[q])
+    return out_docs, out_scores, postings

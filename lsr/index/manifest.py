@@ -1,70 +1,81 @@
-"""``manifest.json``: what an index directory holds and how it was built. Build-time choices live here; query-time
-choices come with each request.
+"""``manifest.json``: what an index is and how it was built (build-time choices); the documents it holds at a given
+moment live in generations (:mod:`lsr.index.storage`). Query-time choices come with each request.
 
-Format version 1 (unchanged since round 1, so older indexes open): doc count, vocabulary size, impact dtype,
-quantization (per segment), the encoder's kind and identity hash, build parameters, segments, the optional parts
-(dense, BM25, stored texts, Lucene), and ``search_defaults``: the mode (and fusion) a request without a mode gets.
+Format version 2 (round 2, live indexes): vocabulary size, impact dtype and the quantization scale shared by every
+segment (fixed when the first documents are written, so segments merge without re-quantizing), the encoder's kind
+and identity hash, build options (block size, dense ratio, chunking, ...), the optional parts (dense, BM25, stored
+texts, Lucene) and ``search_defaults``: the mode (and fusion) a request without a mode gets. An index of format 1
+(lsr 0.1) is refused with the command that rebuilds it.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from lsr.errors import InvalidIndex
+from lsr.index.files import write_durably
 
-INDEX_FORMAT_VERSION = 1
+INDEX_FORMAT_VERSION = 2
 MANIFEST_FILE = "manifest.json"
 IMPACT_DTYPES = ("uint8", "float32")
 
 
 @dataclass
 class SegmentInfo:
+    """``info.json`` of a segment: its size and how it was quantized and shaped."""
+
     name: str
-    doc_base: int
-    doc_count: int
+    documents: int  # documents (ids, texts, dense rows, BM25 documents)
+    rows: int  # sparse rows: one a document, or one a chunk of a long document
     postings: int
-    scale: float  # impact(d, t) = stored / scale; per segment, so segments can be quantized independently
-    max_weight: float
-    block_size: int = 0  # block-max pruning structures in blocks/ (0: none stored; computed at load)
-    dense_ratio: int = 0  # terms in >= doc_count / dense_ratio documents are also stored as dense rows
+    max_weight: float  # the largest weight among the segment's vectors (before quantization)
+    block_size: int
+    dense_ratio: int
+    dropped_postings: int = 0  # weights that quantized to 0
+    clipped_postings: int = 0  # weights above the index's max_weight, stored as 255
+    truncated_documents: int = 0  # documents longer than the encoder's window, cut (without chunking)
+
+    @classmethod
+    def load(cls, directory: Path) -> SegmentInfo:
+        data = json.loads((directory / "info.json").read_text())
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def save(self, directory: Path) -> None:
+        (directory / "info.json").write_text(json.dumps(asdict(self), indent=2) + "\n")
 
 
 @dataclass
 class Manifest:
-    doc_count: int
     vocab_size: int
     impact_dtype: str
-    dropped_postings: int
     encoder: dict  # kind, identity, source, directory ("encoder"; None for an index built from bare vectors)
-    build: dict
-    segments: list[SegmentInfo]
-    dense: dict | None = None  # FAISS side (``dense/``): index kind, dim, encoder identity; None without one
-    bm25: dict | None = None  # bm25s side (``bm25/``): k1, b, analyzer; None without one
-    documents: bool = False  # texts stored in ``documents/`` (GET /documents/{id}, return_documents)
-    lucene: dict | None = None  # Lucene impact index (``lucene/``, Pyserini): query weight scale, build figures
+    build: dict  # options: block_size, dense_ratio, document_top_k, chunk_tokens, chunk_overlap, chunk_aggregate, ...
+    scale: float | None = None  # impact = stored / scale, the same for every segment; None until documents arrive
+    max_weight: float | None = None  # 255 / scale for uint8 impacts
+    dense: dict | None = None  # per-segment dense vectors: index kind (flat|hnsw), dim, encoder identity, directory
+    bm25: dict | None = None  # per-segment BM25 postings: k1, b, analyzer
+    documents: bool = False  # texts stored per segment (GET /documents/{id}, return_documents)
+    lucene: dict | None = None  # Lucene impact index (``lucene/``): rebuild-only, valid for one generation
     search_defaults: dict | None = None  # {"mode": ..., "fusion": {...}}: what a request without a mode gets
     format_version: int = INDEX_FORMAT_VERSION
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
     @property
-    def postings(self) -> int:
-        return sum(s.postings for s in self.segments)
+    def chunking(self) -> dict | None:
+        tokens = self.build.get("chunk_tokens")
+        return {"tokens": tokens, "overlap": self.build.get("chunk_overlap", 0),
+                "aggregate": self.build.get("chunk_aggregate", "max")} if tokens else None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
 
     def save(self, directory: Path) -> None:
-        """Write ``manifest.json`` durably: a temporary file, fsync, rename."""
-        tmp = directory / (MANIFEST_FILE + ".tmp")
-        with tmp.open("w", encoding="utf-8") as handle:
-            handle.write(self.to_json())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, directory / MANIFEST_FILE)
+        """Write ``manifest.json`` durably (temporary file, fsync, rename, fsync of the directory)."""
+        write_durably(directory / MANIFEST_FILE, self.to_json().encode())
 
     @classmethod
     def load(cls, directory: Path) -> Manifest:
@@ -80,8 +91,7 @@ class Manifest:
             raise InvalidIndex(f"{directory}: index format version {version}, this lsr reads version "
                                f"{INDEX_FORMAT_VERSION}; rebuild the index with this lsr's `lsr index`")
         try:
-            data["segments"] = [SegmentInfo(**s) for s in data["segments"]]
             return cls(**data)
-        except (TypeError, KeyError) as exc:
+        except TypeError as exc:
             raise InvalidIndex(f"{path} does not match index format {INDEX_FORMAT_VERSION} ({exc}); "
                                "the file is damaged or from another tool: rebuild the index") from None

@@ -1,192 +1,244 @@
-"""Segments of the native inverted index: CSR postings by term plus block-max structures, as plain ``.npy`` arrays
-(memory-mapped at load, written with ``allow_pickle=False``).
+"""Segments: the immutable unit of an index. A segment holds a batch of documents and never changes; documents leave
+it only through the deletes file of a later generation, and merges replace whole segments.
 
-Layout of a segment directory (``segments/seg-000000/``)::
+Layout of a segment folder (``segments/seg-NNNNNN/``); every array is a plain ``.npy``, memory-mapped at load::
 
-    offsets.npy     int64 (vocab_size + 1): postings of term t are [offsets[t], offsets[t+1])
-    doc_ids.npy     uint32: segment-local document ids, increasing within each term
-    impacts.npy     uint8 (quantized) or float32
-    ids.npy         external document ids (unicode array), by local document id
-    blocks/         block-max pruning: per-term block maxima, dense rows of frequent terms (:func:`block_metadata`;
-                    an index without it gets it computed at load)
+    info.json           documents, rows, postings, the weights it saw, what quantization dropped or clipped
+    offsets.npy         int64 (vocab_size + 1): the postings of term t are [offsets[t], offsets[t+1])
+    doc_ids.npy         uint32 row numbers, increasing within each term
+    impacts.npy         uint8 (q = round(w * scale), the index's one scale) or float32
+    blocks/             block-max pruning: per-term block maxima, dense rows of frequent terms (:func:`block_metadata`)
+    ids.npy             external document ids, by document
+    hashes.npy          uint8 (documents, 16): blake2b of (title, text), so an unchanged replace is not re-encoded
+    row_doc.npy         int32, by row: the document a row belongs to (only when long documents are chunked)
+    chunks.npy          int32 (rows, 3): chunk number, start and end character of each row (only when chunked)
+    dense.npy           float32 (documents, dim): dense embeddings (dense part); hnsw.index with --dense-index hnsw
+    documents/          texts.jsonl + offsets.npy: the stored texts (--store-documents)
+    lexical/            BM25 postings of the analyzed text (--bm25, :mod:`lsr.index.lexical`)
+    del-GGGGGG.npy      uint8 (documents,): 1 = deleted, written by generation G (one file a generation that deleted
+                        something here; the generation names the one that applies)
 
-Quantization: q = round(w * scale) with scale = 255 / max_weight over the segment's documents (stored per segment);
-a posting whose q is 0 is dropped (counted in the manifest); impact(d, t) = q / scale.
+Rows are what the sparse kernel scores: one a document, or one a chunk when ``--chunk-tokens`` splits long documents;
+every other part is by document.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import numba
 import numpy as np
 
-from lsr.errors import InvalidInput
-from lsr.index.manifest import IMPACT_DTYPES, SegmentInfo
+from lsr.errors import InvalidIndex, InvalidInput
+from lsr.index.manifest import SegmentInfo
 from lsr.sparse import SparseBatch
 
 DEFAULT_BLOCK_SIZE = 4  # 1M synthetic: 4 -> 0.40 ms mean, 8 -> 0.63, 16 -> 1.25 (benchmarks/blockmax_profile.py)
 DEFAULT_DENSE_RATIO = 16
-POSTING_ARRAYS = ("offsets", "doc_ids", "impacts", "ids")
+POSTING_ARRAYS = ("offsets", "doc_ids", "impacts")
 BLOCK_ARRAYS = ("block_offsets", "block_ids", "block_max", "block_starts", "dense_terms", "dense_rows", "dense_max")
 
 
-@dataclass
 class Segment:
-    info: SegmentInfo
-    offsets: np.ndarray
-    doc_ids: np.ndarray
-    impacts: np.ndarray
-    ids: np.ndarray
-    blocks: dict[str, np.ndarray] | None = None
-    _kernel_arrays: tuple | None = None
+    """An opened segment. Loaded once per process (:func:`open_segment`) and shared by every snapshot that lists it,
+    so caches (the kernel's arrays, the id map) survive refreshes."""
 
-    @classmethod
-    def load(cls, directory: Path, info: SegmentInfo, mmap: bool) -> Segment:
+    def __init__(self, directory: Path, mmap: bool = True) -> None:
+        self.directory = directory
+        self.name = directory.name
+        self.info = SegmentInfo.load(directory)
         mode = "r" if mmap else None
-        arrays = {name: np.load(directory / f"{name}.npy", mmap_mode=mode, allow_pickle=False)
-                  for name in POSTING_ARRAYS}
-        blocks = None
-        if info.block_size > 0:
-            blocks = {name: np.load(directory / "blocks" / f"{name}.npy", mmap_mode=mode, allow_pickle=False)
-                      for name in BLOCK_ARRAYS}
-        return cls(info=info, blocks=blocks, **arrays)
 
-    def save(self, directory: Path) -> None:
-        (directory / "blocks").mkdir(parents=True, exist_ok=True)
-        for name in POSTING_ARRAYS:
-            np.save(directory / f"{name}.npy", np.asarray(getattr(self, name)), allow_pickle=False)
-        for name, array in self.block_arrays().items():
-            np.save(directory / "blocks" / f"{name}.npy", np.asarray(array), allow_pickle=False)
+        def load(name: str, folder: Path = directory):
+            return np.load(folder / f"{name}.npy", mmap_mode=mode, allow_pickle=False)
 
+        self.offsets, self.doc_ids, self.impacts = (load(name) for name in POSTING_ARRAYS)
+        self.ids = load("ids")
+        self.hashes = load("hashes")
+        self.row_doc = load("row_doc") if (directory / "row_doc.npy").exists() else None
+        self.chunks = load("chunks") if (directory / "chunks.npy").exists() else None
+        self.blocks = ({name: load(name, directory / "blocks") for name in BLOCK_ARRAYS}
+                       if (directory / "blocks").is_dir() else None)
+        self.dense = load("dense") if (directory / "dense.npy").exists() else None
+        self._mmap = mmap
+        self._lock = threading.Lock()
+        self._kernel_arrays: tuple | None = None
+        self._local: dict[str, int] | None = None
+        self._deletes: dict[str, np.ndarray] = {}
+        self._lexical = None
+        self._texts = None
+        self._hnsw = None
+        self._doc_rows: np.ndarray | None = None
+        if len(self.ids) != self.info.documents or len(self.offsets) < 2:
+            raise InvalidIndex(f"{directory}: {len(self.ids)} ids for {self.info.documents} documents; the segment is "
+                               "damaged, rebuild the index")
+
+    # -- the sparse side ---------------------------------------------------------------------------------------------
     @property
     def block_size(self) -> int:
         return self.info.block_size or DEFAULT_BLOCK_SIZE
 
     def block_arrays(self) -> dict[str, np.ndarray]:
-        """The block-max structures; an index written before they existed gets them computed here, once."""
-        if self.blocks is None:
-            self.blocks = block_metadata(self.offsets, self.doc_ids, self.impacts, self.info.doc_count,
-                                         DEFAULT_BLOCK_SIZE, DEFAULT_DENSE_RATIO)
-        return self.blocks
+        with self._lock:
+            if self.blocks is None:
+                self.blocks = block_metadata(self.offsets, self.doc_ids, self.impacts, self.info.rows,
+                                             DEFAULT_BLOCK_SIZE, DEFAULT_DENSE_RATIO)
+            return self.blocks
 
     def kernel_arrays(self) -> tuple:
-        """The block-max kernel's index tuple (:func:`kernel_arrays`)."""
+        """The block-max kernel's index tuple (:func:`kernel_arrays`), built once."""
         if self._kernel_arrays is None:
-            self._kernel_arrays = kernel_arrays(self.offsets, self.doc_ids, self.impacts, self.block_arrays())
+            blocks = self.block_arrays()
+            with self._lock:
+                if self._kernel_arrays is None:
+                    self._kernel_arrays = kernel_arrays(self.offsets, self.doc_ids, self.impacts, blocks)
         return self._kernel_arrays
 
-    def postings_of(self, local: int, token_ids: np.ndarray) -> np.ndarray:
-        """The stored impact of each token for the document at local position ``local`` (0 where absent)."""
+    def stored_row(self, row: int, token_ids: np.ndarray) -> np.ndarray:
+        """The stored impact of each token in sparse row ``row`` (0 where absent)."""
         out = np.zeros(len(token_ids), dtype=np.float64)
         for j, token in enumerate(token_ids.tolist()):
             start, end = int(self.offsets[token]), int(self.offsets[token + 1])
             postings = self.doc_ids[start:end]
-            at = int(np.searchsorted(postings, local))
-            if at < len(postings) and int(postings[at]) == local:
+            at = int(np.searchsorted(postings, row))
+            if at < len(postings) and int(postings[at]) == row:
                 out[j] = float(self.impacts[start + at])
         return out
 
-    def document_vectors(self, dequantize: bool = True) -> SparseBatch:
-        """Every document's stored vector, in local id order: the postings transposed. Weights are impacts as scored
-        (stored / scale), or the stored values themselves with ``dequantize=False``."""
+    def row_vectors(self) -> SparseBatch:
+        """Every row's stored vector (stored impacts, not divided by the scale), in row order: the postings
+        transposed."""
         import scipy.sparse
 
         terms = np.repeat(np.arange(len(self.offsets) - 1, dtype=np.int32), np.diff(self.offsets))
-        values = np.asarray(self.impacts, dtype=np.float64) / (self.info.scale if dequantize else 1.0)
-        matrix = scipy.sparse.csr_matrix((values.astype(np.float32), (np.asarray(self.doc_ids), terms)),
-                                         shape=(self.info.doc_count, len(self.offsets) - 1))
+        matrix = scipy.sparse.csr_matrix((np.asarray(self.impacts, dtype=np.float32), (np.asarray(self.doc_ids), terms)),
+                                         shape=(self.info.rows, len(self.offsets) - 1))
         return SparseBatch.from_scipy(matrix)
 
+    def doc_rows(self) -> np.ndarray:
+        """int64 (documents + 1): the rows of document d are [doc_rows[d], doc_rows[d+1]) (rows of a document are
+        contiguous)."""
+        if self._doc_rows is None:
+            if self.row_doc is None:
+                self._doc_rows = np.arange(self.info.documents + 1, dtype=np.int64)
+            else:
+                rows = np.zeros(self.info.documents + 1, dtype=np.int64)
+                np.cumsum(np.bincount(np.asarray(self.row_doc), minlength=self.info.documents), out=rows[1:])
+                self._doc_rows = rows
+        return self._doc_rows
 
-def quantize(weights: np.ndarray, scale: float, dtype: str) -> np.ndarray:
-    """Impacts as stored: float32 unchanged, or uint8 q = round(w * scale) clipped to [0, 255]."""
+    # -- documents -----------------------------------------------------------------------------------------------------
+    def local_of(self, doc_id: str) -> int | None:
+        """The local number of an external id in this segment (deleted or not), or None."""
+        if self._local is None:
+            with self._lock:
+                if self._local is None:
+                    self._local = {str(d): i for i, d in enumerate(self.ids.tolist())}
+        return self._local.get(doc_id)
+
+    def deletes(self, name: str | None) -> np.ndarray | None:
+        """The deleted-documents array of one generation (``del-GGGGGG.npy``; None: nothing deleted)."""
+        if name is None:
+            return None
+        found = self._deletes.get(name)
+        if found is None:
+            found = np.load(self.directory / name, mmap_mode=None, allow_pickle=False).astype(bool)
+            if len(found) != self.info.documents:
+                raise InvalidIndex(f"{self.directory / name}: {len(found)} flags for {self.info.documents} documents; "
+                                   "the index is damaged, rebuild it")
+            self._deletes[name] = found
+        return found
+
+    @property
+    def lexical(self):
+        if self._lexical is None and (self.directory / "lexical").is_dir():
+            from lsr.index.lexical import LexicalSegment
+
+            self._lexical = LexicalSegment.load(self.directory / "lexical", mmap=self._mmap)
+        return self._lexical
+
+    @property
+    def texts(self):
+        if self._texts is None and (self.directory / "documents").is_dir():
+            from lsr.index.documents import DocumentStore
+
+            self._texts = DocumentStore(self.directory / "documents", in_memory=not self._mmap)
+        return self._texts
+
+    def hnsw(self):
+        """The segment's HNSW index over ``dense.npy`` (``--dense-index hnsw``), read once."""
+        if self._hnsw is None and (self.directory / "hnsw.index").exists():
+            import faiss
+
+            self._hnsw = faiss.read_index(str(self.directory / "hnsw.index"))
+        return self._hnsw
+
+
+_OPEN: dict[tuple, Segment] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+def _key(directory: Path, mmap: bool) -> tuple:
+    stat = directory.stat()  # the folder's identity: a rebuilt index reuses segment names, not inodes
+    return (str(directory.resolve()), stat.st_dev, stat.st_ino, mmap)
+
+
+def open_segment(directory: Path, mmap: bool = True) -> Segment:
+    """The process's one :class:`Segment` for ``directory`` (segments are immutable, so sharing is safe)."""
+    key = _key(directory, mmap)
+    with _OPEN_LOCK:
+        segment = _OPEN.get(key)
+        if segment is None:
+            segment = Segment(directory, mmap)
+            _OPEN[key] = segment
+        return segment
+
+
+def forget_segment(directory: Path) -> None:
+    """Drop a removed segment from the process's cache."""
+    name = str(directory.resolve())
+    with _OPEN_LOCK:
+        for key in [key for key in _OPEN if key[0] == name]:
+            del _OPEN[key]
+
+
+@dataclass
+class SegmentView:
+    """A segment as one generation sees it: which documents are deleted."""
+
+    segment: Segment
+    deleted: np.ndarray | None  # bool (documents,), None: none deleted
+    deleted_count: int = 0
+
+    @property
+    def live_documents(self) -> int:
+        return self.segment.info.documents - self.deleted_count
+
+    def is_live(self, local: int) -> bool:
+        return self.deleted is None or not bool(self.deleted[local])
+
+    def live_rows(self) -> np.ndarray:
+        """uint8 (rows,), 1 = the row's document is live; an empty array when none is deleted (the kernels' fast
+        path)."""
+        if self.deleted is None:
+            return np.zeros(0, dtype=np.uint8)
+        live = (~self.deleted).astype(np.uint8)
+        return live if self.segment.row_doc is None else live[np.asarray(self.segment.row_doc)]
+
+    def live_mask(self) -> np.ndarray | None:
+        return None if self.deleted is None else ~self.deleted
+
+
+def quantize(weights: np.ndarray, scale: float, dtype: str) -> tuple[np.ndarray, int]:
+    """Impacts as stored and the number of weights clipped: float32 unchanged, or uint8 q = round(w * scale)
+    clipped to [0, 255] (a weight above the index's max_weight, in a document added later, is stored as 255)."""
     if dtype == "float32":
-        return weights.astype(np.float32)
-    return np.clip(np.rint(weights.astype(np.float64) * scale), 0, 255).astype(np.uint8)
-
-
-class SegmentWriter:
-    """Collects encoded batches (spooled to ``spool``, so memory holds one batch at a time) and turns them into one
-    segment's arrays: postings by term, then the block-max structures."""
-
-    def __init__(self, spool: Path, vocab_size: int, impact_dtype: str = "uint8",
-                 block_size: int = DEFAULT_BLOCK_SIZE, dense_ratio: int = DEFAULT_DENSE_RATIO) -> None:
-        if impact_dtype not in IMPACT_DTYPES:
-            raise InvalidInput(f"impact dtype {impact_dtype!r} is not one of {', '.join(IMPACT_DTYPES)}")
-        if block_size < 1 or dense_ratio < 0:
-            raise InvalidInput(f"--block-size must be >= 1 and --dense-ratio >= 0, got {block_size} and {dense_ratio}")
-        self.spool = spool
-        self.spool.mkdir(parents=True, exist_ok=True)
-        self.vocab_size = vocab_size
-        self.impact_dtype = impact_dtype
-        self.block_size = block_size
-        self.dense_ratio = dense_ratio
-        self.ids: list[str] = []
-        self.chunks = 0
-        self.max_weight = 0.0
-
-    def add(self, batch: SparseBatch, ids: list[str]) -> None:
-        if len(batch) != len(ids):
-            raise InvalidInput(f"{len(batch)} vectors for {len(ids)} ids")
-        batch.validate(self.vocab_size)
-        for name in ("indptr", "indices", "weights"):
-            np.save(self.spool / f"{self.chunks:06d}-{name}.npy", getattr(batch, name), allow_pickle=False)
-        self.chunks += 1
-        self.ids.extend(ids)
-        if batch.nnz:
-            self.max_weight = max(self.max_weight, float(batch.weights.max()))
-
-    def scale(self) -> float:
-        if self.impact_dtype == "float32":
-            return 1.0
-        return 255.0 / self.max_weight if self.max_weight > 0 else 1.0
-
-    def spooled(self):
-        """Yield (doc_base, indptr, indices, stored impacts) for every spooled chunk, in document order."""
-        doc_base, scale = 0, self.scale()
-        for chunk in range(self.chunks):
-            indptr, indices, weights = (np.load(self.spool / f"{chunk:06d}-{name}.npy")
-                                        for name in ("indptr", "indices", "weights"))
-            yield doc_base, indptr, indices, quantize(weights, scale, self.impact_dtype)
-            doc_base += len(indptr) - 1
-
-    def finish(self, name: str, doc_base: int = 0) -> tuple[Segment, int]:
-        """The segment (arrays in memory) and the number of postings quantization dropped."""
-        counts = np.zeros(self.vocab_size, dtype=np.int64)
-        total = 0
-        for _, _, indices, impacts in self.spooled():
-            counts += np.bincount(indices[impacts > 0], minlength=self.vocab_size)
-            total += len(indices)
-        offsets = np.zeros(self.vocab_size + 1, dtype=np.int64)
-        np.cumsum(counts, out=offsets[1:])
-        postings = int(offsets[-1])
-        doc_ids = np.empty(postings, dtype=np.uint32)
-        impacts_out = np.empty(postings, dtype=np.uint8 if self.impact_dtype == "uint8" else np.float32)
-        cursor = offsets[:-1].copy()
-        for base, indptr, indices, impacts in self.spooled():
-            _fill_postings(indptr, indices, impacts, base, cursor, doc_ids, impacts_out)
-        info = SegmentInfo(name=name, doc_base=doc_base, doc_count=len(self.ids), postings=postings,
-                           scale=self.scale(), max_weight=self.max_weight, block_size=self.block_size,
-                           dense_ratio=self.dense_ratio)
-        blocks = block_metadata(offsets, doc_ids, impacts_out, len(self.ids), self.block_size, self.dense_ratio)
-        segment = Segment(info=info, offsets=offsets, doc_ids=doc_ids, impacts=impacts_out,
-                          ids=np.asarray(self.ids, dtype=str), blocks=blocks)
-        return segment, total - postings
-
-
-@numba.njit(cache=True)
-def _fill_postings(indptr, indices, impacts, doc_base, cursor, doc_ids_out, impacts_out):  # pragma: no cover - numba
-    for row in range(len(indptr) - 1):
-        for j in range(indptr[row], indptr[row + 1]):
-            if impacts[j] == 0:
-                continue
-            term = indices[j]
-            position = cursor[term]
-            doc_ids_out[position] = doc_base + row
-            impacts_out[position] = impacts[j]
-            cursor[term] = position + 1
+        return weights.astype(np.float32), 0
+    scaled = np.rint(weights.astype(np.float64) * scale)
+    clipped = int((scaled > 255).sum())
+    return np.clip(scaled, 0, 255).astype(np.uint8), clipped
 
 
 @numba.njit(cache=True)
@@ -235,12 +287,13 @@ def block_metadata(offsets: np.ndarray, doc_ids: np.ndarray, impacts: np.ndarray
                    dense_ratio: int) -> dict[str, np.ndarray]:
     """The block-max structures the pruned kernel (:func:`lsr.index.kernel.score_batch_blockmax`) reads.
 
-    Documents are cut into blocks of ``block_size`` consecutive ids. A term in at least ``doc_count / dense_ratio``
-    documents (``dense_ratio`` 0: none) is *dense*: ``dense_rows[s]`` holds its impact for every document (0 where
-    absent; padded to whole blocks) and ``dense_max[s]`` its largest impact in every block, with ``dense_terms[s]`` the
-    term id. Every other term t lists the blocks holding its postings in ``[block_offsets[t], block_offsets[t+1])``:
-    block id (``block_ids``), its largest impact there (``block_max``) and the position in the postings where that
-    block's postings of t start (``block_starts``). One pass over the postings.
+    Rows are cut into blocks of ``block_size`` consecutive numbers. A term in at least ``doc_count / dense_ratio``
+    rows (``dense_ratio`` 0: none) is *dense*: ``dense_rows[s]`` holds its impact for every row (0 where absent;
+    padded to whole blocks) and ``dense_max[s]`` its largest impact in every block, with ``dense_terms[s]`` the term id.
+    Every other term t lists the blocks holding its postings in ``[block_offsets[t], block_offsets[t+1])``: block id
+    (``block_ids``), its largest impact there (``block_max``) and the position in the postings where that block's
+    postings of t start (``block_starts``). One pass over the postings. Deleting rows leaves every maximum a valid
+    upper bound, so exact pruning survives deletes.
     """
     if block_size < 1:
         raise InvalidInput(f"block size must be >= 1, got {block_size}")

@@ -88,3 +88,84 @@ class PyseriniBm25Retriever(_OneQueryAtATime):
     def _one(self, query: str, k: int) -> Ranked:
         hits = self.searcher.search(query, k=k, fields=self.fields)
         return Ranked(ids=[h.docid for h in hits], scores=[float(h.score) for h in hits])
+
+
+class LexicalRetriever:
+    """The index's BM25 part over a snapshot: per-segment postings, statistics (N, df, average length) from the
+    live documents of that snapshot, bm25s's scores to the bit (:mod:`lsr.index.lexical`). Only documents sharing a
+    term with the query are ranked; ties go to the earlier document."""
+
+    component = "bm25"
+    takes = "text"
+    name = "bm25"
+    exact = True
+
+    def __init__(self, snapshot) -> None:
+        import threading
+
+        import numpy as np
+
+        self.snapshot = snapshot
+        params = snapshot.index.manifest.bm25
+        self.k1, self.b = float(params["k1"]), float(params["b"])
+        self.views = [view for view in snapshot.views]
+        self.df = [_live_df(view) for view in self.views]
+        self.live = [np.zeros(0, np.bool_) if view.deleted is None else ~view.deleted for view in self.views]
+        self.documents = sum(view.live_documents for view in self.views)
+        lengths = 0
+        for view, live in zip(self.views, self.live):
+            all_lengths = np.asarray(view.segment.lexical.lengths, dtype=np.int64)
+            lengths += int(all_lengths.sum() if view.deleted is None else all_lengths[live].sum())
+        self.avg_length = lengths / self.documents if self.documents else 1.0
+        self._local = threading.local()
+        self._np = np
+
+    def _analyzer(self):
+        analyzer = getattr(self._local, "analyzer", None)
+        if analyzer is None:
+            from lsr.index.lexical import Analyzer
+
+            analyzer = self._local.analyzer = Analyzer()
+        return analyzer
+
+    def warm_up(self) -> None:
+        self.retrieve(["warm up"], 1)
+
+    def retrieve(self, queries: Sequence[str], k: int, threads: int | None = None) -> list[Ranked]:
+        from lsr.index.lexical import idf, score_segment
+
+        np = self._np
+        check_batch(queries, k)
+        out = []
+        for tokens in self._analyzer()(list(queries)):
+            lookups = [view.segment.lexical.lookup(tokens) for view in self.views]
+            df = np.zeros(len(tokens), dtype=np.int64)
+            for ids, segment_df in zip(lookups, self.df):
+                df += np.where(ids >= 0, segment_df[np.maximum(ids, 0)], 0)
+            idfs = np.array([idf(int(d), self.documents) if d > 0 else 0.0 for d in df], dtype=np.float32)
+            hits = []
+            for position, (view, ids) in enumerate(zip(self.views, lookups)):
+                lexical = view.segment.lexical
+                n = len(lexical.lengths)
+                acc = np.zeros(n, dtype=np.float32)
+                touched = np.empty(n, dtype=np.int64)
+                count = score_segment(lexical.offsets, lexical.docs, lexical.tfs, lexical.lengths, self.live[position],
+                                      ids, idfs, self.k1, self.b, self.avg_length, acc, touched)
+                local = touched[:count]
+                scores = acc[local]
+                keep = scores > 0
+                hits += [(float(s), position, int(d)) for s, d in zip(scores[keep].tolist(), local[keep].tolist())]
+            hits.sort(key=lambda h: (-h[0], h[1], h[2]))
+            hits = hits[:k]
+            out.append(Ranked(ids=[str(self.views[p].segment.ids[d]) for _, p, d in hits],
+                              scores=[s for s, _, _ in hits], exact=True))
+        return out
+
+
+def _live_df(view):
+    """Per term of the segment, its live documents (cached on the segment, by deletes file)."""
+    cache = view.segment.__dict__.setdefault("_live_df", {})
+    key = id(view.deleted) if view.deleted is not None else None
+    if key not in cache:
+        cache[key] = view.segment.lexical.live_df(None if view.deleted is None else ~view.deleted)
+    return cache[key]

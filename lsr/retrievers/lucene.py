@@ -15,7 +15,6 @@ import uuid
 import numpy as np
 
 from lsr.errors import Unavailable
-from lsr.index import Index
 from lsr.lucene import QUERY_WEIGHT_MAX, start_jvm
 from lsr.results import Ranked
 from lsr.retrievers import check_batch
@@ -48,31 +47,36 @@ class LuceneRetriever:
     name = "lucene"
     exact = False  # integer-rounded query weights
 
-    def __init__(self, index: Index, threads: int | None = None) -> None:
-        if not index.has("lucene"):
-            raise Unavailable(f"{index.directory or 'this index'} has no Lucene part; rebuild it with "
-                              "`lsr index ... --lucene` (the Lucene part is rebuild-only)")
-        if len(index.segments) != 1:
-            raise Unavailable("the Lucene backend reads single-segment indexes")
+    def __init__(self, snapshot, threads: int | None = None) -> None:
+        index = snapshot.index
+        lucene = index.manifest.lucene
+        if not lucene:
+            raise Unavailable(f"{index.directory} has no Lucene part; rebuild it with `lsr index ... --lucene` (the "
+                              "Lucene part is rebuild-only)")
+        if lucene.get("generation") != snapshot.number:
+            raise Unavailable(f"the Lucene part of {index.directory} describes generation {lucene.get('generation')}, "
+                              f"the index is at generation {snapshot.number} (documents were added, replaced or "
+                              "deleted since): the Lucene part is rebuild-only; rebuild it with `lsr index ... "
+                              "--lucene`, or search with the native backend")
         start_jvm()
         from pyserini.search.lucene import LuceneImpactSearcher
 
         self.index = index
+        self.snapshot = snapshot
         self.encoder = PassThroughEncoder()
-        self.searcher = LuceneImpactSearcher(str(index.directory / index.manifest.lucene["directory"]), self.encoder,
-                                             min_idf=-1.0)
+        self.searcher = LuceneImpactSearcher(str(index.directory / lucene["directory"]), self.encoder, min_idf=-1.0)
         self.tokens = index.token_strings()
-        self.scale = index.segments[0].info.scale  # the native index's impact scale (impact = stored / scale)
+        self.scale = index.manifest.scale  # impact = stored / scale
         self.threads = threads or 1
 
     @classmethod
-    def open(cls, index: Index, threads: int | None = None) -> LuceneRetriever:
-        return cls(index, threads)
+    def open(cls, snapshot, threads: int | None = None) -> LuceneRetriever:
+        return cls(snapshot, threads)
 
     def warm_up(self) -> None:
         from lsr.retrievers.native import frequent_terms
 
-        term = frequent_terms(self.index, 1)[0]
+        term = frequent_terms(self.snapshot, 1)[0]
         self.retrieve(SparseBatch.from_rows([(np.array([term], np.int32), np.array([1.0], np.float32))]), 1)
 
     def retrieve(self, queries: SparseBatch, k: int, threads: int | None = None) -> list[Ranked]:

@@ -1,5 +1,12 @@
-"""The ``native`` sparse backend: lsr's numba kernels over the index's segments, block-max pruned and exact by
-default (see :class:`Pruning`). Thread-safe: each thread keeps its own scratch for the single-query kernel."""
+"""The ``native`` sparse backend: lsr's numba kernels over a snapshot's segments, block-max pruned and exact by
+default (see :class:`Pruning`). Deleted documents are never offered to a top-k; segments are searched one after the
+other and their top-k lists merged (score, then the documents' order). Thread-safe: each thread keeps its own
+scratch for the single-query kernel.
+
+Chunked indexes (``--chunk-tokens``) score rows (chunks): with ``max`` aggregation a document scores as its best
+chunk, found exactly by asking each segment for more rows until k distinct documents are in hand; with ``sum`` a
+document scores the sum over its chunks, accumulated per document by the exhaustive kernel.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lsr.errors import InvalidInput
-from lsr.index import Index, kernel
+from lsr.index import kernel
 from lsr.results import Ranked
 from lsr.retrievers import check_batch
 from lsr.sparse import SparseBatch
@@ -55,26 +62,38 @@ class NativeRetriever:
     component = "sparse"
     takes = "sparse"
 
-    def __init__(self, index: Index, pruning: Pruning | None = None, threads: int | None = None) -> None:
-        self.index = index
+    def __init__(self, snapshot, pruning: Pruning | None = None, threads: int | None = None) -> None:
+        self.snapshot = snapshot
+        self.index = snapshot.index
         self.pruning = pruning or Pruning()
+        chunking = self.index.manifest.chunking
+        self.aggregate = chunking["aggregate"] if chunking else None
+        if self.aggregate == "sum" and self.pruning.method == "blockmax" and not self.pruning.exact:
+            raise InvalidInput("chunk sums are scored exhaustively; the approximate pruning knobs do not apply")
         self.threads = threads or default_threads()
-        self.name = f"native/{self.pruning.method}"
+        self.name = f"native/{'exhaustive' if self.aggregate == 'sum' else self.pruning.method}"
         self.exact = self.pruning.exact
+        self.scale = self.index.manifest.scale or 1.0
+        self.views = snapshot.views
+        self.live_rows = [view.live_rows() for view in self.views]
+        self.live_docs = [np.zeros(0, np.uint8) if view.deleted is None else (~view.deleted).astype(np.uint8)
+                          for view in self.views]
         self._local = threading.local()  # per-thread scratch of the single-threaded block-max kernel
-        if self.pruning.method == "blockmax":
-            for segment in index.segments:
-                segment.kernel_arrays()  # load (or compute, for an older index) before the first query
+        if self.pruning.method == "blockmax" and self.aggregate != "sum":
+            for view in self.views:
+                view.segment.kernel_arrays()  # load before the first query
 
     @classmethod
-    def open(cls, index: Index, pruning: Pruning | None = None, threads: int | None = None) -> NativeRetriever:
-        return cls(index, pruning, threads)
+    def open(cls, snapshot, pruning: Pruning | None = None, threads: int | None = None) -> NativeRetriever:
+        return cls(snapshot, pruning, threads)
 
     def warm_up(self) -> None:
         """Compile (or load from numba's cache) every kernel variant a request can reach: the single-query kernel
         and the parallel batch kernel, and page the postings in."""
+        if not self.views:
+            return
         probe = SparseBatch.from_rows([(np.array([t], np.int32), np.array([1.0], np.float32))
-                                       for t in frequent_terms(self.index, 2)])
+                                       for t in frequent_terms(self.snapshot, 2)])
         self.retrieve(probe.take([0]), 1, threads=1)
         self.retrieve(probe, 1, threads=max(2, self.threads))
 
@@ -82,58 +101,105 @@ class NativeRetriever:
         check_batch(queries, k)
         queries.validate(self.index.vocab_size)
         queries = queries.positive()
-        k_eff = max(1, min(k, self.index.doc_count))
         threads = threads or self.threads
-        per_segment = [(segment, *self._score(segment, queries, k_eff, threads)) for segment in self.index.segments]
+        found, postings = [], np.zeros(len(queries), dtype=np.int64)
+        for position in range(len(self.views)):
+            hits, read = self._segment_top(position, queries, k, threads)
+            found.append(hits)
+            postings += read
         out = []
         for q in range(len(queries)):
-            ids: list[str] = []
-            scores: list[float] = []
-            order_keys: list[int] = []
-            for segment, docs, seg_scores, _ in per_segment:
-                found = docs[q][docs[q] >= 0]
-                ids.extend(segment.ids[found].tolist())
-                scores.extend((seg_scores[q][: len(found)].astype(np.float64) / segment.info.scale).tolist())
-                order_keys.extend((found + segment.info.doc_base).tolist())
-            if len(per_segment) > 1:  # merge the segments' top-k lists: score desc, then index position
-                order = sorted(range(len(ids)), key=lambda i: (-scores[i], order_keys[i]))[:k]
-                ids, scores = [ids[i] for i in order], [scores[i] for i in order]
-            postings = sum(int(seg_postings[q]) for _, _, _, seg_postings in per_segment)
-            out.append(Ranked(ids=ids, scores=scores, exact=self.exact, postings=postings))
+            hits = [hit for per_segment in found for hit in per_segment[q]]  # (score, position, local, row)
+            if len(found) > 1:
+                hits.sort(key=lambda h: (-h[0], h[1], h[2]))
+                hits = hits[:k]
+            ids = [str(self.views[p].segment.ids[local]) for _, p, local, _ in hits]
+            chunks = None
+            if self.aggregate == "max":
+                chunks = [tuple(int(x) for x in self.views[p].segment.chunks[row]) for _, p, _, row in hits]
+            out.append(Ranked(ids=ids, scores=[h[0] for h in hits], exact=self.exact, postings=int(postings[q]),
+                              chunks=chunks))
         return out
 
-    def _score(self, segment, vectors: SparseBatch, k: int, threads: int) -> tuple:
-        """(docs, scores, postings read) of one segment for every query of the batch."""
+    # -- one segment ---------------------------------------------------------------------------------------------------
+    def _segment_top(self, position: int, queries: SparseBatch, k: int, threads: int) -> tuple[list[list[tuple]],
+                                                                                                np.ndarray]:
+        """Per query, the segment's top-k live documents as (score, position, local document, best row); and the
+        postings read per query."""
+        view = self.views[position]
+        segment = view.segment
+        live_docs = view.live_documents
+        if live_docs == 0:
+            return [[] for _ in range(len(queries))], np.zeros(len(queries), dtype=np.int64)
+        if self.aggregate == "sum":
+            docs, scores, postings = kernel.score_batch_grouped(
+                segment.offsets, segment.doc_ids, segment.impacts, self.live_docs[position],
+                np.asarray(segment.row_doc), queries.indptr, queries.indices, queries.weights,
+                segment.info.documents, min(k, live_docs))
+            return [[(float(s) / self.scale, position, int(d), -1) for d, s in zip(docs[q], scores[q]) if d >= 0]
+                    for q in range(len(queries))], postings
+        row_doc = None if segment.row_doc is None else np.asarray(segment.row_doc)
+        want = min(k, live_docs)
+        rows = want if row_doc is None else min(segment.info.rows, want * max(1, -(-segment.info.rows //
+                                                                                   segment.info.documents)))
+        while True:
+            docs, scores, postings = self._score(position, queries, max(1, rows), threads)
+            out, short = [], False
+            for q in range(len(queries)):
+                hits, seen = [], set()
+                for row, score in zip(docs[q].tolist(), scores[q].tolist()):
+                    if row < 0:
+                        break
+                    doc = row if row_doc is None else int(row_doc[row])
+                    if doc in seen:
+                        continue
+                    seen.add(doc)
+                    hits.append((float(np.float64(score) / self.scale), position, doc, row))
+                    if len(hits) == want:
+                        break
+                short |= len(hits) < want and int((docs[q] >= 0).sum()) == rows
+                out.append(hits)
+            if not short or rows >= segment.info.rows:
+                return out, postings
+            rows = min(segment.info.rows, rows * 2)
+
+    def _score(self, position: int, vectors: SparseBatch, k: int, threads: int) -> tuple:
+        """(rows, scores, postings read) of one segment for every query of the batch."""
+        segment, live = self.views[position].segment, self.live_rows[position]
         q = (vectors.indptr, vectors.indices, vectors.weights)
-        n_docs = segment.info.doc_count
+        n_rows = segment.info.rows
         serial = threads == 1 or len(vectors) == 1
         if not serial and kernel.PARALLEL_LOCK is not None:  # no thread-safe threading layer: one launch at a time
             with kernel.PARALLEL_LOCK:
-                return self._score_parallel(segment, q, n_docs, k, threads)
+                return self._score_parallel(segment, live, q, n_rows, k, threads)
         if not serial:
-            return self._score_parallel(segment, q, n_docs, k, threads)
+            return self._score_parallel(segment, live, q, n_rows, k, threads)
         if self.pruning.method == "exhaustive":
-            return kernel.score_batch_serial(segment.offsets, segment.doc_ids, segment.impacts, *q, n_docs, k, threads)
+            return kernel.score_batch_serial(segment.offsets, segment.doc_ids, segment.impacts, live, *q, n_rows, k,
+                                             threads)
         ix, block_size = segment.kernel_arrays(), segment.block_size
-        alpha, cut = self.pruning.alpha, self.pruning.query_cut
         longest = int(np.diff(vectors.indptr).max()) if len(vectors) else 1
         scratches = getattr(self._local, "scratch", None)
         if scratches is None:
             scratches = self._local.scratch = {}
-        scratch = scratches.get(segment.info.name)
+        scratch = scratches.get(segment.directory)
         if scratch is None or len(scratch[1]) < longest:
-            scratch = scratches[segment.info.name] = kernel.blockmax_scratch(n_docs, block_size, max(longest, 8))
-        return kernel.score_batch_blockmax_serial(ix, block_size, *q, n_docs, k, scratch, alpha, cut)[:3]
+            scratch = scratches[segment.directory] = kernel.blockmax_scratch(n_rows, block_size, max(longest, 8))
+        return kernel.score_batch_blockmax_serial(ix, live, block_size, *q, n_rows, k, scratch, self.pruning.alpha,
+                                                  self.pruning.query_cut)[:3]
 
-    def _score_parallel(self, segment, q: tuple, n_docs: int, k: int, threads: int) -> tuple:
+    def _score_parallel(self, segment, live, q: tuple, n_rows: int, k: int, threads: int) -> tuple:
         if self.pruning.method == "exhaustive":
-            return kernel.score_batch(segment.offsets, segment.doc_ids, segment.impacts, *q, n_docs, k, threads)
-        return kernel.score_batch_blockmax(segment.kernel_arrays(), segment.block_size, *q, n_docs, k, threads,
+            return kernel.score_batch(segment.offsets, segment.doc_ids, segment.impacts, live, *q, n_rows, k, threads)
+        return kernel.score_batch_blockmax(segment.kernel_arrays(), live, segment.block_size, *q, n_rows, k, threads,
                                            self.pruning.alpha, self.pruning.query_cut)[:3]
 
 
-def frequent_terms(index: Index, n: int) -> list[int]:
-    """The ``n`` terms with the most postings in the first segment (a warm-up query that touches real data)."""
-    df = np.diff(np.asarray(index.segments[0].offsets))
+def frequent_terms(snapshot, n: int) -> list[int]:
+    """The ``n`` terms with the most postings in the snapshot's largest segment (a warm-up that touches real data)."""
+    if not snapshot.views:
+        return [0] * n
+    segment = max((view.segment for view in snapshot.views), key=lambda s: s.info.postings)
+    df = np.diff(np.asarray(segment.offsets))
     top = np.argsort(-df, kind="stable")[:n]
     return [int(t) for t in top] if len(top) else [0] * n

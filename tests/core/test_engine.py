@@ -146,7 +146,7 @@ def test_every_retriever_answers_through_the_protocol(engine):
     queries = ["statin breast cancer", "fish oil", "zzzz", "salt sugar blood pressure"]
     encoded = {"sparse": engine.index.encoder.encode_queries(queries),
                "dense": engine.dense_encoder().encode_queries(queries), "text": queries}
-    exhaustive = NativeRetriever(engine.index, Pruning("exhaustive"))
+    exhaustive = NativeRetriever(engine.index.snapshot(), Pruning("exhaustive"))
     retrievers = [*engine.retrievers.values(), exhaustive]
     for retriever in retrievers:
         assert isinstance(retriever, Retriever)

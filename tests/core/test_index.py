@@ -28,8 +28,8 @@ def test_quantization_error_is_at_most_half_a_step():
     rng = np.random.default_rng(0)
     weights = rng.uniform(0, 7.3, 10_000).astype(np.float32)
     scale = 255 / weights.max()
-    q = quantize(weights, scale, "uint8")
-    assert q.dtype == np.uint8 and q.max() == 255
+    q, clipped = quantize(weights, scale, "uint8")
+    assert q.dtype == np.uint8 and q.max() == 255 and clipped == 0
     assert np.abs(q / scale - weights).max() <= 0.5 / scale + 1e-6
 
 
@@ -46,6 +46,7 @@ def test_postings_round_trip(tmp_path, dtype):
     manifest = write_index(tmp_path / "idx", batch, ids, dtype).manifest
     index = Index.open(tmp_path / "idx")
     assert index.doc_count == 40 and manifest.impact_dtype == dtype and index.encoder is None
+    assert index.generation == 1 and (tmp_path / "idx" / "CURRENT").read_text().strip() == "gen-000001.json"
     segment = index.segments[0]
     assert isinstance(segment.doc_ids, np.memmap)
     dense = np.zeros((40, 50))
@@ -53,13 +54,13 @@ def test_postings_round_trip(tmp_path, dtype):
         start, end = segment.offsets[term], segment.offsets[term + 1]
         docs = segment.doc_ids[start:end]
         assert (np.diff(docs.astype(np.int64)) > 0).all(), "doc ids increase within a posting list"
-        dense[docs, term] = segment.impacts[start:end] / segment.info.scale
+        dense[docs, term] = segment.impacts[start:end] / manifest.scale
     expected = batch.to_scipy(50).toarray()
-    step = 0.5 / segment.info.scale if dtype == "uint8" else 1e-6
+    step = 0.5 / manifest.scale if dtype == "uint8" else 1e-6
     assert np.abs(dense - expected).max() <= step + 1e-6
-    assert index.external_id(7) == "doc7" and index.row_of("doc7") == 7 and index.row_of("nope") is None
-    assert manifest.postings + manifest.dropped_postings == batch.nnz
-    np.testing.assert_allclose(segment.document_vectors().to_scipy(50).toarray(), dense, atol=1e-6)
+    assert list(index.ids()) == ids and index.snapshot().find("doc7")[1] == 7 and index.snapshot().find("x") is None
+    assert segment.info.postings + segment.info.dropped_postings == batch.nnz
+    np.testing.assert_allclose(segment.row_vectors().to_scipy(50).toarray() / manifest.scale, dense, atol=1e-6)
 
 
 def test_in_memory_index_saves_what_it_holds(tmp_path, monkeypatch):
@@ -71,30 +72,32 @@ def test_in_memory_index_saves_what_it_holds(tmp_path, monkeypatch):
     batch = random_batch(np.random.default_rng(11), 30, 50)
     ids = [f"d{i}" for i in range(30)]
     in_memory = Index.build(vectors=batch, ids=ids, vocab_size=50)
-    assert in_memory.directory is None and not isinstance(in_memory.segments[0].doc_ids, np.memmap)
-    assert not any(scratch.iterdir()), "the build's scratch folder is removed"
+    assert in_memory.in_memory and in_memory.directory.parent == scratch
     in_memory.save(tmp_path / "saved")
     reopened = Index.open(tmp_path / "saved")
     for a, b in zip(in_memory.segments[0].kernel_arrays(), reopened.segments[0].kernel_arrays()):
         np.testing.assert_array_equal(a, b)
     assert list(reopened.ids()) == ids
+    del in_memory
+    import gc
+
+    gc.collect()
+    assert not any(scratch.iterdir()), "an in-memory index's scratch folder goes with it"
 
 
-def test_failed_build_keeps_previous_index(tmp_path):
+def test_failed_build_keeps_previous_index(tmp_path, tiny_mlm_dir, tiny_idf_file):
     rng = np.random.default_rng(2)
     batch = random_batch(rng, 10, 50)
     write_index(tmp_path / "idx", batch, [f"d{i}" for i in range(10)])
     before = {p.name: p.read_bytes() for p in (tmp_path / "idx").rglob("*") if p.is_file()}
 
     def interrupted():
-        yield {"id": "new0", "text": "x"}
+        yield {"id": "new0", "text": "statin"}
         raise KeyboardInterrupt  # an interrupt in the middle of a build
 
-    class Stub:  # an "encoder" that only needs to look sparse
-        vocab_size = 50
-
+    encoder = load_encoder(tiny_mlm_dir, kind="inference-free", idf=tiny_idf_file, device="cpu")
     with pytest.raises(KeyboardInterrupt):
-        Index.build(Stub(), documents=interrupted(), path=tmp_path / "idx")
+        Index.build(encoder, documents=interrupted(), path=tmp_path / "idx")
     after = {p.name: p.read_bytes() for p in (tmp_path / "idx").rglob("*") if p.is_file()}
     assert after == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["idx"], "no temporary directory left behind"
@@ -123,14 +126,18 @@ def test_manifest_version_and_missing_index_are_explained(tmp_path):
     (tmp_path / "idx" / "manifest.json").write_text(json.dumps(data))
     with pytest.raises(InvalidIndex, match="rebuild the index"):
         Manifest.load(tmp_path / "idx")
+    data["format_version"] = 1  # an lsr 0.1 index
+    (tmp_path / "idx" / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(InvalidIndex, match="format version 1, this lsr reads version 2; rebuild"):
+        Index.open(tmp_path / "idx")
 
 
 def test_build_index_end_to_end_with_export(tmp_path, tiny_mlm_dir, tiny_idf_file):
     corpus = write_jsonl(tmp_path / "corpus.jsonl", TINY_DOCS)
     encoder = load_encoder(tiny_mlm_dir, kind="inference-free", idf=tiny_idf_file, device="cpu")
     manifest = Index.build(encoder, corpus=corpus, path=tmp_path / "idx", batch_size=2, chunk_documents=3,
-                           export_jsonl=tmp_path / "vectors.jsonl").manifest
-    assert manifest.doc_count == 5 and manifest.encoder["identity"] == encoder.identity()
+                           export_jsonl=tmp_path / "vectors.jsonl", store_documents=True).manifest
+    assert manifest.build["summary"]["documents"] == 5 and manifest.encoder["identity"] == encoder.identity()
     assert manifest.search_defaults == {"mode": "sparse"}
     assert (tmp_path / "idx" / "encoder" / "lsr_encoder.json").exists()
     records = [json.loads(line) for line in (tmp_path / "vectors.jsonl").read_text().splitlines()]
@@ -140,7 +147,7 @@ def test_build_index_end_to_end_with_export(tmp_path, tiny_mlm_dir, tiny_idf_fil
     assert vector and all(isinstance(v, int) and 1 <= v <= 255 for v in vector.values())
     ids, weights = encoder.encode_documents([TINY_DOCS[0]["title"] + " " + TINY_DOCS[0]["text"]]).row(0)
     tokens = encoder.tokenizer.convert_ids_to_tokens(ids.tolist())
-    scale = manifest.segments[0].scale
+    scale = manifest.scale
     expected = {t: int(np.rint(w * scale)) for t, w in zip(tokens, weights) if np.rint(w * scale) > 0}
     assert vector == expected
 
@@ -153,8 +160,8 @@ def test_build_index_malformed_corpus_keeps_old_index(tmp_path, tiny_mlm_dir, ti
     with pytest.raises(InvalidInput, match="bad.jsonl:4"):
         Index.build(encoder, corpus=bad, path=tmp_path / "idx", chunk_documents=2)
     assert Index.open(tmp_path / "idx", load_encoder=False).doc_count == 5
-    manifest = Index.build(encoder, corpus=bad, path=tmp_path / "idx", skip_malformed=True).manifest
-    assert manifest.doc_count == 3 and manifest.build["skipped_lines"] == 1
+    index = Index.build(encoder, corpus=bad, path=tmp_path / "idx", skip_malformed=True)
+    assert index.doc_count == 3 and index.read_stats.skipped == 1
 
 
 def test_out_that_is_not_an_index_is_never_replaced(tmp_path):
@@ -187,19 +194,19 @@ def test_block_metadata_is_stored_and_an_older_index_gets_it_at_load(tmp_path):
     write_index(tmp_path / "idx", batch, ids)
     index = Index.open(tmp_path / "idx")
     segment = index.segments[0]
-    assert segment.info.block_size == DEFAULT_BLOCK_SIZE and sorted(segment.blocks) == sorted(BLOCK_ARRAYS)
+    assert segment.info.block_size == DEFAULT_BLOCK_SIZE and sorted(segment.block_arrays()) == sorted(BLOCK_ARRAYS)
     stored = segment.kernel_arrays()
 
     old = tmp_path / "old"
     shutil.copytree(tmp_path / "idx", old)
-    shutil.rmtree(old / "segments" / segment.info.name / "blocks")
-    manifest = json.loads((old / "manifest.json").read_text())
-    manifest["segments"][0]["block_size"] = 0
-    (old / "manifest.json").write_text(json.dumps(manifest))
+    shutil.rmtree(old / "segments" / segment.name / "blocks")
+    info = json.loads((old / "segments" / segment.name / "info.json").read_text())
+    info["block_size"] = 0
+    (old / "segments" / segment.name / "info.json").write_text(json.dumps(info))
     computed = Index.open(old).segments[0].kernel_arrays()
     for a, b in zip(stored, computed):
         np.testing.assert_array_equal(a, b)
-    assert len(kernel_arrays(segment.offsets, segment.doc_ids, segment.impacts, segment.blocks)) == len(stored)
+    assert len(kernel_arrays(segment.offsets, segment.doc_ids, segment.impacts, segment.block_arrays())) == len(stored)
 
 
 def test_an_index_opened_without_its_encoder_saves_it_too(tmp_path, tiny_mlm_dir, tiny_idf_file):

@@ -10,6 +10,8 @@ import pytest
 
 from lsr.index.kernel import score_batch, score_batch_serial
 
+ALL = np.zeros(0, np.uint8)  # the live-rows mask of a segment with nothing deleted
+
 
 def random_collection(seed, n_docs=300, vocab=80, dtype=np.uint8):
     """CSR postings by term + the equivalent dense (doc x term) matrix, with many exact score ties."""
@@ -56,7 +58,8 @@ def brute_force(dense, q_indptr, q_terms, q_weights, k):
 @pytest.mark.parametrize("kernel", [score_batch, score_batch_serial])
 def test_kernel_equals_brute_force(dtype, k, kernel):
     (offsets, doc_ids, impacts), dense, (q_indptr, q_terms, q_weights) = random_collection(int(k), dtype=dtype)
-    docs, scores, postings = kernel(offsets, doc_ids, impacts, q_indptr, q_terms, q_weights, dense.shape[0], k, 3)
+    docs, scores, postings = kernel(offsets, doc_ids, impacts, ALL, q_indptr, q_terms, q_weights, dense.shape[0], k,
+                                    3)
     for q, (expected_docs, expected_scores) in enumerate(brute_force(dense, q_indptr, q_terms, q_weights, k)):
         got = docs[q][docs[q] >= 0]
         assert got.tolist() == expected_docs, f"query {q}"
@@ -73,7 +76,7 @@ def test_kernel_without_jit():
         "from lsr.index.kernel import score_batch\n"
         "import numba; assert numba.config.DISABLE_JIT\n"
         "(o, d, i), dense, (qi, qt, qw) = random_collection(5, n_docs=60, vocab=20)\n"
-        "docs, scores, _ = score_batch(o, d, i, qi, qt, qw, dense.shape[0], 5, 2)\n"
+        "docs, scores, _ = score_batch(o, d, i, np.zeros(0, np.uint8), qi, qt, qw, dense.shape[0], 5, 2)\n"
         "for q, (exp, _) in enumerate(brute_force(dense, qi, qt, qw, 5)):\n"
         "    assert docs[q][docs[q] >= 0].tolist() == exp, q\n"
         "print('ok')\n"
@@ -90,15 +93,15 @@ def test_ties_are_broken_by_document_id():
     doc_ids = np.array([0, 1, 2, 3], dtype=np.uint32)
     impacts = np.array([5, 7, 7, 7], dtype=np.uint8)
     q = (np.array([0, 1]), np.array([0], dtype=np.int32), np.array([1.0], dtype=np.float32))
-    docs, scores, _ = score_batch_serial(offsets, doc_ids, impacts, *q, 4, 2, 1)
+    docs, scores, _ = score_batch_serial(offsets, doc_ids, impacts, ALL, *q, 4, 2, 1)
     assert docs[0].tolist() == [1, 2]
-    docs, _, _ = score_batch_serial(offsets, doc_ids, impacts, *q, 4, 10, 1)
+    docs, _, _ = score_batch_serial(offsets, doc_ids, impacts, ALL, *q, 4, 10, 1)
     assert docs[0].tolist() == [1, 2, 3, 0, -1, -1, -1, -1, -1, -1]
 
 
 def test_empty_query_returns_no_hits():
     offsets = np.array([0, 1], dtype=np.int64)
-    docs, scores, postings = score_batch_serial(offsets, np.array([0], np.uint32), np.array([3], np.uint8),
+    docs, scores, postings = score_batch_serial(offsets, np.array([0], np.uint32), np.array([3], np.uint8), ALL,
                                                 np.array([0, 0]), np.zeros(0, np.int32), np.zeros(0, np.float32),
                                                 1, 3, 1)
     assert (docs == -1).all() and postings[0] == 0
@@ -121,11 +124,11 @@ def test_blockmax_equals_exhaustive(dtype, block_size, dense_ratio, k):
         n = dense.shape[0]
         ix = kernel_arrays(offsets, doc_ids, impacts, block_metadata(offsets, doc_ids, impacts, n, block_size,
                                                                      dense_ratio))
-        expected = score_batch(offsets, doc_ids, impacts, q_indptr, q_terms, q_weights, n, k, 2)
+        expected = score_batch(offsets, doc_ids, impacts, ALL, q_indptr, q_terms, q_weights, n, k, 2)
         scratch = blockmax_scratch(n, block_size, int(np.diff(q_indptr).max()))
-        for docs, scores, _, _ in (score_batch_blockmax(ix, block_size, q_indptr, q_terms, q_weights, n, k, 2),
-                                   score_batch_blockmax_serial(ix, block_size, q_indptr, q_terms, q_weights, n, k,
-                                                               scratch)):
+        for docs, scores, _, _ in (score_batch_blockmax(ix, ALL, block_size, q_indptr, q_terms, q_weights, n, k, 2),
+                                   score_batch_blockmax_serial(ix, ALL, block_size, q_indptr, q_terms, q_weights, n,
+                                                               k, scratch)):
             np.testing.assert_array_equal(docs, expected[0])
             np.testing.assert_array_equal(scores, expected[1])
         ub, _, _, acc = scratch  # (the cursors are set by every tier before use)
@@ -146,13 +149,38 @@ def test_blockmax_prunes_and_the_approximate_knobs_are_subsets():
     q_weights = np.array([2.0, 1.5, 1.0, 0.5], dtype=np.float32)
     q_indptr = np.array([0, 4])
     ix = kernel_arrays(offsets, doc_ids, impacts, block_metadata(offsets, doc_ids, impacts, n, 8, 0))
-    exact = score_batch_blockmax(ix, 8, q_indptr, q_terms, q_weights, n, 10, 1)
+    exact = score_batch_blockmax(ix, ALL, 8, q_indptr, q_terms, q_weights, n, 10, 1)
     total = sum(offsets[t + 1] - offsets[t] for t in q_terms)
     assert exact[2][0] < total
     truth = dense[:, q_terms].astype(np.float32) @ q_weights
     for alpha, cut in ((0.8, 0), (1.0, 2)):
-        docs, scores, postings, _ = score_batch_blockmax(ix, 8, q_indptr, q_terms, q_weights, n, 10, 1, alpha, cut)
+        docs, scores, postings, _ = score_batch_blockmax(ix, ALL, 8, q_indptr, q_terms, q_weights, n, 10, 1, alpha,
+                                                         cut)
         assert postings[0] <= exact[2][0]
         if cut == 0:
             np.testing.assert_allclose(scores[0], truth[docs[0]], rtol=1e-6)
     assert len(set(exact[0][0].tolist()) & set(np.argsort(-truth, kind="stable")[:10].tolist())) == 10
+
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+@pytest.mark.parametrize("block_size,dense_ratio", [(1, 0), (4, 4), (8, 16)])
+def test_deleted_rows_are_skipped_and_blockmax_stays_exact(dtype, block_size, dense_ratio):
+    """With a random third of the rows deleted, every kernel returns the brute-force top-k of the live rows: deleted
+    rows still count in the block maxima (valid upper bounds), they are only never offered."""
+    for seed in range(3):
+        (offsets, doc_ids, impacts), dense, (q_indptr, q_terms, q_weights) = random_collection(seed, dtype=dtype)
+        n = dense.shape[0]
+        live = (np.random.default_rng(seed).random(n) > 0.33).astype(np.uint8)
+        masked = dense * live[:, None]
+        ix = kernel_arrays(offsets, doc_ids, impacts, block_metadata(offsets, doc_ids, impacts, n, block_size,
+                                                                     dense_ratio))
+        scratch = blockmax_scratch(n, block_size, int(np.diff(q_indptr).max()))
+        for k in (1, 10):
+            want = brute_force(masked, q_indptr, q_terms, q_weights, k)
+            for docs, _scores, *_ in (score_batch(offsets, doc_ids, impacts, live, q_indptr, q_terms, q_weights, n, k, 2),
+                                     score_batch_blockmax(ix, live, block_size, q_indptr, q_terms, q_weights, n, k, 2),
+                                     score_batch_blockmax_serial(ix, live, block_size, q_indptr, q_terms, q_weights, n,
+                                                                 k, scratch)):
+                for q, (expected_docs, _) in enumerate(want):
+                    assert docs[q][docs[q] >= 0].tolist() == expected_docs, (seed, k, q)

@@ -39,9 +39,8 @@ def test_search_matches_exact_dot_product(tiny_index):
     result = engine.search("statin breast cancer in women", k=10)
     assert result.mode == "sparse" and result.components == ("sparse",) and result.exact
     expected = exact_scores(encoder, "statin breast cancer in women")
-    segment = engine.index.segments[0]
     # uint8: each impact is within half a quantization step of the float weight
-    tolerance = 1e-5 if engine.index.manifest.impact_dtype == "float32" else 0.5 / segment.info.scale
+    tolerance = 1e-5 if engine.index.manifest.impact_dtype == "float32" else 0.5 / engine.index.manifest.scale
     query_mass = float(encoder.encode_queries(["statin breast cancer in women"]).weights.sum())
     assert sorted(result.ids) == sorted(expected)
     for hit in result.hits:

@@ -63,8 +63,10 @@ def test_lsr_index_defaults_to_the_shipped_encoder(tmp_path, capsys, monkeypatch
     assert next(encoder.model.parameters()).dtype.is_floating_point
     corpus = write_jsonl(tmp_path / "corpus.jsonl", TINY_DOCS)
     assert main(["index", "--corpus", str(corpus), "--out", str(tmp_path / "idx")]) == 0
+    summary = json.loads(capsys.readouterr().out)
     manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
-    assert manifest["encoder"]["identity"] == encoder.identity() and manifest["doc_count"] == len(TINY_DOCS)
+    assert manifest["encoder"]["identity"] == encoder.identity() and summary["documents"] == len(TINY_DOCS)
+    assert summary["truncated_documents"] == 0
     monkeypatch.setenv("LSR_DEFAULT_ENCODER", str(tmp_path / "nope"))
     assert main(["index", "--corpus", str(corpus), "--out", str(tmp_path / "idx2")]) == 2
     assert "default encoder" in capsys.readouterr().err and not (tmp_path / "idx2").exists()
@@ -110,3 +112,29 @@ def test_lsr_index_document_top_k_prunes_every_document(tmp_path, tiny_mlm_dir, 
         assert sorted(pruned[doc]) == sorted(want)
     assert main([*common, "--out", str(tmp_path / "bad"), "--document-top-k", "0"]) == 2
     assert "--document-top-k must be >= 1" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+def test_lsr_index_add_delete_merge_change_an_index_in_place(tmp_path, tiny_mlm_dir, tiny_idf_file, capsys):
+    from lsr import Index
+
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", TINY_DOCS[:3])
+    assert main(["index", "--corpus", str(corpus), "--encoder", str(tiny_mlm_dir), "--kind", "inference-free",
+                 "--idf", str(tiny_idf_file), "--store-documents", "--out", str(tmp_path / "idx")]) == 0
+    capsys.readouterr()
+    more = write_jsonl(tmp_path / "more.jsonl", [TINY_DOCS[0], {**TINY_DOCS[1], "text": "changed"}, *TINY_DOCS[3:]])
+    assert main(["index", "add", "--index", str(tmp_path / "idx"), "--corpus", str(more)]) == 0
+    added = json.loads(capsys.readouterr().out)
+    assert (added["added"], added["replaced"], added["unchanged"], added["generation"]) == (2, 1, 1, 2)
+    (tmp_path / "ids.txt").write_text("d1\nnope\nd4\n")
+    assert main(["index", "delete", "--index", str(tmp_path / "idx"), "--ids", str(tmp_path / "ids.txt")]) == 0
+    deleted = json.loads(capsys.readouterr().out)
+    assert (deleted["deleted"], deleted["unknown"], deleted["unknown_first"]) == (2, 1, ["nope"])
+    index = Index.open(tmp_path / "idx", load_encoder=False)
+    assert sorted(index.ids()) == ["d2", "d3", "d5"] and len(index.segments) == 2
+    assert index.document("d2")["text"] == "changed"
+    assert main(["index", "merge", "--index", str(tmp_path / "idx")]) == 0
+    merged = json.loads(capsys.readouterr().out)
+    assert merged["segments_after"] == 1 and merged["dropped_deleted"] == 3
+    assert Index.open(tmp_path / "idx", load_encoder=False).segments[0].info.documents == 3
+    assert main(["index", "add", "--index", str(tmp_path / "nope"), "--corpus", str(more)]) == 2
+    assert "is not an lsr index" in capsys.readouterr().err

@@ -51,8 +51,8 @@ def index_dir(beir_slice, tmp_path_factory) -> Path:
                  "--dense-encoder", str(MINILM), "--bm25", "--store-documents")
     summary = json.loads(result.stdout[result.stdout.index("{"):])
     assert summary["documents"] == N_DOCS and summary["avg_doc_nnz"] > 50
-    assert summary["dense"]["dim"] == 384 and summary["dense"]["documents"] == N_DOCS
-    assert summary["bm25"]["documents"] == N_DOCS and summary["documents_stored"] is True
+    assert summary["dense"]["dim"] == 384 and summary["bm25"]["k1"] == 1.5 and summary["documents_stored"] is True
+    assert summary["truncated_documents"] > 0  # NFCorpus abstracts run past 256 tokens
     assert sum(1 for _ in (out.parent / "vec.jsonl").open()) == N_DOCS
     return out
 

@@ -59,7 +59,7 @@ def test_quickstart_without_the_shared_folder_reads_nfcorpus_through_ir_datasets
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     assert "reading NFCorpus through ir_datasets (beir/nfcorpus)" in done.stdout
     manifest = json.loads((tmp_path / "index" / "manifest.json").read_text())
-    assert manifest["doc_count"] == 40 and manifest["build"]["corpus"] == "beir/nfcorpus"
+    assert manifest["build"]["summary"]["documents"] == 40 and manifest["build"]["corpus"] == "beir/nfcorpus"
     answers = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{\"hits\"")]
     assert len(answers) == 5 and all(a["hits"] for a in answers)
     assert answers[0]["mode"] == "hybrid" and answers[0]["components"] == ["sparse", "bm25"]

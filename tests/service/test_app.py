@@ -6,10 +6,10 @@ import json
 
 import pytest
 from fastapi.testclient import TestClient
-from lsr.service.app import create_app
-from lsr.service.settings import CONFIG_FILE_ENV, Settings
 
 from lsr import Index, load_encoder
+from lsr.service.app import create_app
+from lsr.service.settings import CONFIG_FILE_ENV, Settings
 from tests.conftest import TINY_DOCS
 
 KEY = "test-key"

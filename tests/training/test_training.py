@@ -8,6 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+from lsr.encoders import load_encoder
+from lsr.encoders.batching import pad_batch
 from lsr.training.data import (
     BODY_SUFFIX,
     Example,
@@ -19,9 +22,6 @@ from lsr.training.data import (
     write_examples,
 )
 from lsr.training.trainer import TrainConfig, Trainer
-
-from lsr.encoders import load_encoder
-from lsr.encoders.batching import pad_batch
 from tests.conftest import TINY_DOCS, write_jsonl
 
 QUERIES = {

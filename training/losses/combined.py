@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from lsr.errors import InvalidInput
 from lsr.training.losses.contrastive import contrastive_loss
 from lsr.training.losses.flops import flops, flops_weight
 from lsr.training.losses.idf_flops import contribution_flops, idf_aware_flops
 from lsr.training.losses.kl import kl_distillation
 from lsr.training.losses.margin_mse import margin_mse
-
-from lsr.errors import InvalidInput
 
 REGULARIZERS = ("idf-flops", "flops")
 

@@ -21,6 +21,7 @@ the document weights), penalizes every token in proportion to its contribution: 
 from __future__ import annotations
 
 import torch
+
 from lsr.training.losses.flops import flops
 
 
