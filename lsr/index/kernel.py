@@ -234,7 +234,7 @@ def _seek(b_ids, e, end, block):  # pragma: no cover - numba
 
 
 @numba.njit(cache=True)
-def _score_block(ix, live, block_size, num_docs, terms, weights, use, cursor, block, k, acc, heap_scores, heap_docs,
+def _score_block(ix, live, block_size, doc_base, terms, weights, use, cursor, block, k, acc, heap_scores, heap_docs,
                  size):  # pragma: no cover - numba
     """Score every document of ``block`` exactly and offer it to the heap; return (new heap size, postings read).
     ``cursor[j]``: where rare term j's block list was left; blocks come in increasing id until it is reset."""
@@ -266,7 +266,7 @@ def _score_block(ix, live, block_size, num_docs, terms, weights, use, cursor, bl
         if score > 0.0:
             acc[i] = 0.0
             if len(live) == 0 or live[base + i]:
-                size = _offer(heap_scores, heap_docs, size, k, score, base + i)
+                size = _offer(heap_scores, heap_docs, size, k, score, doc_base + base + i)
     return size, postings
 
 
@@ -285,13 +285,12 @@ def _chunk_maxima(ub, chunk_max):  # pragma: no cover - numba
 
 
 @numba.njit(cache=True)
-def score_query_blockmax(ix, live, block_size, num_docs, terms, weights, k, alpha, query_cut, ub, cursor, candidates,
-                         acc, out_docs, out_scores):  # pragma: no cover - numba
-    """One query, block-max pruned, into ``out_docs``/``out_scores``. Returns (postings read, blocks scored).
-
-    ``ix``: the index arrays (see :func:`lsr.index.segment.kernel_arrays`). Scratch: ``ub`` (float32, one a block, all
-    zero, left so), ``cursor`` (int64, at least one a query term), ``candidates`` (int32, one a block), ``acc``
-    (float32, block_size, all zero, left so)."""
+def _blockmax_into(ix, live, block_size, doc_base, terms, weights, k, alpha, query_cut, ub, cursor, candidates, acc,
+                   heap_scores, heap_docs, size):  # pragma: no cover - numba
+    """One query over one segment, block-max pruned, into a size-k heap that may already hold the best documents of
+    earlier segments (numbered from ``doc_base`` here): its k-th score prunes this segment from the first tier on.
+    Returns (heap size, postings read, blocks scored). ``ub`` and ``candidates`` hold one slot a block of this
+    segment; ``ub`` and ``acc`` are all zero on entry and left so."""
     offsets, doc_ids, impacts, b_offsets, b_ids, b_max, b_starts, dense_slot, dense_rows, dense_max = ix
     n_blocks = len(ub)
     n_terms = len(terms)
@@ -323,9 +322,6 @@ def score_query_blockmax(ix, live, block_size, num_docs, terms, weights, k, alph
 
     # 2. Tiers of decreasing bound: [lo, hi). Before the heap is full the tiers are fixed fractions of the best
     # bound; once it is full, the next tier is everything the current k-th score cannot rule out.
-    size = 0
-    heap_scores = np.empty(k, dtype=np.float32)
-    heap_docs = np.empty(k, dtype=np.int64)
     postings = 0
     scored = 0
     hi = np.float32(np.inf)
@@ -335,7 +331,7 @@ def score_query_blockmax(ix, live, block_size, num_docs, terms, weights, k, alph
         tier += 1
         if size == k:
             lo = max(lo, heap_scores[0] / alpha)
-        if lo >= hi:  # (alpha < 1 can ask for a tier above the last one)
+        if lo >= hi:  # (alpha < 1, or a heap filled by earlier segments, can ask for a tier above the last one)
             break
         n = 0
         for c in range(n_chunks):
@@ -351,7 +347,7 @@ def score_query_blockmax(ix, live, block_size, num_docs, terms, weights, k, alph
             block = candidates[i]
             if size == k and alpha * ub[block] < heap_scores[0]:
                 continue
-            size, read = _score_block(ix, live, block_size, num_docs, terms, weights, use, cursor, block, k, acc,
+            size, read = _score_block(ix, live, block_size, doc_base, terms, weights, use, cursor, block, k, acc,
                                       heap_scores, heap_docs, size)
             postings += read
             scored += 1
@@ -360,8 +356,86 @@ def score_query_blockmax(ix, live, block_size, num_docs, terms, weights, k, alph
         hi = lo
 
     ub[:] = 0.0  # leave the scratch as found
+    return size, postings, scored
+
+
+@numba.njit(cache=True)
+def score_query_blockmax(ix, live, block_size, num_docs, terms, weights, k, alpha, query_cut, ub, cursor, candidates,
+                         acc, out_docs, out_scores):  # pragma: no cover - numba
+    """One query, block-max pruned, into ``out_docs``/``out_scores``. Returns (postings read, blocks scored).
+
+    ``ix``: the index arrays (see :func:`lsr.index.segment.kernel_arrays`). Scratch: ``ub`` (float32, one a block, all
+    zero, left so), ``cursor`` (int64, at least one a query term), ``candidates`` (int32, one a block), ``acc``
+    (float32, block_size, all zero, left so)."""
+    heap_scores = np.empty(k, dtype=np.float32)
+    heap_docs = np.empty(k, dtype=np.int64)
+    size, postings, scored = _blockmax_into(ix, live, block_size, 0, terms, weights, k, alpha, query_cut, ub, cursor,
+                                            candidates, acc, heap_scores, heap_docs, 0)
     _drain(heap_scores, heap_docs, size, k, out_docs, out_scores)
     return postings, scored
+
+
+@numba.njit(cache=True)
+def _segments_range(ixs, lives, block_sizes, doc_bases, n_blocks, q_indptr, q_terms, q_weights, k, alpha, query_cut,
+                    first, last, ub, cursor, candidates, acc, out_docs, out_scores, postings,
+                    blocks):  # pragma: no cover - numba
+    heap_scores = np.empty(k, dtype=np.float32)
+    heap_docs = np.empty(k, dtype=np.int64)
+    for q in range(first, last):
+        start = q_indptr[q]
+        end = q_indptr[q + 1]
+        size = 0
+        for s in range(len(ixs)):  # in document order: a later document never wins a tie against an earlier one
+            nb = n_blocks[s]
+            size, read, scored = _blockmax_into(ixs[s], lives[s], block_sizes[s], doc_bases[s], q_terms[start:end],
+                                                q_weights[start:end], k, alpha, query_cut, ub[:nb], cursor,
+                                                candidates[:nb], acc, heap_scores, heap_docs, size)
+            postings[q] += read
+            blocks[q] += scored
+        _drain(heap_scores, heap_docs, size, k, out_docs[q], out_scores[q])
+
+
+@numba.njit(cache=True)
+def score_segments_blockmax_serial(ixs, lives, block_sizes, doc_bases, n_blocks, q_indptr, q_terms, q_weights, k,
+                                   scratch, alpha=1.0, query_cut=0):  # pragma: no cover - numba
+    """The block-max top-k over several segments at once (typed lists of their kernel arrays and live masks;
+    documents numbered from ``doc_bases``), one heap a query shared by every segment: the k-th score found in one
+    segment prunes the next. ``scratch`` as :func:`blockmax_scratch` for the largest segment. Returns (documents,
+    scores, postings read, blocks scored); a single Python call whatever the number of segments."""
+    n_queries = len(q_indptr) - 1
+    out_docs = np.empty((n_queries, k), dtype=np.int64)
+    out_scores = np.empty((n_queries, k), dtype=np.float32)
+    postings = np.zeros(n_queries, dtype=np.int64)
+    blocks = np.zeros(n_queries, dtype=np.int64)
+    ub, cursor, candidates, acc = scratch
+    _segments_range(ixs, lives, block_sizes, doc_bases, n_blocks, q_indptr, q_terms, q_weights, k, np.float32(alpha),
+                    query_cut, 0, n_queries, ub, cursor, candidates, acc, out_docs, out_scores, postings, blocks)
+    return out_docs, out_scores, postings, blocks
+
+
+@numba.njit(cache=True, parallel=True)
+def score_segments_blockmax(ixs, lives, block_sizes, doc_bases, n_blocks, q_indptr, q_terms, q_weights, k, n_chunks,
+                            max_blocks, max_block_size, alpha=1.0, query_cut=0):  # pragma: no cover - numba
+    """:func:`score_segments_blockmax_serial` in parallel over chunks of queries, each chunk with its own scratch."""
+    n_queries = len(q_indptr) - 1
+    out_docs = np.empty((n_queries, k), dtype=np.int64)
+    out_scores = np.empty((n_queries, k), dtype=np.float32)
+    postings = np.zeros(n_queries, dtype=np.int64)
+    blocks = np.zeros(n_queries, dtype=np.int64)
+    max_terms = 1
+    for q in range(n_queries):
+        max_terms = max(max_terms, q_indptr[q + 1] - q_indptr[q])
+    n_chunks = max(1, min(n_chunks, n_queries))
+    per_chunk = (n_queries + n_chunks - 1) // n_chunks
+    for chunk in numba.prange(n_chunks):
+        ub = np.zeros(max_blocks, dtype=np.float32)
+        cursor = np.empty(max_terms, dtype=np.int64)
+        candidates = np.empty(max_blocks, dtype=np.int32)
+        acc = np.zeros(max_block_size, dtype=np.float32)
+        _segments_range(ixs, lives, block_sizes, doc_bases, n_blocks, q_indptr, q_terms, q_weights, k,
+                        np.float32(alpha), query_cut, chunk * per_chunk, min(n_queries, (chunk + 1) * per_chunk), ub,
+                        cursor, candidates, acc, out_docs, out_scores, postings, blocks)
+    return out_docs, out_scores, postings, blocks
 
 
 def blockmax_scratch(num_docs: int, block_size: int, max_terms: int) -> tuple:

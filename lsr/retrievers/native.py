@@ -82,6 +82,31 @@ class NativeRetriever:
         if self.pruning.method == "blockmax" and self.aggregate != "sum":
             for view in self.views:
                 view.segment.kernel_arrays()  # load before the first query
+        self._together = self._segment_lists() if self.pruning.method == "blockmax" and self.aggregate is None \
+            else None
+
+    def _segment_lists(self):
+        """Every segment's kernel arrays in typed lists, for one kernel call over all of them (a shared heap, no
+        Python between segments); None when they cannot share a list (types differ) or there is one segment."""
+        if len(self.views) < 2:
+            return None
+        from numba.core.errors import NumbaError
+        from numba.typed import List
+
+        segments = [view.segment for view in self.views]
+        rows = np.array([s.info.rows for s in segments], dtype=np.int64)
+        block_sizes = np.array([s.block_size for s in segments], dtype=np.int64)
+        n_blocks = (rows + block_sizes - 1) // block_sizes
+        try:
+            ixs, lives = List(), List()
+            for segment, live in zip(segments, self.live_rows):
+                ixs.append(segment.kernel_arrays())
+                lives.append(live)
+        except NumbaError:
+            return None
+        bases = np.zeros(len(segments), dtype=np.int64)
+        np.cumsum(rows[:-1], out=bases[1:])
+        return ixs, lives, block_sizes, bases, n_blocks, int(n_blocks.max()), int(block_sizes.max())
 
     @classmethod
     def open(cls, snapshot, pruning: Pruning | None = None, threads: int | None = None) -> NativeRetriever:
@@ -102,6 +127,8 @@ class NativeRetriever:
         queries.validate(self.index.vocab_size)
         queries = queries.positive()
         threads = threads or self.threads
+        if self._together is not None:
+            return self._retrieve_together(queries, k, threads)
         found, postings = [], np.zeros(len(queries), dtype=np.int64)
         for position in range(len(self.views)):
             hits, read = self._segment_top(position, queries, k, threads)
@@ -119,6 +146,36 @@ class NativeRetriever:
                 chunks = [tuple(int(x) for x in self.views[p].segment.chunks[row]) for _, p, _, row in hits]
             out.append(Ranked(ids=ids, scores=[h[0] for h in hits], exact=self.exact, postings=int(postings[q]),
                               chunks=chunks))
+        return out
+
+    def _retrieve_together(self, queries: SparseBatch, k: int, threads: int) -> list[Ranked]:
+        ixs, lives, block_sizes, bases, n_blocks, max_blocks, max_block_size = self._together
+        k = max(1, min(k, sum(view.live_documents for view in self.views)))
+        q = (queries.indptr, queries.indices, queries.weights)
+        alpha, cut = self.pruning.alpha, self.pruning.query_cut
+        if threads == 1 or len(queries) == 1:
+            longest = max(8, int(np.diff(queries.indptr).max()) if len(queries) else 1)
+            scratch = getattr(self._local, "together", None)
+            if scratch is None or len(scratch[1]) < longest:
+                scratch = self._local.together = (np.zeros(max_blocks, np.float32), np.empty(longest, np.int64),
+                                                  np.empty(max_blocks, np.int32), np.zeros(max_block_size, np.float32))
+            docs, scores, postings, _ = kernel.score_segments_blockmax_serial(
+                ixs, lives, block_sizes, bases, n_blocks, *q, k, scratch, alpha, cut)
+        elif kernel.PARALLEL_LOCK is not None:
+            with kernel.PARALLEL_LOCK:
+                docs, scores, postings, _ = kernel.score_segments_blockmax(
+                    ixs, lives, block_sizes, bases, n_blocks, *q, k, threads, max_blocks, max_block_size, alpha, cut)
+        else:
+            docs, scores, postings, _ = kernel.score_segments_blockmax(
+                ixs, lives, block_sizes, bases, n_blocks, *q, k, threads, max_blocks, max_block_size, alpha, cut)
+        out = []
+        for row in range(len(queries)):
+            found = docs[row][docs[row] >= 0]
+            positions = np.searchsorted(bases, found, side="right") - 1
+            locals_ = found - bases[positions]
+            ids = [str(self.views[p].segment.ids[local]) for p, local in zip(positions.tolist(), locals_.tolist())]
+            values = (scores[row][: len(found)].astype(np.float64) / self.scale).tolist()
+            out.append(Ranked(ids=ids, scores=values, exact=self.exact, postings=int(postings[row])))
         return out
 
     # -- one segment ---------------------------------------------------------------------------------------------------

@@ -184,3 +184,34 @@ def test_deleted_rows_are_skipped_and_blockmax_stays_exact(dtype, block_size, de
                                                                  k, scratch)):
                 for q, (expected_docs, _) in enumerate(want):
                     assert docs[q][docs[q] >= 0].tolist() == expected_docs, (seed, k, q)
+
+
+def test_one_call_over_several_segments_equals_the_exhaustive_top_k():
+    """Segments searched in one kernel call with a shared heap (the k-th score of one prunes the next), deleted rows
+    skipped: the same top-k, ties included, as the exhaustive kernel over the whole collection."""
+    from numba.typed import List
+
+    from lsr.index.kernel import score_segments_blockmax
+
+    for seed in range(3):
+        (offsets, doc_ids, impacts), dense, (q_indptr, q_terms, q_weights) = random_collection(seed)
+        n = dense.shape[0]
+        live = (np.random.default_rng(seed).random(n) > 0.25).astype(np.uint8)
+        cuts = [0, 70, 71, 190, n]  # uneven segments, one of a single document
+        ixs, lives, bases, blocks = List(), List(), [], []
+        for first, last in zip(cuts[:-1], cuts[1:]):
+            part = dense[first:last]
+            o = np.zeros(part.shape[1] + 1, dtype=np.int64)
+            o[1:] = np.cumsum((part > 0).sum(0))
+            d = np.concatenate([np.flatnonzero(part[:, t]) for t in range(part.shape[1])]).astype(np.uint32)
+            i = np.concatenate([part[part[:, t] > 0, t] for t in range(part.shape[1])]).astype(np.uint8)
+            ixs.append(kernel_arrays(o, d, i, block_metadata(o, d, i, last - first, 4, 4)))
+            lives.append(live[first:last].copy())
+            bases.append(first)
+            blocks.append((last - first + 3) // 4)
+        for k in (1, 10, 40):
+            want = score_batch(offsets, doc_ids, impacts, live, q_indptr, q_terms, q_weights, n, k, 1)
+            got = score_segments_blockmax(ixs, lives, np.full(4, 4), np.array(bases), np.array(blocks), q_indptr,
+                                          q_terms, q_weights, k, 2, max(blocks), 4)
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_array_equal(got[1], want[1])

@@ -181,3 +181,28 @@ def test_concurrent_lucene_searches_get_their_own_answers(lucene_index):
     with ThreadPoolExecutor(4) as pool:
         together = list(pool.map(lambda q: engine.search(q, 3).ids, queries))
     assert together == alone
+
+
+def test_the_lucene_part_is_rebuild_only(lucene_index, tmp_path):
+    """After a write, the Lucene part describes an older generation: the backend refuses it by name, and an HTTP
+    server on the Lucene backend refuses writes."""
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from lsr import Engine, Index
+    from lsr.errors import Unavailable
+    from lsr.service.app import create_app
+    from lsr.service.settings import Settings
+
+    copy = tmp_path / "copy"
+    shutil.copytree(lucene_index, copy)
+    with TestClient(create_app(Settings(index=str(copy), backend="lucene"))) as http:
+        response = http.put("/documents/x", json={"text": "statin"})
+        assert response.status_code == 409 and "rebuild-only" in response.json()["detail"]
+    index = Index.open(copy)
+    index.add(ids=["x"], texts=["statin women"])
+    index.commit()
+    with pytest.raises(Unavailable, match="describes generation 1, the index is at generation 2"):
+        Engine.open(copy, backend="lucene")
+    assert "x" in Engine.open(copy).search("statin women", 10, "sparse").ids
