@@ -278,10 +278,7 @@ class Engine:
         encode_ms = encoded.encode_ms / len(encoded)
         out = []
         for q, (per, ids, scores) in enumerate(fused_lists):
-            titles = texts = explanations = component_scores = chunks = None
-            if mode == "hybrid":
-                own = {c: dict(zip(per[c].ids, per[c].scores)) for c in components}
-                component_scores = [{c: own[c][doc] for c in components if doc in own[c]} for doc in ids]
+            titles = texts = explanations = chunks = None
             if "sparse" in per and per["sparse"].chunks is not None:
                 best = dict(zip(per["sparse"].ids, per["sparse"].chunks))
                 chunks = [_chunk(best.get(doc)) for doc in ids]
@@ -297,7 +294,7 @@ class Engine:
                                     retrieve_ms=retrieve_ms, postings=sum(per[c].postings for c in components),
                                     generation=state.snapshot.number if state.snapshot is not None else None,
                                     titles=titles, texts=texts, explanations=explanations,
-                                    component_scores=component_scores, chunks=chunks, per_component=per))
+                                    chunks=chunks, per_component=per))
         return out
 
     # -- explanations and documents -----------------------------------------------------------------------------------

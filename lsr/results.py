@@ -63,9 +63,17 @@ class SearchResult:
     titles: list[str | None] | None = None
     texts: list[str | None] | None = None
     explanations: list[list[Contribution]] | None = None
-    component_scores: list[dict[str, float]] | None = None
     chunks: list[dict | None] | None = None
     per_component: dict[str, Ranked] = field(default_factory=dict, repr=False)
+
+    @cached_property
+    def component_scores(self) -> list[dict[str, float]] | None:
+        """Hybrid: per hit, each component's own score (only the components whose list held it); built on first
+        use."""
+        if self.mode != "hybrid":
+            return None
+        own = {c: dict(zip(r.ids, r.scores)) for c, r in self.per_component.items()}
+        return [{c: scores[doc] for c, scores in own.items() if doc in scores} for doc in self.ids]
 
     @cached_property
     def hits(self) -> list[Hit]:

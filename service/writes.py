@@ -23,7 +23,7 @@ from fastapi import Depends, FastAPI, HTTPException, Path, Request
 from lsr.corpus import Document
 from lsr.engine import Engine
 from lsr.errors import LsrError
-from lsr.index.storage import IndexLocked
+from lsr.index.storage import IndexLocked, IndexReadOnly
 from lsr.service.schemas import DocumentBody, DocumentsIn, WriteOut
 from lsr.service.settings import Settings
 
@@ -60,6 +60,8 @@ class Writes:
         except IndexLocked as exc:
             raise HTTPException(503, detail=f"{exc} (waited {self.settings.write_timeout:g} s: LSR_WRITE_TIMEOUT)",
                                 headers={"Retry-After": "1"}) from None
+        except IndexReadOnly as exc:
+            raise HTTPException(403, detail=str(exc)) from None
         with writer:
             operation(writer)
             summary = writer.commit()
@@ -81,7 +83,7 @@ class Writes:
             with IndexWriter(engine.index.directory, wait=self.settings.write_timeout) as writer:
                 if merge(writer).merged:
                     engine.refresh()
-        except IndexLocked:
+        except (IndexLocked, IndexReadOnly):
             pass  # another process writes or merges: the next write tries again
         finally:
             self._merging.release()

@@ -142,7 +142,9 @@ class Index:
             if dense_encoder.identity() != manifest.dense["encoder_identity"]:
                 raise InvalidIndex(f"{directory}/{manifest.dense['directory']} is not the dense encoder the index was "
                                    "built with (identity differs); rebuild the index")
-        return cls(directory, manifest, encoder if load_encoder else None, dense_encoder, parts, mmap)
+        index = cls(directory, manifest, encoder if load_encoder else None, dense_encoder, parts, mmap)
+        index.collect_garbage()  # a crashed writer's leftovers go now, unless another writer is at work
+        return index
 
     @classmethod
     def build(cls, encoder=None, *, ids: Iterable | None = None, texts: Iterable[str] | None = None,
@@ -403,10 +405,13 @@ class Index:
         """Remove the generations and segments no reader holds any more (skipped while another writer works)."""
         try:
             lock = storage.WriteLock(self.directory)
-        except storage.IndexLocked:
+        except (storage.IndexLocked, storage.IndexReadOnly):  # another writer works, or a read-only index
             return []
         try:
-            return storage.collect_garbage(self.directory, self.snapshot().generation)
+            return storage.remove_leftovers(self.directory) + storage.collect_garbage(self.directory,
+                                                                                      self.snapshot().generation)
+        except PermissionError:  # a read-only index (a mounted volume): nothing to clean, and nothing to fear
+            return []
         finally:
             lock.release()
 

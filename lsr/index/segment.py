@@ -25,6 +25,7 @@ every other part is by document.
 from __future__ import annotations
 
 import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -176,7 +177,7 @@ class Segment:
         return self._hnsw
 
 
-_OPEN: dict[tuple, Segment] = {}
+_OPEN: weakref.WeakValueDictionary[tuple, Segment] = weakref.WeakValueDictionary()  # shared while a snapshot holds it
 _OPEN_LOCK = threading.Lock()
 
 
@@ -229,6 +230,19 @@ class SegmentView:
 
     def live_mask(self) -> np.ndarray | None:
         return None if self.deleted is None else ~self.deleted
+
+
+def gather(views: list[SegmentView], positions: np.ndarray, numbers: np.ndarray, field: str) -> list:
+    """``views[position].segment.<field>[number]`` for each pair, as Python values, in order: one fancy index a
+    segment, not one memory-map access a hit."""
+    if len(positions) and (positions == positions[0]).all():
+        return getattr(views[int(positions[0])].segment, field)[numbers].tolist()
+    out: list = [None] * len(positions)
+    for p in np.unique(positions).tolist():
+        where = np.flatnonzero(positions == p)
+        for at, value in zip(where.tolist(), getattr(views[p].segment, field)[numbers[where]].tolist()):
+            out[at] = value
+    return out
 
 
 def quantize(weights: np.ndarray, scale: float, dtype: str) -> tuple[np.ndarray, int]:

@@ -40,6 +40,10 @@ class IndexLocked(LsrError, RuntimeError):
     """Another writer holds the index's write lock."""
 
 
+class IndexReadOnly(LsrError, PermissionError):
+    """The index directory cannot be written (a read-only volume, or no permission)."""
+
+
 @dataclass
 class SegmentEntry:
     name: str
@@ -117,7 +121,17 @@ class WriteLock:
 
     def __init__(self, directory: Path, wait: float = 0.0) -> None:
         self.path = directory / LOCK_FILE
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self.fd = None
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            if not os.access(directory, os.W_OK):
+                raise PermissionError(directory)
+        except OSError as exc:
+            if self.fd is not None:
+                os.close(self.fd)
+                self.fd = None
+            raise IndexReadOnly(f"{directory} cannot be written ({exc.strerror or 'no write permission'}): it is "
+                                "read-only here; write to a writable copy, or serve it read-only") from None
         deadline = time.monotonic() + wait
         while True:
             try:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lsr.corpus import read_corpus
+from lsr.index.segment import gather
 from lsr.results import Ranked
 from lsr.retrievers import check_batch
 
@@ -143,7 +144,7 @@ class LexicalRetriever:
             for ids, segment_df in zip(lookups, self.df):
                 df += np.where(ids >= 0, segment_df[np.maximum(ids, 0)], 0)
             idfs = np.array([idf(int(d), self.documents) if d > 0 else 0.0 for d in df], dtype=np.float32)
-            hits = []
+            scores, locals_, positions = [], [], []
             for position, (view, ids) in enumerate(zip(self.views, lookups)):
                 lexical = view.segment.lexical
                 n = len(lexical.lengths)
@@ -152,13 +153,15 @@ class LexicalRetriever:
                 count = score_segment(lexical.offsets, lexical.docs, lexical.tfs, lexical.lengths, self.live[position],
                                       ids, idfs, self.k1, self.b, self.avg_length, acc, touched)
                 local = touched[:count]
-                scores = acc[local]
-                keep = scores > 0
-                hits += [(float(s), position, int(d)) for s, d in zip(scores[keep].tolist(), local[keep].tolist())]
-            hits.sort(key=lambda h: (-h[0], h[1], h[2]))
-            hits = hits[:k]
-            out.append(Ranked(ids=[str(self.views[p].segment.ids[d]) for _, p, d in hits],
-                              scores=[s for s, _, _ in hits], exact=True))
+                values = acc[local]
+                keep = values > 0
+                scores.append(values[keep])
+                locals_.append(local[keep])
+                positions.append(np.full(int(keep.sum()), position))
+            scores_a, locals_a, positions_a = (np.concatenate(x) for x in (scores, locals_, positions))
+            order = np.lexsort((locals_a, positions_a, -scores_a))[:k]  # score, then the documents' order
+            ids = gather(self.views, positions_a[order], locals_a[order], "ids")
+            out.append(Ranked(ids=ids, scores=scores_a[order].astype(float).tolist(), exact=True))
         return out
 
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from lsr.errors import InvalidInput
 from lsr.index import kernel
+from lsr.index.segment import gather
 from lsr.results import Ranked
 from lsr.retrievers import check_batch
 from lsr.sparse import SparseBatch
@@ -136,17 +137,23 @@ class NativeRetriever:
             postings += read
         out = []
         for q in range(len(queries)):
-            hits = [hit for per_segment in found for hit in per_segment[q]]  # (score, position, local, row)
-            if len(found) > 1:
-                hits.sort(key=lambda h: (-h[0], h[1], h[2]))
-                hits = hits[:k]
-            ids = [str(self.views[p].segment.ids[local]) for _, p, local, _ in hits]
+            parts = [per_segment[q] for per_segment in found]  # (scores, local documents, rows) of each segment
+            scores = np.concatenate([p[0] for p in parts])
+            locals_ = np.concatenate([p[1] for p in parts])
+            rows = np.concatenate([p[2] for p in parts])
+            positions = np.repeat(np.arange(len(parts)), [len(p[0]) for p in parts])
+            if len(parts) > 1:  # merge: score, then the documents' order
+                order = np.lexsort((locals_, positions, -scores))[:k]
+                scores, locals_, rows, positions = scores[order], locals_[order], rows[order], positions[order]
             chunks = None
             if self.aggregate == "max":
-                chunks = [tuple(int(x) for x in self.views[p].segment.chunks[row]) for _, p, _, row in hits]
-            out.append(Ranked(ids=ids, scores=[h[0] for h in hits], exact=self.exact, postings=int(postings[q]),
-                              chunks=chunks))
+                chunks = [tuple(c) for c in self._gather(positions, rows, "chunks")]
+            out.append(Ranked(ids=self._gather(positions, locals_, "ids"), scores=scores.tolist(), exact=self.exact,
+                              postings=int(postings[q]), chunks=chunks))
         return out
+
+    def _gather(self, positions: np.ndarray, numbers: np.ndarray, field: str) -> list:
+        return gather(self.views, positions, numbers, field)
 
     def _retrieve_together(self, queries: SparseBatch, k: int, threads: int) -> list[Ranked]:
         ixs, lives, block_sizes, bases, n_blocks, max_blocks, max_block_size = self._together
@@ -172,29 +179,32 @@ class NativeRetriever:
         for row in range(len(queries)):
             found = docs[row][docs[row] >= 0]
             positions = np.searchsorted(bases, found, side="right") - 1
-            locals_ = found - bases[positions]
-            ids = [str(self.views[p].segment.ids[local]) for p, local in zip(positions.tolist(), locals_.tolist())]
             values = (scores[row][: len(found)].astype(np.float64) / self.scale).tolist()
-            out.append(Ranked(ids=ids, scores=values, exact=self.exact, postings=int(postings[row])))
+            out.append(Ranked(ids=self._gather(positions, found - bases[positions], "ids"), scores=values,
+                              exact=self.exact, postings=int(postings[row])))
         return out
 
     # -- one segment ---------------------------------------------------------------------------------------------------
-    def _segment_top(self, position: int, queries: SparseBatch, k: int, threads: int) -> tuple[list[list[tuple]],
-                                                                                                np.ndarray]:
-        """Per query, the segment's top-k live documents as (score, position, local document, best row); and the
-        postings read per query."""
+    def _segment_top(self, position: int, queries: SparseBatch, k: int, threads: int) -> tuple[list[tuple], np.ndarray]:
+        """Per query, the segment's top-k live documents as arrays (scores in lsr's units, local documents, best
+        rows); and the postings read per query."""
         view = self.views[position]
         segment = view.segment
         live_docs = view.live_documents
+        empty = (np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64))
         if live_docs == 0:
-            return [[] for _ in range(len(queries))], np.zeros(len(queries), dtype=np.int64)
+            return [empty] * len(queries), np.zeros(len(queries), dtype=np.int64)
         if self.aggregate == "sum":
             docs, scores, postings = kernel.score_batch_grouped(
                 segment.offsets, segment.doc_ids, segment.impacts, self.live_docs[position],
                 np.asarray(segment.row_doc), queries.indptr, queries.indices, queries.weights,
                 segment.info.documents, min(k, live_docs))
-            return [[(float(s) / self.scale, position, int(d), -1) for d, s in zip(docs[q], scores[q]) if d >= 0]
-                    for q in range(len(queries))], postings
+            out = []
+            for q in range(len(queries)):
+                found = docs[q][docs[q] >= 0]
+                out.append((scores[q][: len(found)].astype(np.float64) / self.scale, found,
+                            np.full(len(found), -1, np.int64)))
+            return out, postings
         row_doc = None if segment.row_doc is None else np.asarray(segment.row_doc)
         want = min(k, live_docs)
         rows = want if row_doc is None else min(segment.info.rows, want * max(1, -(-segment.info.rows //
@@ -203,19 +213,16 @@ class NativeRetriever:
             docs, scores, postings = self._score(position, queries, max(1, rows), threads)
             out, short = [], False
             for q in range(len(queries)):
-                hits, seen = [], set()
-                for row, score in zip(docs[q].tolist(), scores[q].tolist()):
-                    if row < 0:
-                        break
-                    doc = row if row_doc is None else int(row_doc[row])
-                    if doc in seen:
-                        continue
-                    seen.add(doc)
-                    hits.append((float(np.float64(score) / self.scale), position, doc, row))
-                    if len(hits) == want:
-                        break
-                short |= len(hits) < want and int((docs[q] >= 0).sum()) == rows
-                out.append(hits)
+                found = docs[q][docs[q] >= 0]
+                values = scores[q][: len(found)].astype(np.float64) / self.scale
+                if row_doc is None:
+                    out.append((values, found, found))
+                    continue
+                owners = row_doc[found]
+                _, first = np.unique(owners, return_index=True)  # each document's best row: its first
+                keep = np.sort(first)[:want]
+                short |= len(keep) < want and len(found) == rows
+                out.append((values[keep], owners[keep].astype(np.int64), found[keep]))
             if not short or rows >= segment.info.rows:
                 return out, postings
             rows = min(segment.info.rows, rows * 2)

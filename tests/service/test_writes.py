@@ -88,3 +88,17 @@ def test_another_process_writes_are_served_after_the_refresh(index_dir):
             time.sleep(0.05)
         assert http.post("/search", headers=KEY, json={"query": "milk", "mode": "bm25", "k": 1}).json()[
             "hits"][0]["id"] == "late"
+
+
+def test_a_read_only_index_directory_is_a_403(index_dir, monkeypatch):
+    """Served from a volume the server cannot write: writes are refused by name, searches go on. (Permissions do not
+    stop root, so the check it relies on, os.access, is made to answer as for another user.)"""
+    import os
+
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if str(path) == str(index_dir) and mode == os.W_OK
+                        else real(path, mode))
+    with client(index_dir) as http:
+        response = http.put("/documents/a", headers=KEY, json={"text": "statin"})
+        assert response.status_code == 403 and "cannot be written" in response.json()["detail"]
+        assert http.post("/search", headers=KEY, json={"query": "fish"}).status_code == 200
