@@ -10,7 +10,7 @@ chunking long documents does to NFCorpus.
   PUT costs), 32 and 512 per commit, for the default inference-free encoder, with a BM25 part, and with MiniLM dense
   embeddings too; and ``lsr index``'s build rate of the same documents for reference.
 - ``segments``: the same documents indexed as 1, 4 and 16 segments (an initial build plus commits; nothing deleted,
-  nothing merged): exact block-max top-10, one query at a time on one thread (mean, p50, p99 ms), then the time to
+  nothing merged): exact block-max top-10, one query at a time on one thread (mean, p50, p99 ms of the best of 3 passes), then the time to
   merge the 16 segments into one and the latency after. The answers are checked to be the same across layouts.
 - ``chunking``: NFCorpus test nDCG@10 / R@100 of the shipped default encoder, documents cut at 256 tokens (today's
   default) against chunks of 256 tokens overlapping by 64, scored by the best chunk (max) or the sum.
@@ -121,18 +121,23 @@ def build_segments(path: Path, vectors, ids: list[str], vocab: int, segments: in
     return time.perf_counter() - started
 
 
-def time_queries(engine, queries, k: int) -> tuple[dict, list]:
+def time_queries(engine, queries, k: int, repeats: int = 3) -> tuple[dict, list]:
     retriever = engine.retrievers["sparse"]
     for q in range(len(queries)):  # an untimed pass: compile, page in
         retriever.retrieve(queries.take([q]), k, threads=1)
-    latencies, answers = [], []
-    for q in range(len(queries)):
-        one = queries.take([q])
-        started = time.perf_counter()
-        ranked = retriever.retrieve(one, k, threads=1)[0]
-        latencies.append((time.perf_counter() - started) * 1000)
-        answers.append((ranked.ids, ranked.scores))
-    return percentiles(latencies), answers
+    best = None
+    for _ in range(repeats):  # the pass with the lowest mean: a shared 2-core machine's noise only ever adds time
+        latencies, answers = [], []
+        for q in range(len(queries)):
+            one = queries.take([q])
+            started = time.perf_counter()
+            ranked = retriever.retrieve(one, k, threads=1)[0]
+            latencies.append((time.perf_counter() - started) * 1000)
+            answers.append((ranked.ids, ranked.scores))
+        figures = percentiles(latencies)
+        if best is None or figures["mean_ms"] < best[0]["mean_ms"]:
+            best = figures, answers
+    return best
 
 
 def bench_segments(work: Path, name: str, docs: int, n_queries: int, k: int) -> dict:

@@ -285,20 +285,20 @@ def _chunk_maxima(ub, chunk_max):  # pragma: no cover - numba
 
 
 @numba.njit(cache=True)
-def _blockmax_into(ix, live, block_size, doc_base, terms, weights, k, alpha, query_cut, ub, cursor, candidates, acc,
-                   heap_scores, heap_docs, size):  # pragma: no cover - numba
-    """One query over one segment, block-max pruned, into a size-k heap that may already hold the best documents of
-    earlier segments (numbered from ``doc_base`` here): its k-th score prunes this segment from the first tier on.
-    Returns (heap size, postings read, blocks scored). ``ub`` and ``candidates`` hold one slot a block of this
-    segment; ``ub`` and ``acc`` are all zero on entry and left so."""
+def _terms_used(weights, query_cut):  # pragma: no cover - numba
+    """The query terms scored: all, or (the approximate term cut) the heaviest ``query_cut``, in their order."""
+    n_terms = len(weights)
+    if 0 < query_cut < n_terms:
+        return np.sort(np.argsort(-weights, kind="mergesort")[:query_cut])
+    return np.arange(n_terms)
+
+
+@numba.njit(cache=True)
+def _bounds(ix, terms, weights, use, ub, chunk_max):  # pragma: no cover - numba
+    """The bound of every block of one segment (``ub``, all zero on entry), in query-term order, and the maximum of
+    each chunk of blocks (``chunk_max``); returns the largest bound."""
     offsets, doc_ids, impacts, b_offsets, b_ids, b_max, b_starts, dense_slot, dense_rows, dense_max = ix
     n_blocks = len(ub)
-    n_terms = len(terms)
-    use = np.arange(n_terms)
-    if 0 < query_cut < n_terms:  # the approximate term cut: the heaviest query_cut terms, in their original order
-        use = np.sort(np.argsort(-weights, kind="mergesort")[:query_cut])
-
-    # 1. The bound of every block, in query-term order.
     for jj in range(len(use)):
         j = use[jj]
         term = terms[j]
@@ -313,49 +313,54 @@ def _blockmax_into(ix, live, block_size, doc_base, terms, weights, k, alpha, que
                 ub[b_ids[e]] += weight * np.float32(b_max[e])
     # Tiers look for blocks in a band of bounds; scanning every block per tier cost more than the scoring, so the
     # scan first reads one maximum a chunk of blocks (vectorized), then only the chunks that reach the band.
-    n_chunks = (n_blocks + _CHUNK - 1) // _CHUNK
-    chunk_max = np.empty(n_chunks, dtype=np.float32)
     _chunk_maxima(ub, chunk_max)
     max_ub = np.float32(0.0)
-    for c in range(n_chunks):
+    for c in range(len(chunk_max)):
         max_ub = max(max_ub, chunk_max[c])
+    return max_ub
 
-    # 2. Tiers of decreasing bound: [lo, hi). Before the heap is full the tiers are fixed fractions of the best
-    # bound; once it is full, the next tier is everything the current k-th score cannot rule out.
+
+@numba.njit(cache=True, inline="always")
+def _tier_floor(tier, max_ub, size, k, heap_scores, alpha):  # pragma: no cover - numba
+    """The lower edge of tier ``tier``: before the heap is full a fixed fraction of the best bound; once it is full,
+    at least what the current k-th score cannot rule out."""
+    lo = np.float32(_TIERS[tier] * max_ub) if tier < len(_TIERS) else np.float32(0.0)
+    if size == k:
+        lo = max(lo, heap_scores[0] / alpha)
+    return lo
+
+
+@numba.njit(cache=True)
+def _band_into(ix, live, block_size, doc_base, terms, weights, use, k, alpha, ub, cursor, candidates, acc, chunk_max,
+               lo, hi, heap_scores, heap_docs, size):  # pragma: no cover - numba
+    """Score the blocks of one segment whose bound (:func:`_bounds`) lies in [lo, hi), in increasing id, into a size-k
+    heap that may already hold other segments' documents (numbered from ``doc_base`` here); a block the heap's k-th
+    score has come to rule out is skipped. Returns (heap size, postings read, blocks scored). ``candidates`` holds
+    one slot a block of the segment, ``acc`` (all zero) one a document of a block and is left zero."""
+    n_blocks = len(ub)
+    n = 0
+    for c in range(len(chunk_max)):
+        if chunk_max[c] < lo or chunk_max[c] <= 0.0:
+            continue
+        for b in range(c * _CHUNK, min(n_blocks, (c + 1) * _CHUNK)):
+            if lo <= ub[b] < hi and ub[b] > 0.0:
+                candidates[n] = b
+                n += 1
+    if n == 0:
+        return size, 0, 0
+    b_offsets = ix[3]
+    for jj in range(len(use)):  # candidates ascend: rare terms walk their block lists from the start
+        cursor[use[jj]] = b_offsets[terms[use[jj]]]
     postings = 0
     scored = 0
-    hi = np.float32(np.inf)
-    tier = 0
-    while max_ub > 0.0:
-        lo = np.float32(_TIERS[tier] * max_ub) if tier < len(_TIERS) else np.float32(0.0)
-        tier += 1
-        if size == k:
-            lo = max(lo, heap_scores[0] / alpha)
-        if lo >= hi:  # (alpha < 1, or a heap filled by earlier segments, can ask for a tier above the last one)
-            break
-        n = 0
-        for c in range(n_chunks):
-            if chunk_max[c] < lo or chunk_max[c] <= 0.0:
-                continue
-            for b in range(c * _CHUNK, min(n_blocks, (c + 1) * _CHUNK)):
-                if lo <= ub[b] < hi and ub[b] > 0.0:
-                    candidates[n] = b
-                    n += 1
-        for jj in range(len(use)):  # candidates ascend: rare terms walk their block lists from the start
-            cursor[use[jj]] = b_offsets[terms[use[jj]]]
-        for i in range(n):
-            block = candidates[i]
-            if size == k and alpha * ub[block] < heap_scores[0]:
-                continue
-            size, read = _score_block(ix, live, block_size, doc_base, terms, weights, use, cursor, block, k, acc,
-                                      heap_scores, heap_docs, size)
-            postings += read
-            scored += 1
-        if lo <= 0.0 or (size == k and alpha * lo <= heap_scores[0]):
-            break  # every block left is bounded below theta (or none is left)
-        hi = lo
-
-    ub[:] = 0.0  # leave the scratch as found
+    for i in range(n):
+        block = candidates[i]
+        if size == k and alpha * ub[block] < heap_scores[0]:
+            continue
+        size, read = _score_block(ix, live, block_size, doc_base, terms, weights, use, cursor, block, k, acc,
+                                  heap_scores, heap_docs, size)
+        postings += read
+        scored += 1
     return size, postings, scored
 
 
@@ -369,8 +374,25 @@ def score_query_blockmax(ix, live, block_size, num_docs, terms, weights, k, alph
     (float32, block_size, all zero, left so)."""
     heap_scores = np.empty(k, dtype=np.float32)
     heap_docs = np.empty(k, dtype=np.int64)
-    size, postings, scored = _blockmax_into(ix, live, block_size, 0, terms, weights, k, alpha, query_cut, ub, cursor,
-                                            candidates, acc, heap_scores, heap_docs, 0)
+    chunk_max = np.empty((len(ub) + _CHUNK - 1) // _CHUNK, dtype=np.float32)
+    use = _terms_used(weights, query_cut)
+    max_ub = _bounds(ix, terms, weights, use, ub, chunk_max)
+    size = postings = scored = 0
+    hi = np.float32(np.inf)
+    tier = 0
+    while max_ub > 0.0:  # tiers of decreasing bound, [lo, hi)
+        lo = _tier_floor(tier, max_ub, size, k, heap_scores, alpha)
+        tier += 1
+        if lo >= hi:  # (alpha < 1 can ask for a tier above the last one)
+            break
+        size, read, count = _band_into(ix, live, block_size, 0, terms, weights, use, k, alpha, ub, cursor, candidates,
+                                       acc, chunk_max, lo, hi, heap_scores, heap_docs, size)
+        postings += read
+        scored += count
+        if lo <= 0.0 or (size == k and alpha * lo <= heap_scores[0]):
+            break  # every block left is bounded below theta (or none is left)
+        hi = lo
+    ub[:] = 0.0  # leave the scratch as found
     _drain(heap_scores, heap_docs, size, k, out_docs, out_scores)
     return postings, scored
 
@@ -381,17 +403,45 @@ def _segments_range(ixs, lives, block_sizes, doc_bases, n_blocks, q_indptr, q_te
                     blocks):  # pragma: no cover - numba
     heap_scores = np.empty(k, dtype=np.float32)
     heap_docs = np.empty(k, dtype=np.int64)
+    n_segments = len(ixs)
+    block_at = np.zeros(n_segments + 1, dtype=np.int64)  # segment s's blocks in ub: [block_at[s], block_at[s+1])
+    chunk_at = np.zeros(n_segments + 1, dtype=np.int64)
+    for s in range(n_segments):
+        block_at[s + 1] = block_at[s] + n_blocks[s]
+        chunk_at[s + 1] = chunk_at[s] + (n_blocks[s] + _CHUNK - 1) // _CHUNK
+    chunk_max = np.empty(chunk_at[n_segments], dtype=np.float32)
+    seg_max = np.empty(n_segments, dtype=np.float32)
     for q in range(first, last):
         start = q_indptr[q]
         end = q_indptr[q + 1]
+        terms, weights = q_terms[start:end], q_weights[start:end]
+        use = _terms_used(weights, query_cut)
+        max_ub = np.float32(0.0)
+        for s in range(n_segments):  # every segment's bounds first ...
+            seg_max[s] = _bounds(ixs[s], terms, weights, use, ub[block_at[s]:block_at[s + 1]],
+                                 chunk_max[chunk_at[s]:chunk_at[s + 1]])
+            max_ub = max(max_ub, seg_max[s])
         size = 0
-        for s in range(len(ixs)):  # in document order: a later document never wins a tie against an earlier one
-            nb = n_blocks[s]
-            size, read, scored = _blockmax_into(ixs[s], lives[s], block_sizes[s], doc_bases[s], q_terms[start:end],
-                                                q_weights[start:end], k, alpha, query_cut, ub[:nb], cursor,
-                                                candidates[:nb], acc, heap_scores, heap_docs, size)
-            postings[q] += read
-            blocks[q] += scored
+        hi = np.float32(np.inf)
+        tier = 0
+        while max_ub > 0.0:  # ... then the tiers of one segment's walk, each over every segment that reaches it
+            lo = _tier_floor(tier, max_ub, size, k, heap_scores, alpha)
+            tier += 1
+            if lo >= hi:
+                break
+            for s in range(n_segments):
+                if seg_max[s] < lo or seg_max[s] <= 0.0:
+                    continue
+                size, read, count = _band_into(ixs[s], lives[s], block_sizes[s], doc_bases[s], terms, weights, use, k,
+                                               alpha, ub[block_at[s]:block_at[s + 1]], cursor,
+                                               candidates[:n_blocks[s]], acc, chunk_max[chunk_at[s]:chunk_at[s + 1]],
+                                               lo, hi, heap_scores, heap_docs, size)
+                postings[q] += read
+                blocks[q] += count
+            if lo <= 0.0 or (size == k and alpha * lo <= heap_scores[0]):
+                break
+            hi = lo
+        ub[:block_at[n_segments]] = 0.0
         _drain(heap_scores, heap_docs, size, k, out_docs[q], out_scores[q])
 
 
@@ -399,9 +449,12 @@ def _segments_range(ixs, lives, block_sizes, doc_bases, n_blocks, q_indptr, q_te
 def score_segments_blockmax_serial(ixs, lives, block_sizes, doc_bases, n_blocks, q_indptr, q_terms, q_weights, k,
                                    scratch, alpha=1.0, query_cut=0):  # pragma: no cover - numba
     """The block-max top-k over several segments at once (typed lists of their kernel arrays and live masks;
-    documents numbered from ``doc_bases``), one heap a query shared by every segment: the k-th score found in one
-    segment prunes the next. ``scratch`` as :func:`blockmax_scratch` for the largest segment. Returns (documents,
-    scores, postings read, blocks scored); a single Python call whatever the number of segments."""
+    documents numbered from ``doc_bases``), one heap a query shared by every segment. Every segment's bounds come
+    first; then one walk of tiers of decreasing bound, as over a single segment, each tier over every segment that
+    reaches it: the blocks scored are those the same documents in one segment would need, wherever they live (the
+    ties still go to the smaller document number). ``scratch``: ``ub`` with one slot a
+    block of all segments, ``candidates`` one a block of the largest, as :func:`blockmax_scratch`. Returns
+    (documents, scores, postings read, blocks scored); a single Python call whatever the number of segments."""
     n_queries = len(q_indptr) - 1
     out_docs = np.empty((n_queries, k), dtype=np.int64)
     out_scores = np.empty((n_queries, k), dtype=np.float32)
@@ -427,8 +480,11 @@ def score_segments_blockmax(ixs, lives, block_sizes, doc_bases, n_blocks, q_indp
         max_terms = max(max_terms, q_indptr[q + 1] - q_indptr[q])
     n_chunks = max(1, min(n_chunks, n_queries))
     per_chunk = (n_queries + n_chunks - 1) // n_chunks
+    total_blocks = 0
+    for s in range(len(n_blocks)):
+        total_blocks += n_blocks[s]
     for chunk in numba.prange(n_chunks):
-        ub = np.zeros(max_blocks, dtype=np.float32)
+        ub = np.zeros(total_blocks, dtype=np.float32)
         cursor = np.empty(max_terms, dtype=np.int64)
         candidates = np.empty(max_blocks, dtype=np.int32)
         acc = np.zeros(max_block_size, dtype=np.float32)

@@ -53,7 +53,8 @@ class Segment:
         mode = "r" if mmap else None
 
         def load(name: str, folder: Path = directory):
-            return np.load(folder / f"{name}.npy", mmap_mode=mode, allow_pickle=False)
+            # a plain ndarray over the mapping: np.memmap's Python-level __getitem__ costs a microsecond a slice
+            return np.asarray(np.load(folder / f"{name}.npy", mmap_mode=mode, allow_pickle=False))
 
         self.offsets, self.doc_ids, self.impacts = (load(name) for name in POSTING_ARRAYS)
         self.ids = load("ids")
@@ -235,7 +236,12 @@ class SegmentView:
 def gather(views: list[SegmentView], positions: np.ndarray, numbers: np.ndarray, field: str) -> list:
     """``views[position].segment.<field>[number]`` for each pair, as Python values, in order: one fancy index a
     segment, not one memory-map access a hit."""
-    if len(positions) and (positions == positions[0]).all():
+    if len(positions) <= 64:  # a few hits: one read each is cheaper than grouping
+        arrays = {p: getattr(views[p].segment, field) for p in set(positions.tolist())}
+        if all(a.ndim == 1 for a in arrays.values()):
+            return [arrays[p].item(n) for p, n in zip(positions.tolist(), numbers.tolist())]
+        return [arrays[p][n].tolist() for p, n in zip(positions.tolist(), numbers.tolist())]
+    if (positions == positions[0]).all():
         return getattr(views[int(positions[0])].segment, field)[numbers].tolist()
     out: list = [None] * len(positions)
     for p in np.unique(positions).tolist():

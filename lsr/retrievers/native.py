@@ -79,6 +79,7 @@ class NativeRetriever:
         self.live_rows = [view.live_rows() for view in self.views]
         self.live_docs = [np.zeros(0, np.uint8) if view.deleted is None else (~view.deleted).astype(np.uint8)
                           for view in self.views]
+        self._live_total = sum(view.live_documents for view in self.views)
         self._local = threading.local()  # per-thread scratch of the single-threaded block-max kernel
         if self.pruning.method == "blockmax" and self.aggregate != "sum":
             for view in self.views:
@@ -88,8 +89,8 @@ class NativeRetriever:
 
     def _segment_lists(self):
         """Every segment's kernel arrays in typed lists, for one kernel call over all of them (a shared heap, no
-        Python between segments); None when they cannot share a list (types differ) or there is one segment."""
-        if len(self.views) < 2:
+        Python between segments); None when they cannot share a list (types differ) or there is no segment."""
+        if not self.views:
             return None
         from numba.core.errors import NumbaError
         from numba.typed import List
@@ -157,15 +158,16 @@ class NativeRetriever:
 
     def _retrieve_together(self, queries: SparseBatch, k: int, threads: int) -> list[Ranked]:
         ixs, lives, block_sizes, bases, n_blocks, max_blocks, max_block_size = self._together
-        k = max(1, min(k, sum(view.live_documents for view in self.views)))
+        k = max(1, min(k, self._live_total))
         q = (queries.indptr, queries.indices, queries.weights)
         alpha, cut = self.pruning.alpha, self.pruning.query_cut
         if threads == 1 or len(queries) == 1:
-            longest = max(8, int(np.diff(queries.indptr).max()) if len(queries) else 1)
+            longest = max(8, int(queries.indptr[-1]))  # the batch's non-zeros: at least any query's terms
             scratch = getattr(self._local, "together", None)
             if scratch is None or len(scratch[1]) < longest:
-                scratch = self._local.together = (np.zeros(max_blocks, np.float32), np.empty(longest, np.int64),
-                                                  np.empty(max_blocks, np.int32), np.zeros(max_block_size, np.float32))
+                scratch = self._local.together = (np.zeros(int(n_blocks.sum()), np.float32),
+                                                  np.empty(longest, np.int64), np.empty(max_blocks, np.int32),
+                                                  np.zeros(max_block_size, np.float32))
             docs, scores, postings, _ = kernel.score_segments_blockmax_serial(
                 ixs, lives, block_sizes, bases, n_blocks, *q, k, scratch, alpha, cut)
         elif kernel.PARALLEL_LOCK is not None:
