@@ -10,8 +10,9 @@ chunking long documents does to NFCorpus.
   PUT costs), 32 and 512 per commit, for the default inference-free encoder, with a BM25 part, and with MiniLM dense
   embeddings too; and ``lsr index``'s build rate of the same documents for reference.
 - ``segments``: the same documents indexed as 1, 4 and 16 segments (an initial build plus commits; nothing deleted,
-  nothing merged): exact block-max top-10, one query at a time on one thread (mean, p50, p99 ms of the best of 3 passes), then the time to
-  merge the 16 segments into one and the latency after. The answers are checked to be the same across layouts.
+  nothing merged): exact block-max top-10, one query at a time on one thread (mean, p50, p99 ms of the best of 3
+  passes), then the time to merge the 16 segments into one and the latency after. The answers are checked to be the
+  same across layouts.
 - ``chunking``: NFCorpus test nDCG@10 / R@100 of the shipped default encoder, documents cut at 256 tokens (today's
   default) against chunks of 256 tokens overlapping by 64, scored by the best chunk (max) or the sum.
 """

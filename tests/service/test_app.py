@@ -253,9 +253,9 @@ def test_startup_compiles_every_kernel_variant_with_a_thread_safe_layer(full_ind
         "from lsr.service.app import create_app\n"
         "from lsr.service.settings import Settings\n"
         f"app = create_app(Settings(index={str(full_index)!r}))\n"
-        "assert not kernel.score_batch_blockmax.signatures\n"
+        "assert not kernel.score_segments_blockmax.signatures\n"
         "with TestClient(app):\n"
-        "    assert kernel.score_batch_blockmax.signatures and kernel.score_batch_blockmax_serial.signatures\n"
+        "    assert kernel.score_segments_blockmax.signatures and kernel.score_segments_blockmax_serial.signatures\n"
         "    assert numba.threading_layer() in ('omp', 'tbb'), numba.threading_layer()\n"
         "print('ok')\n"
     )
