@@ -37,6 +37,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="also build a Lucene impact index of the same vectors through Pyserini (extra `lucene`), "
                             "for `--backend lucene` (rebuild-only: later writes make it stale)")
     index.add_argument("--lucene-threads", type=int, default=None, help="Lucene indexing threads (default: all cores)")
+    index.add_argument("--chunk-documents", type=int, default=2048, metavar="N",
+                       help="documents encoded (and spooled) at a time; with --ray, one Ray task each (default 2048)")
+    scale = index.add_argument_group("scale out: Milvus (extra `milvus`), Ray (extra `ray`)")
+    scale.add_argument("--backend", choices=("native", "milvus"), default="native",
+                       help="milvus: also write the vectors to a Milvus collection (--milvus-uri), searched by "
+                            "`--backend milvus`; later writes keep it in step")
+    scale.add_argument("--milvus-uri", default=None, metavar="URI",
+                       help="a Milvus Lite file ending in .db (embedded) or a server, http://host:19530")
+    scale.add_argument("--milvus-collection", default=None, metavar="NAME",
+                       help="collection name (default lsr_<index folder name>)")
+    scale.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                       help="encode on a Ray cluster (host:port of its head; no value: a local Ray instance)")
+    scale.add_argument("--ray-actors", type=int, default=None, metavar="N",
+                       help="encoder actors (default: one per GPU, else one per --ray-cpus-per-actor CPUs)")
+    scale.add_argument("--ray-cpus-per-actor", type=float, default=1.0, metavar="C",
+                       help="CPUs each CPU actor reserves (default 1)")
     long = index.add_argument_group("long documents")
     long.add_argument("--chunk-tokens", type=int, default=None, metavar="N",
                       help="split documents longer than N tokens into overlapping chunks (default: truncate at the "
@@ -74,6 +90,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="merge down to this many segments (default 1); 0: as the tiered merge policy asks")
     merge.add_argument("--wait", type=float, default=0.0, help="seconds to wait for another writer (default 0)")
     merge.set_defaults(handler=run_merge)
+    milvus = operations.add_parser("milvus", help="mirror an index into a Milvus collection (create it, or bring it "
+                                                  "up to date), for `--backend milvus`")
+    milvus.add_argument("--index", required=True, metavar="DIR", help="the index")
+    milvus.add_argument("--milvus-uri", required=True, metavar="URI",
+                        help="a Milvus Lite file ending in .db (embedded) or a server, http://host:19530")
+    milvus.add_argument("--milvus-collection", default=None, metavar="NAME",
+                        help="collection name (default lsr_<index folder name>)")
+    milvus.set_defaults(handler=run_milvus)
 
     idf = subparsers.add_parser("idf", help="compute an IDF table {token: weight} over a corpus")
     idf.add_argument("--corpus", required=True, help="BEIR folder, JSONL file, or ir_datasets id")
@@ -92,7 +116,24 @@ def run_index(args: argparse.Namespace) -> int:
     from lsr.errors import InvalidInput
 
     if not args.corpus or not args.out:
-        raise InvalidInput("pass --corpus and --out to build an index, or an operation: lsr index add|delete|merge")
+        raise InvalidInput("pass --corpus and --out to build an index, or an operation: lsr index "
+                           "add|delete|merge|milvus")
+    if args.backend == "milvus":
+        from lsr.milvus import normalize_uri, require
+
+        require()  # fail before encoding anything
+        if not args.milvus_uri:
+            raise InvalidInput("--backend milvus needs --milvus-uri (a file ending in .db for embedded Milvus Lite, "
+                               "or http://host:19530)")
+        normalize_uri(args.milvus_uri)
+        if args.chunk_tokens:
+            raise InvalidInput("--backend milvus keeps one vector a document: build without --chunk-tokens (chunked "
+                               "indexes are served by the native backend)")
+    encode_with = None
+    if args.ray is not None:
+        from lsr.indexer.distributed import connect, ray_chunk_encoder
+
+        connect(args.ray or None)  # a cluster that does not answer fails now, not after the encoder loads
     encoder = encoder_from_args(args)
     dense = None
     if args.dense_encoder:
@@ -104,14 +145,28 @@ def run_index(args: argparse.Namespace) -> int:
     total = args.limit if args.limit is not None else count_documents(args.corpus)
     started = time.perf_counter()
     with tqdm(desc="encoding documents", unit="doc", total=total) as bar:
+        if args.ray is not None:
+            def encode_with(directory):
+                return ray_chunk_encoder(directory, args.ray or None, args.batch_size, args.ray_actors,
+                                         args.ray_cpus_per_actor, args.dtype, progress=bar.update)
         index = Index.build(
             encoder, corpus=args.corpus, path=args.out, dense_encoder=dense, skip_malformed=args.skip_malformed,
             limit=args.limit, export_jsonl=args.export_jsonl, progress_callback=bar.update,
             batch_size=args.batch_size, impact_dtype=args.impact_dtype, dense_index=args.dense_index, bm25=args.bm25,
             store_documents=args.store_documents, block_size=args.block_size, dense_ratio=args.dense_ratio,
             lucene=args.lucene, lucene_threads=args.lucene_threads, document_top_k=args.document_top_k,
-            chunk_tokens=args.chunk_tokens, chunk_overlap=args.chunk_overlap, chunk_aggregate=args.chunk_aggregate)
+            chunk_tokens=args.chunk_tokens, chunk_overlap=args.chunk_overlap, chunk_aggregate=args.chunk_aggregate,
+            chunk_documents=args.chunk_documents, encode_with=encode_with)
     seconds = time.perf_counter() - started
+    extra = {}
+    if args.ray is not None:
+        from lsr.indexer.distributed import cluster_summary
+
+        extra["ray"] = cluster_summary()
+    if args.backend == "milvus":
+        from lsr.milvus import attach
+
+        extra["milvus"] = attach(index, args.milvus_uri, args.milvus_collection)
     manifest = index.manifest
     snapshot = index.snapshot()
     stats = index.read_stats
@@ -129,7 +184,7 @@ def run_index(args: argparse.Namespace) -> int:
         "docs_per_second": round(snapshot.doc_count / seconds, 2),
         **({"dense": manifest.dense} if manifest.dense else {}), **({"bm25": manifest.bm25} if manifest.bm25 else {}),
         "documents_stored": manifest.documents, **({"lucene": manifest.lucene} if manifest.lucene else {}),
-        "search_defaults": manifest.search_defaults,
+        "search_defaults": manifest.search_defaults, **extra,
     }, indent=2))
     if built["truncated_documents"]:
         print(f"{built['truncated_documents']} document(s) were longer than the encoder's window "
@@ -184,6 +239,18 @@ def run_merge(args: argparse.Namespace) -> int:
     with IndexWriter(args.index, wait=args.wait) as writer:
         summary = merge(writer, max_segments=args.max_segments or None)
     print(json.dumps({"index": args.index, **vars(summary)}, indent=2))
+    return 0
+
+
+def run_milvus(args: argparse.Namespace) -> int:
+    from lsr import Index
+    from lsr.milvus import attach
+
+    index = Index.open(args.index, load_encoder=False)
+    try:
+        print(json.dumps({"index": args.index, **attach(index, args.milvus_uri, args.milvus_collection)}, indent=2))
+    finally:
+        index.close()
     return 0
 
 

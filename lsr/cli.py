@@ -103,9 +103,11 @@ def run_eval(args: argparse.Namespace) -> int:
         fusion = fusion_from_args(args, engine) if mode == "hybrid" else None
         metrics = evaluate(engine, args.beir, split=args.split, k=args.k, run_path=run_path, mode=mode, fusion=fusion)
         pruning = options.get("pruning")
-        if pruning is not None and not pruning.exact:  # never silent: the approximate top-k's recall against exact
+        if "sparse" in engine.retrievers and not engine.retrievers["sparse"].exact:
+            # never silent: an approximate top-k's recall against the native exact one
             exact = Engine.open(args.index, encoder=args.encoder, device=args.device, parts=())
             metrics.update(recall_against_exact(engine, exact, args.beir, args.split, k=args.k))
+        if pruning is not None and not pruning.exact:
             metrics["pruning"] = {"method": pruning.method, "alpha": pruning.alpha, "query_cut": pruning.query_cut}
     if run_path:
         metrics["run"] = run_path

@@ -37,8 +37,9 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
     from lsr.retrievers.native import PRUNING_METHODS
 
     parser.add_argument("--backend", choices=backend_names(), default="native",
-                        help="sparse search: native (lsr's kernel, default) or lucene (Pyserini over the index's "
-                             "lucene/ part, built with `lsr index --lucene`)")
+                        help="sparse search: native (lsr's kernel, default), lucene (Pyserini over the index's "
+                             "lucene/ part, built with `lsr index --lucene`) or milvus (the index's Milvus collection, "
+                             "made by `lsr index --backend milvus` or `lsr index milvus`; dense from it too)")
     group = parser.add_argument_group("sparse top-k (native backend)")
     group.add_argument("--pruning", choices=PRUNING_METHODS, default="blockmax",
                        help="blockmax: block-max pruning, exact (default); exhaustive: every posting (the reference)")
@@ -46,12 +47,20 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
                        help="APPROXIMATE below 1: skip a block when alpha x its bound < the k-th score (default 1)")
     group.add_argument("--query-cut", type=int, default=0,
                        help="APPROXIMATE: keep only the N heaviest query terms (default 0: all)")
+    milvus = parser.add_argument_group("milvus backend")
+    milvus.add_argument("--milvus-uri", default=None, metavar="URI",
+                        help="a Milvus Lite file (.db) or server (http://host:19530); default: the index's milvus.json")
+    milvus.add_argument("--milvus-collection", default=None, metavar="NAME", help="default: the recorded collection")
+    milvus.add_argument("--milvus-drop-ratio", type=float, default=0.0, metavar="R",
+                        help="APPROXIMATE above 0 (a Milvus server only): Milvus's drop_ratio_search (default 0: exact)")
 
 
 def backend_options(args: argparse.Namespace) -> dict:
     """The options the chosen backend takes from the flags (the native kernel's pruning)."""
     from lsr.retrievers.native import Pruning
 
+    if args.backend == "milvus":
+        return {"uri": args.milvus_uri, "collection": args.milvus_collection, "drop_ratio": args.milvus_drop_ratio}
     if args.backend != "native":
         return {}
     return {"pruning": Pruning(args.pruning, args.prune_alpha, args.query_cut)}

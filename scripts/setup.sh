@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv (once) and install lsr into it with its test tools. Source it or run it; safe to rerun.
-#   LSR_EXTRAS   extras to install (default dev,lucene,bench: tests, Pyserini + a JDK, the benchmark's peers)
+#   LSR_EXTRAS   extras to install (default dev,lucene,bench,milvus,ray: tests, Pyserini + a JDK, the benchmark's
+#                peers, Milvus Lite, Ray Data)
 #   TORCH_SPEC   the torch to install first (default torch==2.13.0, the local CPU wheel on this kind of machine;
 #                on a GPU host set e.g. TORCH_SPEC=torch to keep/get a CUDA build)
 set -euo pipefail
@@ -21,7 +22,7 @@ if ! python -c "import torch" >/dev/null 2>&1; then
   echo "[setup] installing ${TORCH_SPEC:-torch==2.13.0}"
   quiet_pip "${TORCH_SPEC:-torch==2.13.0}"
 fi
-EXTRAS="${LSR_EXTRAS:-dev,lucene,bench}"
+EXTRAS="${LSR_EXTRAS:-dev,lucene,bench,milvus,ray}"
 echo "[setup] installing lsr (editable) with extras: $EXTRAS"
 quiet_pip -e ".[$EXTRAS]"
 python -c "import lsr.service.app, lsr.indexer.cli, lsr.training.trainer, lsr.encoders, torch, numba, fastapi, uvicorn, pytrec_eval, \

@@ -70,8 +70,7 @@ def _index_bytes(directory) -> int:
 
 def open_engine(settings: Settings) -> Engine:
     """The engine the settings describe (also used by `lsr serve` to fail early, with one line)."""
-    options = {"pruning": settings.pruning_spec()} if settings.backend == "native" else {}
-    return Engine.open(settings.index, device=settings.device, backend=settings.backend, **options)
+    return Engine.open(settings.index, device=settings.device, backend=settings.backend, **settings.backend_options())
 
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:

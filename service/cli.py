@@ -21,6 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="settings file, YAML or JSON (or LSR_CONFIG_FILE); LSR_* variables override it")
     serve.add_argument("--backend", choices=backend_names(), default=None,
                        help="sparse search backend (default native)")
+    serve.add_argument("--milvus-uri", default=None, metavar="URI",
+                       help="milvus backend: where the collection is (default: the one `lsr index milvus` recorded)")
+    serve.add_argument("--milvus-collection", default=None, metavar="NAME", help="milvus backend: collection name")
     serve.set_defaults(handler=run_serve)
 
 
@@ -36,7 +39,8 @@ def run_serve(args: argparse.Namespace) -> int:
         os.environ[CONFIG_FILE_ENV] = args.config
     overrides = {key: value for key, value in (("index", args.index), ("host", args.host), ("port", args.port),
                                                ("device", args.device), ("workers", args.workers),
-                                               ("backend", args.backend)) if value is not None}
+                                               ("backend", args.backend), ("milvus_uri", args.milvus_uri),
+                                               ("milvus_collection", args.milvus_collection)) if value is not None}
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:  # a bad LSR_* variable or settings-file value: one line each, no traceback

@@ -48,7 +48,14 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1_048_576, ge=1, description="largest request body")
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS (empty: CORS off)")
     backend: str = Field("native", description="sparse search backend: native (lsr's kernel), lucene (Pyserini over "
-                                               "the index's lucene/ part), or any registered backend")
+                                               "the index's lucene/ part), milvus (the index's Milvus collection), "
+                                               "or any registered backend")
+    milvus_uri: str | None = Field(None, description="milvus backend: a Milvus Lite file (.db) or a server URI "
+                                                     "(default: the one recorded in the index's milvus.json)")
+    milvus_collection: str | None = Field(None, description="milvus backend: the collection (default: the recorded one)")
+    milvus_drop_ratio: Annotated[float, AllowInfNan(False)] = Field(
+        0.0, ge=0.0, lt=1.0, description="milvus backend, APPROXIMATE above 0: Milvus's drop_ratio_search (a Milvus "
+                                         "server only; responses say exact: false)")
     pruning: Literal["blockmax", "exhaustive"] = Field("blockmax", description="native top-k: block-max (exact) "
                                                                                "or exhaustive")
     prune_alpha: Annotated[float, AllowInfNan(False)] = Field(
@@ -61,6 +68,14 @@ class Settings(BaseSettings):
     refresh_interval: Annotated[float, AllowInfNan(False)] = Field(
         1.0, gt=0.0, le=3600.0, description="seconds between checks for a generation another process published")
     merge: bool = Field(True, description="merge segments in the background after writes, as the tiered policy asks")
+
+    def backend_options(self) -> dict:
+        """What the chosen backend takes from the settings."""
+        if self.backend == "native":
+            return {"pruning": self.pruning_spec()}
+        if self.backend == "milvus":
+            return {"uri": self.milvus_uri, "collection": self.milvus_collection, "drop_ratio": self.milvus_drop_ratio}
+        return {}
 
     def pruning_spec(self):
         from lsr.retrievers.native import Pruning

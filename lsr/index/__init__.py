@@ -152,7 +152,7 @@ class Index:
               corpus: str | Path | None = None, vectors=None, vocab_size: int | None = None,
               path: str | Path | None = None, dense_encoder=None, progress: bool = False, skip_malformed: bool = False,
               limit: int | None = None, export_jsonl: str | Path | None = None,
-              progress_callback=None, **options) -> Index:
+              progress_callback=None, encode_with=None, **options) -> Index:
         """Encode documents and build an index: in memory (a private folder, removed with the index), or at
         ``path`` (written atomically, then opened).
 
@@ -162,6 +162,9 @@ class Index:
         a list of ``{token id: weight}``) with ``ids`` (and the texts too, for the dense, BM25 and stored-text
         parts). ``encoder`` defaults to the shipped one when documents are to be encoded. ``options`` are
         :class:`BuildOptions` fields (``bm25``, ``store_documents``, ``impact_dtype``, ``chunk_tokens``, ...).
+        ``encode_with``: encode elsewhere, e.g. on a Ray cluster: a callable that takes the index folder being built
+        (its encoders saved there) and returns an ``encode_chunks`` for :meth:`IndexWriter.add
+        <lsr.index.writer.IndexWriter.add>`.
         """
         build_options = _options(options)
         if build_options.lucene and path is None:
@@ -186,7 +189,7 @@ class Index:
             build_directory(directory, docs, encoder, build_options, vectors=batch, ids=ids,
                             dense_encoder=dense_encoder, export_jsonl=Path(export_jsonl) if export_jsonl else None,
                             source=str(corpus) if corpus is not None else "python", vocab_size=vocab_size,
-                            progress=progress_callback)
+                            progress=progress_callback, encode_with=encode_with)
             if bar is not None:
                 bar.close()
             if staging is not None:

@@ -171,7 +171,7 @@ def create_directory(directory: Path, encoder, options: BuildOptions, dense_enco
 def build_directory(directory: Path, documents: Iterable[Document] | None, encoder, options: BuildOptions,
                     vectors: SparseBatch | None = None, ids: list[str] | None = None, dense_encoder=None,
                     export_jsonl: Path | None = None, source: str = "", progress: Callable[[int], None] | None = None,
-                    vocab_size: int | None = None) -> Manifest:
+                    vocab_size: int | None = None, encode_with=None) -> Manifest:
     """Write a complete index into ``directory`` (an empty staging folder): generation 1 holds every document."""
     from lsr.index.writer import IndexWriter
 
@@ -187,7 +187,8 @@ def build_directory(directory: Path, documents: Iterable[Document] | None, encod
         if vectors is not None:
             writer.add_vectors(vectors, ids, list(documents) if documents is not None else None)
         else:
-            writer.add(documents or (), batch_size=options.batch_size, progress=progress)
+            writer.add(documents or (), batch_size=options.batch_size, progress=progress,
+                       encode_chunks=encode_with(directory) if encode_with is not None else None)
         summary = writer.commit(operation="build")
         if summary.generation == 0:
             raise InvalidInput("no documents to index; check the corpus path (and what --skip-malformed skipped)")

@@ -52,6 +52,38 @@ class WriteSummary:
         self.unknown += other.unknown
 
 
+@dataclass
+class EncodedChunk:
+    """What encoding a chunk of documents gives: sparse rows (one a document, or one a chunk of a long one, with
+    ``row_doc``/``chunks``), dense embeddings, how many documents were cut at the encoder's window."""
+
+    rows: SparseBatch
+    dense: np.ndarray | None = None
+    row_doc: np.ndarray | None = None
+    chunks: np.ndarray | None = None
+    truncated: int = 0
+
+
+def encode_chunk(encoder, dense_encoder, manifest: Manifest, texts: list[str], batch_size: int,
+                 progress=None) -> EncodedChunk:
+    """Encode one chunk of texts as the index's build options say (chunking, static pruning, dense part): what every
+    writer, local or distributed, does with a chunk."""
+    chunking = manifest.chunking
+    row_doc = chunks = None
+    truncated = 0
+    if chunking:
+        rows, row_doc, chunks = encoder.encode_chunks(texts, chunking["tokens"], chunking["overlap"],
+                                                      batch_size=batch_size, progress=progress)
+    else:
+        rows = encoder.encode_documents(texts, batch_size=batch_size, progress=progress)
+        truncated = encoder.count_truncated(texts)
+    top_k = manifest.build.get("document_top_k")
+    if top_k:
+        rows = rows.top_k(top_k)
+    dense = dense_encoder.encode_documents(texts, batch_size=batch_size) if dense_encoder is not None else None
+    return EncodedChunk(rows=rows, dense=dense, row_doc=row_doc, chunks=chunks, truncated=truncated)
+
+
 class IndexWriter:
     """The write side of an index directory. ``encoder`` (sparse) and ``dense_encoder`` encode new documents; they
     default to the ones stored with the index. ``wait``: seconds to wait for another writer's lock."""
@@ -65,6 +97,12 @@ class IndexWriter:
             self.base = storage.Generation.read(storage.current_generation_file(self.directory))
             # segments a crashed commit renamed into place but never published, generations no reader holds
             storage.collect_garbage(self.directory, self.base)
+            self._mirror = None
+            if (self.directory / "milvus.json").exists():  # the index's vectors are mirrored in a Milvus collection
+                from lsr.milvus import WriteMirror
+
+                self._mirror = WriteMirror(self.directory, self.manifest)
+                self._mirror.catch_up()
         except BaseException:
             self.lock.release()
             raise
@@ -91,11 +129,29 @@ class IndexWriter:
 
     # -- operations ----------------------------------------------------------------------------------------------------
     def add(self, documents: Iterable[Document], upsert: bool = False, batch_size: int = 32,
-            progress=None) -> WriteSummary:
-        """Encode and stage ``documents`` (streamed, a chunk at a time). A document whose id is live: an error
-        (``upsert=False``), else replaced, or kept as it is when its title and text are unchanged. An id twice in one
-        call is an error."""
+            progress=None, encode_chunks=None) -> WriteSummary:
+        """Encode and stage ``documents`` (streamed, a chunk of ``chunk_documents`` at a time). A document whose id is
+        live: an error (``upsert=False``), else replaced, or kept as it is when its title and text are unchanged. An
+        id twice in one call is an error.
+
+        ``encode_chunks``: another way to encode, e.g. a Ray cluster (:mod:`lsr.indexer.distributed`): it takes an
+        iterator of chunks (lists of documents) and yields, in the same order, each chunk's :class:`EncodedChunk`.
+        The chunks are the ones this process would encode, so the vectors are the same."""
         summary = WriteSummary()
+        planned = self._plan(documents, upsert, summary)
+        if encode_chunks is None:
+            for staged in planned:
+                self._stage_encoded(staged, self._encode([d for d, _ in staged], batch_size, progress), summary)
+        else:
+            chunks = list(planned)
+            encoded = encode_chunks([[d for d, _ in staged] for staged in chunks])
+            for staged, chunk in zip(chunks, encoded, strict=True):
+                self._stage_encoded(staged, chunk, summary)
+        self._summary.merge(summary)
+        return summary
+
+    def _plan(self, documents: Iterable[Document], upsert: bool, summary: WriteSummary):
+        """The documents to encode, in chunks of (document, content hash); counts and tombstones as it goes."""
         seen: set[str] = set()
         staged: list[tuple[Document, bytes]] = []
         for document in documents:
@@ -122,19 +178,21 @@ class IndexWriter:
                 summary.added += 1
             staged.append((document, digest))
             if len(staged) == self.manifest.build.get("chunk_documents", CHUNK_DOCUMENTS):
-                self._encode_and_stage(staged, summary, batch_size, progress)
+                yield staged
                 staged = []
         if staged:
-            self._encode_and_stage(staged, summary, batch_size, progress)
-        self._summary.merge(summary)
-        return summary
+            yield staged
 
-    def _encode_and_stage(self, staged: list[tuple[Document, bytes]], summary: WriteSummary, batch_size: int,
-                          progress) -> None:
-        hashes = np.frombuffer(b"".join(h for _, h in staged), np.uint8).reshape(-1, 16)
-        batch = self._encode([d for d, _ in staged], hashes, batch_size, progress)
-        summary.truncated += batch.truncated
-        self._stage(batch)
+    def _stage_encoded(self, staged: list[tuple[Document, bytes]], chunk: EncodedChunk, summary: WriteSummary) -> None:
+        documents = [d for d, _ in staged]
+        if len(chunk.rows) != (len(documents) if chunk.row_doc is None else len(chunk.row_doc)):
+            raise InvalidInput("an encoded chunk does not match its documents (rows); the encoder is broken")
+        summary.truncated += chunk.truncated
+        self._stage(Batch(ids=[d.id for d in documents], hashes=np.frombuffer(b"".join(h for _, h in staged),
+                                                                             np.uint8).reshape(-1, 16),
+                          rows=chunk.rows, row_doc=chunk.row_doc, chunks=chunk.chunks,
+                          titles=[d.title for d in documents], texts=[d.text for d in documents], dense=chunk.dense,
+                          analyzed=self._analyze(documents), truncated=chunk.truncated))
 
     def add_vectors(self, vectors: SparseBatch, ids: Sequence[str], documents: Sequence[Document] | None = None,
                     dense: np.ndarray | None = None) -> WriteSummary:
@@ -205,25 +263,9 @@ class IndexWriter:
 
         return Analyzer()([d.contents for d in documents])
 
-    def _encode(self, documents: list[Document], hashes: np.ndarray, batch_size: int, progress) -> Batch:
+    def _encode(self, documents: list[Document], batch_size: int, progress) -> EncodedChunk:
         encoder, dense_encoder = self._encoders()
-        texts = [d.contents for d in documents]
-        chunking = self.manifest.chunking
-        row_doc = chunks = None
-        truncated = 0
-        if chunking:
-            rows, row_doc, chunks = encoder.encode_chunks(texts, chunking["tokens"], chunking["overlap"],
-                                                          batch_size=batch_size, progress=progress)
-        else:
-            rows = encoder.encode_documents(texts, batch_size=batch_size, progress=progress)
-            truncated = encoder.count_truncated(texts)
-        top_k = self.manifest.build.get("document_top_k")
-        if top_k:
-            rows = rows.top_k(top_k)
-        dense = dense_encoder.encode_documents(texts, batch_size=batch_size) if dense_encoder is not None else None
-        return Batch(ids=[d.id for d in documents], hashes=hashes, rows=rows, row_doc=row_doc, chunks=chunks,
-                     titles=[d.title for d in documents], texts=[d.text for d in documents], dense=dense,
-                     analyzed=self._analyze(documents), truncated=truncated)
+        return encode_chunk(encoder, dense_encoder, self.manifest, [d.contents for d in documents], batch_size, progress)
 
     def _stage(self, batch: Batch) -> None:
         if self._pending is None:
@@ -290,10 +332,11 @@ class IndexWriter:
                 entries.append(entry)
             next_segment += 1
         fault_point("deletes-written")
+        deleted_ids = self._deleted_ids()
         live = sum(self._segment_documents(e) - e.deleted for e in entries)
         default = f"add {summary.added}, replace {summary.replaced}, delete {summary.deleted}"
         generation = storage.Generation(number, entries, next_segment, live, operation or default)
-        self._publish(generation)
+        self._publish(generation, added=[e.name for e in entries if e.name not in self._views], deleted_ids=deleted_ids)
         summary.generation = number
         summary.seconds = time.perf_counter() - started
         return summary
@@ -313,13 +356,33 @@ class IndexWriter:
         write_durably(segment_directory / name, buffer.getvalue())
         return name
 
-    def _publish(self, generation: storage.Generation) -> None:
+    def _deleted_ids(self) -> list[str]:
+        """The ids whose live version this commit deletes and does not add again."""
+        out = []
+        for name, locals_ in self._tombstones.items():
+            ids = self._views[name][0].ids
+            out += [str(ids[local]) for local in sorted(locals_) if str(ids[local]) not in self._pending_ids]
+        return out
+
+    def _publish(self, generation: storage.Generation, added: Sequence[str] = (),
+                 deleted_ids: Sequence[str] = ()) -> None:
+        """Make ``generation`` the current one; then a Milvus mirror deletes ``deleted_ids`` and upserts the
+        documents of the ``added`` segments (a merge adds none: its documents are already there)."""
+        previous = self.base.number
         storage.publish(self.directory, generation)
         self.base = generation
         self._views = {e.name: (open_segment(self.directory / storage.SEGMENTS / e.name), e)
                        for e in generation.segments}
         self._pending, self._pending_ids, self._superseded, self._tombstones = None, {}, set(), {}
         storage.collect_garbage(self.directory, generation)
+        if self._mirror is not None:
+            fault_point("published-before-milvus")
+            try:
+                self._mirror.published(previous, list(added), list(deleted_ids))
+            except Exception as exc:  # noqa: BLE001 - whatever the client raised, the native part is committed
+                raise Unavailable(f"generation {generation.number} is committed to {self.directory}, but Milvus "
+                                  f"({self._mirror.mirror.uri}) did not take it: {str(exc).strip()[:300]}; the next "
+                                  "write (or `lsr index milvus --index DIR`) brings the collection up to date") from exc
 
     def rollback(self) -> None:
         """Drop every staged operation."""

@@ -6,11 +6,14 @@ SparseBatch`), dense embeddings (a float32 ``(n, dim)`` array) or the query text
 The :class:`~lsr.engine.Engine` encodes each query once per request for all the retrievers it asks, fuses their lists
 and explains from the vectors it already has.
 
-Sparse *backends* (the ``sparse`` component of an index) are registered by name: ``native`` (lsr's kernel) and
-``lucene`` (Pyserini). Adding a backend means writing one class with ``open(index, **options)`` and registering it:
-in :data:`_BACKENDS` (built-in), through the ``lsr.backends`` entry-point group of an installed package (then every
-process sees it: the CLI's ``--backend`` choices, ``lsr serve`` workers), or with :func:`register_backend` (this
-process only). The CLI, the HTTP app and evaluation list and open backends through this registry, unchanged.
+Sparse *backends* (the ``sparse`` component of an index) are registered by name: ``native`` (lsr's kernel),
+``lucene`` (Pyserini) and ``milvus`` (the index's Milvus collection). A backend may answer more components than
+sparse: its retriever's optional ``companions()`` returns them ({component: retriever}), and they replace the index's
+own (the ``milvus`` backend answers dense from the same collection). Adding a backend means writing one class with
+``open(index, **options)`` and registering it: in :data:`_BACKENDS` (built-in), through the ``lsr.backends``
+entry-point group of an installed package (then every process sees it: the CLI's ``--backend`` choices, ``lsr serve``
+workers), or with :func:`register_backend` (this process only). The CLI, the HTTP app and evaluation list and open
+backends through this registry, unchanged.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class Retriever(Protocol):
 _BACKENDS: dict[str, str | type] = {
     "native": "lsr.retrievers.native:NativeRetriever",
     "lucene": "lsr.retrievers.lucene:LuceneRetriever",
+    "milvus": "lsr.retrievers.milvus:MilvusRetriever",
 }
 
 

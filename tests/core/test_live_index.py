@@ -79,20 +79,14 @@ def assert_equal_up_to_near_ties(a, b, where, tolerance: float = 1e-5) -> None:
             assert abs(a.scores[position] - b.scores[position]) <= tolerance, where
 
 
-@pytest.mark.parametrize("impact_dtype", ["float32", "uint8"])
-def test_random_adds_replaces_and_deletes_equal_a_fresh_build(encoders, impact_dtype):
-    """Hundreds of operations (including re-adding deleted ids and replacing with the same text) committed in many
-    generations; every mode's top-100 equals a fresh build of the surviving documents, before and after merges."""
-    pool = nfcorpus_documents(400)
-    rng = random.Random(7)
-    sparse, dense = encoders
-    texts = {d["id"]: d for d in pool[:120]}
-    live = Index.build(sparse, documents=list(texts.values()), dense_encoder=dense, bm25=True, store_documents=True,
-                       impact_dtype=impact_dtype)
+def random_writes(live: Index, pool: list[dict], texts: dict[str, dict], rng: random.Random, generations: int,
+                  start: int) -> int:
+    """Random adds (from ``pool[start:]``), replaces (30% with the same text), deletes and re-adds of deleted ids,
+    committed in ``generations`` generations; ``texts`` follows what is live. Returns the number of operations."""
     deleted: list[str] = []
-    unused = pool[120:]
+    unused = pool[start:]
     operations = 0
-    for _ in range(12):  # generations
+    for _ in range(generations):
         for _ in range(rng.randint(10, 30)):
             kind = rng.random()
             if kind < 0.35 and unused:
@@ -116,6 +110,20 @@ def test_random_adds_replaces_and_deletes_equal_a_fresh_build(encoders, impact_d
                 texts[doc_id] = document
             operations += 1
         live.commit()
+    return operations
+
+
+@pytest.mark.parametrize("impact_dtype", ["float32", "uint8"])
+def test_random_adds_replaces_and_deletes_equal_a_fresh_build(encoders, impact_dtype):
+    """Hundreds of operations (including re-adding deleted ids and replacing with the same text) committed in many
+    generations; every mode's top-100 equals a fresh build of the surviving documents, before and after merges."""
+    pool = nfcorpus_documents(400)
+    rng = random.Random(7)
+    sparse, dense = encoders
+    texts = {d["id"]: d for d in pool[:120]}
+    live = Index.build(sparse, documents=list(texts.values()), dense_encoder=dense, bm25=True, store_documents=True,
+                       impact_dtype=impact_dtype)
+    operations = random_writes(live, pool, texts, rng, generations=12, start=120)
     assert operations >= 200 and live.generation == 13 and len(live.segments) > 5
     assert sorted(live.ids()) == sorted(texts)
     engine = Engine(live)

@@ -1,0 +1,350 @@
+"""Milvus as a home for an index's vectors: the ``milvus`` backend (extra ``lsr[milvus]``).
+
+An lsr index directory stays the control plane (manifest, encoder, quantization scale, stored texts, BM25, search
+defaults); :func:`attach` mirrors its documents into one Milvus collection: a ``VARCHAR`` primary key (the external
+id), the content hash, a ``SPARSE_FLOAT_VECTOR`` (``SPARSE_INVERTED_INDEX``, inner product) holding the index's
+impacts (stored / scale: Milvus ranks exactly what the native kernel ranks; with ``--impact-dtype float32`` these
+are the encoder's weights) and, when the index has a dense encoder, a ``FLOAT_VECTOR`` (``FLAT``, inner product:
+exact). The URI is a file path ending in ``.db`` (Milvus Lite, embedded in this process) or ``http://host:19530`` (a
+Milvus server or cluster; the same client code).
+
+Searches are exact by default (``drop_ratio_search`` 0); an approximate ``drop_ratio`` makes answers say
+``exact: false``. The collection is created at consistency level ``Strong`` (read-your-writes: a committed write is
+searched by the next request).
+
+Writes: every commit of the live index (Python, ``lsr index add|delete``, the HTTP routes) first publishes the
+native generation, then deletes the removed ids from the collection and upserts the new segment's documents, then
+records the generation in ``milvus.json``. A writer that finds the collection behind (a process died between the two)
+reconciles it with the index (ids and content hashes compared; nothing is re-encoded) before it writes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from lsr.errors import InvalidIndex, InvalidInput, MissingDependency, Unavailable
+from lsr.index.files import write_durably
+
+STATE = "milvus.json"  # {"uri", "collection", "generation"}: where the mirror is, which generation it holds
+ID_MAX = 1024  # VARCHAR primary key length
+TOPK_MAX = 16384  # Milvus's largest limit
+PUSH_ROWS = 2000  # rows a Milvus call
+_clients: dict[str, object] = {}
+_clients_lock = threading.Lock()
+
+
+def require():
+    try:
+        import pymilvus
+    except ImportError:
+        raise MissingDependency("the milvus backend needs the `milvus` extra: pip install 'lsr[milvus]' (pymilvus and "
+                                "milvus-lite)") from None
+    return pymilvus
+
+
+def normalize_uri(uri: str) -> str:
+    """A server URI as given; a Milvus Lite file as an absolute path (it must end in ``.db``; its folder must exist)."""
+    uri = str(uri).strip()
+    if re.match(r"^(https?|tcp|grpc|unix)://", uri):
+        return uri
+    path = Path(uri).expanduser().absolute()
+    if path.suffix != ".db":
+        raise InvalidInput(f"Milvus URI {uri!r}: a Milvus Lite file must end in .db (e.g. var/milvus/lsr.db), a "
+                           "server URI starts with http:// (e.g. http://localhost:19530)")
+    if not path.parent.is_dir():
+        raise InvalidInput(f"Milvus URI {uri!r}: the folder {path.parent} does not exist; create it first")
+    return str(path)
+
+
+def connect(uri: str, timeout: float = 5.0):
+    """A client for ``uri``, shared by this process (Milvus Lite runs one embedded server per file and process); a
+    URI that does not answer is :class:`Unavailable` within ``timeout`` seconds."""
+    pymilvus = require()
+    uri = normalize_uri(uri)
+    with _clients_lock:
+        client = _clients.get(uri)
+        if client is None:
+            try:
+                client = pymilvus.MilvusClient(uri=uri, timeout=timeout)
+            except Exception as exc:  # noqa: BLE001 - pymilvus raises MilvusException, grpc errors, OSError
+                if uri.startswith("/"):
+                    raise Unavailable(f"cannot open Milvus Lite file {uri} ({str(exc).strip()[:200]}): Milvus Lite "
+                                      "serves a file to one process at a time; stop the other process (serve with "
+                                      "--workers 1 on Milvus Lite), or use a Milvus server (http://host:19530)"
+                                      ) from None
+                raise Unavailable(f"cannot reach Milvus at {uri} ({str(exc).strip()[:200]}); start the server, fix "
+                                  "--milvus-uri, or give a file path ending in .db for embedded Milvus Lite") from None
+            _clients[uri] = client
+        return client
+
+
+def disconnect(uri: str | None = None) -> None:
+    """Close this process's client of ``uri`` (every client when None): a Milvus Lite file is then free for another
+    process."""
+    with _clients_lock:
+        for key in [k for k in _clients if uri is None or k == normalize_uri(uri)]:
+            _clients.pop(key).close()
+            if key.startswith("/"):  # Milvus Lite serves the file from a thread of this process until released
+                from milvus_lite.server_manager import server_manager_instance
+
+                server_manager_instance.release_server(key)
+
+
+def default_collection(directory: Path) -> str:
+    name = re.sub(r"[^A-Za-z0-9_]", "_", Path(directory).absolute().name) or "index"
+    return f"lsr_{name}"[:255]
+
+
+def identity(manifest) -> dict[str, str]:
+    """The collection properties that say which index (encoders, quantization) its vectors come from."""
+    return {"lsr.encoder": str(manifest.encoder.get("identity")),
+            "lsr.dense_encoder": str((manifest.dense or {}).get("encoder_identity")),
+            "lsr.scale": repr(float(manifest.scale)) if manifest.scale is not None else "None",
+            "lsr.impact_dtype": manifest.impact_dtype}
+
+
+class Mirror:
+    """The Milvus collection of one index directory."""
+
+    def __init__(self, directory: Path, uri: str, collection: str, generation: int, timeout: float = 5.0) -> None:
+        self.directory = Path(directory)
+        self.uri, self.collection, self.generation = normalize_uri(uri), collection, generation
+        self.client = connect(self.uri, timeout)
+
+    # -- state ---------------------------------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, directory: Path, uri: str | None = None, collection: str | None = None) -> Mirror | None:
+        """The mirror recorded in ``directory/milvus.json`` (None when the index has none); ``uri``/``collection``
+        override where to reach it (e.g. a server seen under another name)."""
+        path = Path(directory) / STATE
+        if not path.exists():
+            if uri is None:
+                return None
+            return cls(directory, uri, collection or default_collection(directory), -1)
+        try:
+            state = json.loads(path.read_text())
+        except ValueError:
+            raise InvalidIndex(f"{path} is not valid JSON; attach the index again: lsr index milvus --index "
+                               f"{directory} --milvus-uri URI") from None
+        return cls(directory, uri or state["uri"], collection or state["collection"], int(state["generation"]))
+
+    def record(self, generation: int) -> None:
+        self.generation = generation
+        uri = self.uri
+        if not re.match(r"^[a-z]+://", uri):  # a Lite file inside the index folder stays valid if the folder moves
+            try:
+                uri = str(Path(uri).relative_to(self.directory.absolute()))
+            except ValueError:
+                pass
+        write_durably(self.directory / STATE, json.dumps({"uri": uri, "collection": self.collection,
+                                                          "generation": generation}, indent=2).encode())
+
+    # -- the collection ------------------------------------------------------------------------------------------------
+    def exists(self) -> bool:
+        return bool(self.client.has_collection(self.collection))
+
+    def check(self, manifest) -> dict:
+        """The collection's description; :class:`InvalidIndex` when it holds another index's vectors."""
+        if not self.exists():
+            raise Unavailable(f"Milvus at {self.uri} has no collection {self.collection!r}; create it with `lsr index "
+                              f"milvus --index {self.directory} --milvus-uri {self.uri}`")
+        described = self.client.describe_collection(self.collection)
+        found = described.get("properties", {})
+        want = identity(manifest)
+        for key in ("lsr.encoder", "lsr.dense_encoder", "lsr.impact_dtype"):
+            if found.get(key) != want[key]:
+                raise InvalidIndex(f"Milvus collection {self.collection!r} at {self.uri} was built from another index "
+                                   f"({key} is {found.get(key)!r}, this index has {want[key]!r}); give another "
+                                   "--milvus-collection, or drop that one")
+        if manifest.scale is not None and found.get("lsr.scale") not in (None, "None", want["lsr.scale"]):
+            raise InvalidIndex(f"Milvus collection {self.collection!r} holds impacts of another quantization scale "
+                               f"({found.get('lsr.scale')}, this index has {want['lsr.scale']}); drop it and attach "
+                               "again")
+        return described
+
+    def create(self, manifest) -> None:
+        from pymilvus import DataType, MilvusClient
+
+        schema = MilvusClient.create_schema(auto_id=False)
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=ID_MAX)
+        schema.add_field("hash", DataType.VARCHAR, max_length=32)
+        schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+        params = self.client.prepare_index_params()
+        params.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="IP")
+        if manifest.dense:
+            schema.add_field("dense", DataType.FLOAT_VECTOR, dim=int(manifest.dense["dim"]))
+            params.add_index("dense", index_type="FLAT", metric_type="IP")
+        self.client.create_collection(self.collection, schema=schema, index_params=params,
+                                      consistency_level="Strong")
+        self.client.alter_collection_properties(self.collection, properties=identity(manifest))
+
+    def has_dense(self, described: dict) -> bool:
+        return any(f["name"] == "dense" for f in described.get("fields", []))
+
+    def ensure_loaded(self) -> None:
+        state = self.client.get_load_state(self.collection).get("state")
+        if getattr(state, "name", str(state)) != "Loaded":  # a collection reopened from its file is released
+            self.client.load_collection(self.collection)
+
+    # -- rows ----------------------------------------------------------------------------------------------------------
+    def rows(self, view, locals_: np.ndarray, scale: float, dense: bool) -> list[dict]:
+        """Milvus rows of these documents of a segment: id, content hash, impacts / scale, dense embedding."""
+        segment = view.segment
+        vectors = segment.row_vectors()
+        out = []
+        for local in locals_.tolist():
+            doc_id = str(segment.ids[local])
+            if len(doc_id.encode()) > ID_MAX:
+                raise InvalidInput(f"document id {doc_id[:40]!r}... is longer than {ID_MAX} bytes, Milvus's key limit")
+            terms, weights = vectors.row(local)
+            row = {"id": doc_id, "hash": bytes(segment.hashes[local]).hex(),
+                   "sparse": {int(t): float(w) / scale for t, w in zip(terms.tolist(), weights.tolist())}}
+            if dense:
+                row["dense"] = np.asarray(segment.dense[local], dtype=np.float32).tolist()
+            out.append(row)
+        return out
+
+    def push(self, views, scale: float, segment_names: list[str], deleted_ids: list[str], dense: bool) -> None:
+        """Delete ``deleted_ids``, then upsert the live documents of the named segments."""
+        for start in range(0, len(deleted_ids), PUSH_ROWS):
+            self.client.delete(self.collection, ids=deleted_ids[start:start + PUSH_ROWS])
+        for view in views:
+            if view.segment.name in segment_names:
+                live = _live(view)
+                for start in range(0, len(live), PUSH_ROWS):
+                    self.client.upsert(self.collection, self.rows(view, live[start:start + PUSH_ROWS], scale, dense))
+
+    def stored(self) -> dict[str, str]:
+        """Every id in the collection and its content hash."""
+        import logging
+
+        # Milvus Lite has no AllocTimestamp; the iterator warns and uses the client's clock, which is what we want
+        logging.getLogger("pymilvus.client.iterator.query_iterator").setLevel(logging.ERROR)
+        iterator = self.client.query_iterator(self.collection, batch_size=PUSH_ROWS, filter="",
+                                              output_fields=["id", "hash"])
+        found: dict[str, str] = {}
+        try:
+            while True:
+                batch = iterator.next()
+                if not batch:
+                    return found
+                found.update((row["id"], row["hash"]) for row in batch)
+        finally:
+            iterator.close()
+
+    def reconcile(self, number: int, views, scale: float, dense: bool) -> dict:
+        """Make the collection hold exactly the snapshot's live documents: ids it lacks or holds with another
+        content hash are upserted, ids the index no longer has are deleted. Returns the counts."""
+        stored = self.stored()
+        live_ids: set[str] = set()
+        upserted = 0
+        for view in views:
+            segment = view.segment
+            live = _live(view)
+            ids = [str(i) for i in np.asarray(segment.ids)[live].tolist()]
+            live_ids.update(ids)
+            hashes = [bytes(h).hex() for h in np.asarray(segment.hashes)[live]]
+            stale = np.array([stored.get(i) != h for i, h in zip(ids, hashes)], dtype=bool)
+            todo = live[stale] if len(live) else live
+            for start in range(0, len(todo), PUSH_ROWS):
+                self.client.upsert(self.collection, self.rows(view, todo[start:start + PUSH_ROWS], scale, dense))
+            upserted += len(todo)
+        extra = sorted(set(stored) - live_ids)
+        for start in range(0, len(extra), PUSH_ROWS):
+            self.client.delete(self.collection, ids=extra[start:start + PUSH_ROWS])
+        self.record(number)
+        return {"upserted": upserted, "deleted": len(extra), "documents": len(live_ids)}
+
+    def count(self) -> int:
+        rows = self.client.query(self.collection, filter="", output_fields=["count(*)"])
+        return int(rows[0]["count(*)"])
+
+
+def _live(view) -> np.ndarray:
+    if view.deleted is None:
+        return np.arange(view.segment.info.documents)
+    return np.flatnonzero(~np.asarray(view.deleted, dtype=bool))
+
+
+def current_views(directory: Path) -> tuple[int, list]:
+    """The published generation's number and segment views (the caller holds the write lock: nothing is collected
+    meanwhile)."""
+    from lsr.index import storage
+    from lsr.index.segment import SegmentView, open_segment
+
+    generation = storage.Generation.read(storage.current_generation_file(directory))
+    views = []
+    for entry in generation.segments:
+        segment = open_segment(directory / storage.SEGMENTS / entry.name)
+        views.append(SegmentView(segment, segment.deletes(entry.deletes), entry.deleted))
+    return generation.number, views
+
+
+def check_mirrorable(manifest, directory) -> None:
+    if manifest.chunking is not None:
+        raise InvalidInput(f"{directory} is chunked (--chunk-tokens): Milvus holds one vector a document, so chunked "
+                           "indexes are served by the native backend only; index without --chunk-tokens")
+    if manifest.encoder.get("identity") is None:
+        raise InvalidInput(f"{directory} was built from bare vectors (no encoder): the milvus backend needs an index "
+                           "built by an encoder")
+
+
+def attach(index, uri: str, collection: str | None = None, timeout: float = 5.0) -> dict:
+    """Mirror ``index`` (an :class:`~lsr.index.Index` on disk) into a Milvus collection (created when missing;
+    refused when it holds another index's vectors), record it in ``milvus.json`` and return the counts. Later
+    commits keep it in step. Takes the write lock while it works."""
+    if index.in_memory:
+        raise InvalidInput("attach a Milvus collection to an index on disk (Index.save it first)")
+    check_mirrorable(index.manifest, index.directory)
+    from lsr.index import storage
+    from lsr.index.manifest import Manifest
+
+    lock = storage.WriteLock(index.directory, wait=timeout)
+    try:
+        manifest = Manifest.load(index.directory)
+        if manifest.scale is None:
+            raise InvalidInput(f"{index.directory} holds no documents yet: add some, then attach it to Milvus")
+        mirror = Mirror(index.directory, uri, collection or default_collection(index.directory), -1, timeout)
+        if not mirror.exists():
+            mirror.create(manifest)
+        described = mirror.check(manifest)
+        mirror.ensure_loaded()
+        number, views = current_views(index.directory)
+        counts = mirror.reconcile(number, views, manifest.scale, dense=mirror.has_dense(described))
+    finally:
+        lock.release()
+    index.refresh()
+    return {"uri": mirror.uri, "collection": mirror.collection, "generation": mirror.generation, **counts}
+
+
+class WriteMirror:
+    """What :class:`~lsr.index.writer.IndexWriter` calls when the index has a Milvus mirror: catch up when it opens,
+    push after each publication. Its failures are :class:`Unavailable` (the native generation is published; the
+    next writer reconciles)."""
+
+    def __init__(self, directory: Path, manifest) -> None:
+        self.mirror = Mirror.load(directory)
+        self.manifest = manifest
+        described = self.mirror.check(manifest)
+        self.dense = self.mirror.has_dense(described)
+        self.mirror.ensure_loaded()
+
+    def catch_up(self) -> None:
+        """Reconcile when the collection does not hold the index's current generation (a writer died between its
+        publication and Milvus)."""
+        number, views = current_views(self.mirror.directory)
+        if self.mirror.generation != number:
+            self.mirror.reconcile(number, views, self.manifest.scale, self.dense)
+
+    def published(self, previous: int, new_segments: list[str], deleted_ids: list[str]) -> None:
+        number, views = current_views(self.mirror.directory)
+        if self.mirror.generation != previous:
+            self.mirror.reconcile(number, views, self.manifest.scale, self.dense)
+        else:
+            self.mirror.push(views, self.manifest.scale, new_segments, deleted_ids, self.dense)
+            self.mirror.record(number)

@@ -1,0 +1,175 @@
+"""The ``milvus`` backend on embedded Milvus Lite: the same answers as the native index, writes mirrored, crashes
+caught up, bad input refused by name."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+if os.environ.get("LSR_REQUIRE_SCALEOUT") == "1":  # CI installs the milvus and ray extras: run, never skip
+    import milvus_lite  # noqa: F401
+    import pymilvus  # noqa: F401
+pytest.importorskip("pymilvus")
+pytest.importorskip("milvus_lite")
+
+from lsr import Engine, Fusion, Index  # noqa: E402
+from lsr.errors import InvalidIndex, InvalidInput, MissingDependency, Unavailable  # noqa: E402
+from lsr.milvus import Mirror, attach, disconnect  # noqa: E402
+from tests.core.test_live_index import (  # noqa: E402
+    ROOT,
+    assert_equal_up_to_near_ties,
+    encoders,  # noqa: F401  (fixture)
+    fresh,
+    nfcorpus_documents,
+    queries,
+    random_writes,
+)
+
+
+def milvus_engine(index: Index) -> Engine:
+    return Engine(index, backend="milvus")
+
+
+def assert_same_as(engine: Engine, reference: Engine, questions: list[str], k: int = 100) -> None:
+    """Every mode the engine has: Milvus sums float32 products in its own order, so scores are equal within 1e-4
+    and the order is equal up to near-ties."""
+    modes = [m for m in ("sparse", "dense", "bm25") if m in engine.retrievers] + ["hybrid"]
+    for mode in modes:
+        fusion = Fusion(components=tuple(c for c in ("sparse", "dense", "bm25") if c in engine.retrievers)) \
+            if mode == "hybrid" else None
+        got = engine.search_batch(questions, k, mode, fusion)
+        want = reference.search_batch(questions, k, mode, fusion)
+        for question, a, b in zip(questions, got, want):
+            assert len(a.ids) == len(b.ids), (mode, question)
+            assert_equal_up_to_near_ties(a, b, (mode, question), tolerance=1e-4)
+
+
+@pytest.fixture()
+def built(encoders, tmp_path):  # noqa: F811
+    sparse, dense = encoders
+    documents = nfcorpus_documents(150)
+    index = Index.build(sparse, documents=documents, dense_encoder=dense, bm25=True, store_documents=True,
+                        path=tmp_path / "idx")
+    return index, {d["id"]: d for d in documents}, tmp_path / "milvus.db"
+
+
+def test_milvus_answers_what_the_native_index_answers(built):
+    index, _, uri = built
+    summary = attach(index, str(uri))
+    assert summary["documents"] == summary["upserted"] == 150 and summary["generation"] == index.generation
+    engine = milvus_engine(index)
+    assert engine.retrievers["sparse"].name == "milvus" and engine.retrievers["dense"].name == "milvus/flat"
+    assert engine.retrievers["sparse"].exact
+    assert_same_as(engine, Engine(index), queries(40))
+    again = attach(index, str(uri))  # attaching again finds everything in place
+    assert again["upserted"] == again["deleted"] == 0
+
+
+def test_random_writes_through_milvus_equal_a_fresh_build(built, encoders):  # noqa: F811
+    """The live-index correctness test on this backend: random adds, replaces, deletes and re-adds, committed in
+    generations, then merged; Milvus answers what a fresh native build of the survivors answers."""
+    index, texts, uri = built
+    attach(index, str(uri))
+    pool = nfcorpus_documents(300)
+    operations = random_writes(index, pool, texts, random.Random(11), generations=6, start=150)
+    assert operations >= 60
+    mirror = Mirror.load(index.directory)
+    assert mirror.generation == index.generation and mirror.count() == len(texts) == index.doc_count
+    questions = queries(60)
+    engine = milvus_engine(index)
+    assert_same_as(engine, fresh(index, texts, encoders), questions)
+    index.merge(max_segments=1)  # a merge moves no document: the collection only records the generation
+    assert Mirror.load(index.directory).generation == index.generation
+    assert_same_as(engine, fresh(index, texts, encoders), questions)
+
+
+def test_a_writer_killed_between_its_commit_and_milvus_is_caught_up(built, tiny_mlm_dir):
+    index, texts, uri = built
+    attach(index, str(uri))
+    index.close()
+    disconnect(str(uri))  # Milvus Lite: one process a file
+    code = (f"from lsr import Index\nindex = Index.open({str(index.directory)!r})\n"
+            "index.add(documents=[{'id': 'late', 'text': 'statin women'}])\nindex.delete(['" + next(iter(texts)) +
+            "'])\nindex.commit()\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "LSR_FAULT": "published-before-milvus"})
+    assert done.returncode == -9, done.stderr[-2000:]
+    disconnect(str(uri))  # the killed child's embedded server may linger a moment
+    reopened = Index.open(index.directory)
+    assert reopened.generation == 2 and Mirror.load(index.directory).generation == 1  # Milvus missed generation 2
+    reopened.delete(["nope"])  # the next writer reconciles as it opens
+    reopened.commit()
+    mirror = Mirror.load(index.directory)
+    assert mirror.generation == 2 and mirror.count() == 150
+    hits = milvus_engine(reopened).search("statin women", k=200, mode="sparse")
+    assert "late" in hits.ids and next(iter(texts)) not in hits.ids
+
+
+def test_a_collection_of_another_encoder_is_refused(built, encoders, tmp_path):  # noqa: F811
+    index, texts, uri = built
+    attach(index, str(uri), collection="shared")
+    other = Index.build(encoders[0], documents=list(texts.values())[:20], path=tmp_path / "other")
+    with pytest.raises(InvalidIndex, match="built from another index"):
+        attach(other, str(uri), collection="shared")
+    with pytest.raises(InvalidIndex, match="built from another index"):
+        Engine(other, backend="milvus", uri=str(uri), collection="shared")
+
+
+def test_bad_uris_and_settings_are_named(built, monkeypatch):
+    index, _, _ = built
+    started = time.perf_counter()
+    with pytest.raises(Unavailable, match="cannot reach Milvus at http://127.0.0.1:9"):
+        attach(index, "http://127.0.0.1:9", timeout=2)
+    assert time.perf_counter() - started < 10
+    with pytest.raises(InvalidInput, match="must end in .db"):
+        attach(index, str(index.directory / "milvus"))
+    with pytest.raises(Unavailable, match="has no Milvus collection"):
+        Engine(index, backend="milvus")
+    with pytest.raises(InvalidInput, match="drop_ratio"):
+        Engine(index, backend="milvus", uri=str(index.directory.parent / "m.db"), drop_ratio=1.5)
+    monkeypatch.setitem(sys.modules, "pymilvus", None)
+    with pytest.raises(MissingDependency, match=r"pip install 'lsr\[milvus\]'"):
+        attach(index, str(index.directory.parent / "m.db"))
+
+
+def test_milvus_lite_is_exact_only(built):
+    """Milvus Lite answers only drop_ratio_search 0; asking it for an approximate search is named at once (a
+    Milvus server takes it, and its answers then say exact: false)."""
+    index, _, uri = built
+    attach(index, str(uri))
+    with pytest.raises(InvalidInput, match="Milvus Lite .* exactly only"):
+        Engine(index, backend="milvus", drop_ratio=0.5)
+
+
+def test_chunked_indexes_stay_native(encoders, tmp_path):  # noqa: F811
+    index = Index.build(encoders[0], documents=nfcorpus_documents(20), chunk_tokens=16, chunk_overlap=4,
+                        path=tmp_path / "chunked")
+    with pytest.raises(InvalidInput, match="chunked"):
+        attach(index, str(tmp_path / "m.db"))
+
+
+def test_the_http_write_routes_work_unchanged_on_milvus(built):
+    from fastapi.testclient import TestClient
+
+    from lsr.service.app import create_app
+    from lsr.service.settings import Settings
+
+    index, texts, uri = built
+    attach(index, str(uri))
+    index.close()
+    app = create_app(Settings(index=str(index.directory), backend="milvus"))
+    with TestClient(app) as client:
+        answer = client.post("/documents", json={"documents": [{"id": "n1", "text": "statin women fish oil"}]})
+        assert answer.status_code == 200, answer.text
+        victim = next(iter(texts))
+        assert client.delete(f"/documents/{victim}").status_code == 200
+        found = client.post("/search", json={"query": "statin women fish oil", "k": 200, "mode": "sparse"}).json()
+        ids = [hit["id"] for hit in found["hits"]]
+        assert "n1" in ids and victim not in ids
+    assert Mirror.load(Path(index.directory)).count() == 150
