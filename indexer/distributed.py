@@ -51,8 +51,11 @@ def connect(address: str | None):
         return ray
     if address:
         check_address(address)
+    import logging
+
     ray.init(address=address or None, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
-             configure_logging=False)
+             logging_level=logging.WARNING)
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # the driver's bar says what Ray Data's INFO lines say
     return ray
 
 
@@ -103,8 +106,8 @@ def ray_chunk_encoder(directory: Path, address: str | None, batch_size: int, act
         encoded = dataset.map_batches(
             ChunkEncoder, fn_constructor_kwargs={"directory": str(Path(directory).absolute()),
                                                  "batch_size": batch_size, "dtype": dtype},
-            batch_size=1, concurrency=size, num_gpus=1 if gpus else 0, num_cpus=0 if gpus else cpus_per_actor,
-            batch_format="numpy")
+            batch_size=1, compute=ray.data.ActorPoolStrategy(size=size), num_gpus=1 if gpus else 0,
+            num_cpus=0 if gpus else cpus_per_actor, batch_format="numpy")
         expected = 0
         for row in encoded.iter_rows():
             if int(row["position"]) != expected:

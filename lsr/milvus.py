@@ -10,7 +10,7 @@ Milvus server or cluster; the same client code).
 
 Searches are exact by default (``drop_ratio_search`` 0); an approximate ``drop_ratio`` makes answers say
 ``exact: false``. The collection is created at consistency level ``Strong`` (read-your-writes: a committed write is
-searched by the next request).
+searched by the next request); on Milvus Lite every write is flushed (see :meth:`Mirror.flush`).
 
 Writes: every commit of the live index (Python, ``lsr index add|delete``, the HTTP routes) first publishes the
 native generation, then deletes the removed ids from the collection and upserts the new segment's documents, then
@@ -209,8 +209,15 @@ class Mirror:
             out.append(row)
         return out
 
+    def flush(self) -> None:
+        """Milvus Lite: seal what was written (it searches rows of its growing segment without an index, rebuilding
+        their postings for every search: seconds a query on NFCorpus unflushed). A Milvus server indexes growing
+        segments itself and seals them on its own schedule; flushing every commit would only make small segments."""
+        if self.uri.startswith("/"):
+            self.client.flush(self.collection)
+
     def push(self, views, scale: float, segment_names: list[str], deleted_ids: list[str], dense: bool) -> None:
-        """Delete ``deleted_ids``, then upsert the live documents of the named segments."""
+        """Delete ``deleted_ids``, then upsert the live documents of the named segments; flush."""
         for start in range(0, len(deleted_ids), PUSH_ROWS):
             self.client.delete(self.collection, ids=deleted_ids[start:start + PUSH_ROWS])
         for view in views:
@@ -218,6 +225,7 @@ class Mirror:
                 live = _live(view)
                 for start in range(0, len(live), PUSH_ROWS):
                     self.client.upsert(self.collection, self.rows(view, live[start:start + PUSH_ROWS], scale, dense))
+        self.flush()
 
     def stored(self) -> dict[str, str]:
         """Every id in the collection and its content hash."""
@@ -257,6 +265,7 @@ class Mirror:
         extra = sorted(set(stored) - live_ids)
         for start in range(0, len(extra), PUSH_ROWS):
             self.client.delete(self.collection, ids=extra[start:start + PUSH_ROWS])
+        self.flush()
         self.record(number)
         return {"upserted": upserted, "deleted": len(extra), "documents": len(live_ids)}
 

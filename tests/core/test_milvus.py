@@ -76,12 +76,12 @@ def test_random_writes_through_milvus_equal_a_fresh_build(built, encoders):  # n
     generations, then merged; Milvus answers what a fresh native build of the survivors answers."""
     index, texts, uri = built
     attach(index, str(uri))
-    pool = nfcorpus_documents(300)
-    operations = random_writes(index, pool, texts, random.Random(11), generations=6, start=150)
-    assert operations >= 60
+    pool = nfcorpus_documents(450)
+    operations = random_writes(index, pool, texts, random.Random(11), generations=12, start=150)
+    assert operations >= 200
     mirror = Mirror.load(index.directory)
-    assert mirror.generation == index.generation and mirror.count() == len(texts) == index.doc_count
-    questions = queries(60)
+    assert mirror.generation == index.generation == 13 and mirror.count() == len(texts) == index.doc_count
+    questions = queries()  # every test query
     engine = milvus_engine(index)
     assert_same_as(engine, fresh(index, texts, encoders), questions)
     index.merge(max_segments=1)  # a merge moves no document: the collection only records the generation
