@@ -411,8 +411,8 @@ class Index:
         except (storage.IndexLocked, storage.IndexReadOnly):  # another writer works, or a read-only index
             return []
         try:
-            return storage.remove_leftovers(self.directory) + storage.collect_garbage(self.directory,
-                                                                                      self.snapshot().generation)
+            current = storage.Generation.read(storage.current_generation_file(self.directory))  # not this handle's
+            return storage.remove_leftovers(self.directory) + storage.collect_garbage(self.directory, current)
         except PermissionError:  # a read-only index (a mounted volume): nothing to clean, and nothing to fear
             return []
         finally:

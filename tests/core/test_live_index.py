@@ -222,6 +222,24 @@ def test_a_reader_keeps_its_generation_until_it_lets_go(encoders, tmp_path):
     assert sorted(p.name for p in (tmp_path / "idx" / "segments").iterdir()) == ["seg-000003"]
 
 
+def test_a_handle_behind_never_collects_what_a_newer_generation_holds(encoders, tmp_path):
+    """A handle still at generation 1 collects garbage after another handle published generation 2: the segment
+    only generation 2 references stays, and the index opens with it (the handle used to compare with its own
+    snapshot and removed the newer segment)."""
+    Index.build(encoders[0], documents=TINY_DOCS, path=tmp_path / "idx")
+    behind = Index.open(tmp_path / "idx")
+    ahead = Index.open(tmp_path / "idx")
+    ahead.add(ids=["n1"], texts=["green tea"])
+    ahead.commit()
+    assert behind.generation == 1
+    assert behind.collect_garbage() == []
+    from lsr.index import storage
+
+    storage.collect_garbage(tmp_path / "idx", behind.snapshot().generation)  # the low-level call, given an old one
+    reopened = Index.open(tmp_path / "idx")
+    assert reopened.generation == 2 and "n1" in reopened.ids()
+
+
 FAULT_WRITER = """
 import sys
 from lsr.index.writer import IndexWriter
