@@ -51,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="encode on a Ray cluster (host:port of its head; no value: a local Ray instance)")
     scale.add_argument("--ray-actors", type=int, default=None, metavar="N",
                        help="encoder actors (default: one per GPU, else one per --ray-cpus-per-actor CPUs)")
-    scale.add_argument("--ray-cpus-per-actor", type=float, default=1.0, metavar="C",
+    scale.add_argument("--ray-cpus-per-actor", type=positive_float, default=1.0, metavar="C",
                        help="CPUs each CPU actor reserves (default 1)")
     long = index.add_argument_group("long documents")
     long.add_argument("--chunk-tokens", type=int, default=None, metavar="N",
@@ -93,8 +93,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     milvus = operations.add_parser("milvus", help="mirror an index into a Milvus collection (create it, or bring it "
                                                   "up to date), for `--backend milvus`")
     milvus.add_argument("--index", required=True, metavar="DIR", help="the index")
-    milvus.add_argument("--milvus-uri", required=True, metavar="URI",
-                        help="a Milvus Lite file ending in .db (embedded) or a server, http://host:19530")
+    milvus.add_argument("--milvus-uri", default=None, metavar="URI",
+                        help="a Milvus Lite file ending in .db (embedded) or a server, http://host:19530 (default: "
+                             "the one the index records: bring its collection up to date)")
     milvus.add_argument("--milvus-collection", default=None, metavar="NAME",
                         help="collection name (default lsr_<index folder name>)")
     milvus.set_defaults(handler=run_milvus)
@@ -105,6 +106,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     idf.add_argument("--out", required=True, metavar="FILE", help="JSON file to write")
     idf.add_argument("--skip-malformed", action="store_true", help="skip and count malformed corpus lines")
     idf.set_defaults(handler=run_idf)
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
+    return value
 
 
 def run_index(args: argparse.Namespace) -> int:
@@ -119,13 +127,12 @@ def run_index(args: argparse.Namespace) -> int:
         raise InvalidInput("pass --corpus and --out to build an index, or an operation: lsr index "
                            "add|delete|merge|milvus")
     if args.backend == "milvus":
-        from lsr.milvus import normalize_uri, require
+        from lsr.milvus import connect
 
-        require()  # fail before encoding anything
         if not args.milvus_uri:
             raise InvalidInput("--backend milvus needs --milvus-uri (a file ending in .db for embedded Milvus Lite, "
                                "or http://host:19530)")
-        normalize_uri(args.milvus_uri)
+        connect(args.milvus_uri)  # a missing extra, a bad path or a server that does not answer: now, not after encoding
         if args.chunk_tokens:
             raise InvalidInput("--backend milvus keeps one vector a document: build without --chunk-tokens (chunked "
                                "indexes are served by the native backend)")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lsr.errors import InvalidInput, MissingDependency, Unavailable
+from lsr.errors import BackendUnavailable, InvalidInput, MissingDependency, Unavailable
 
 
 def require():
@@ -41,7 +41,7 @@ def check_address(address: str, timeout: float = 5.0) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except OSError as exc:
-        raise Unavailable(f"no Ray cluster answers at {address} ({exc.strerror or exc}); start one (`ray start "
+        raise BackendUnavailable(f"no Ray cluster answers at {address} ({exc.strerror or exc}); start one (`ray start "
                           "--head`) or fix --ray") from None
 
 

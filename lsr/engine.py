@@ -102,13 +102,13 @@ class Engine:
         if snapshot is not None:
             if "sparse" not in self._given:
                 found["sparse"] = open_backend(self.backend, snapshot, **self._backend_options)
-            if self.index.has("dense"):
+            companions = getattr(found.get("sparse"), "companions", None)
+            if companions is not None:  # components the backend answers too (Milvus: dense from its collection)
+                found.update({c: r for c, r in companions().items() if self.index.has(c)})
+            if self.index.has("dense") and "dense" not in found:
                 found["dense"] = FaissRetriever(snapshot)
             if self.index.has("bm25"):
                 found["bm25"] = LexicalRetriever(snapshot)
-            companions = getattr(found.get("sparse"), "companions", None)
-            if companions is not None:  # components the backend answers too (Milvus: dense from its collection)
-                found.update({c: r for c, r in companions().items() if c in found or self.index.has(c)})
         found.update(self._given)
         if not found:
             raise InvalidInput("an engine needs an index or at least one retriever")

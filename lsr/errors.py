@@ -39,6 +39,11 @@ class Unavailable(LsrError, ValueError):
     """A mode, route or backend needs a part the index was built without (dense, BM25, texts, Lucene)."""
 
 
+class BackendUnavailable(Unavailable):
+    """A search or storage backend (a Milvus server, a Ray cluster) did not answer, or did not take a write the index
+    committed; retrying later may work (HTTP 503)."""
+
+
 class MissingFile(LsrError, FileNotFoundError):
     """A path the user gave does not exist."""
 

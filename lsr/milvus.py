@@ -20,14 +20,16 @@ reconciles it with the index (ids and content hashes compared; nothing is re-enc
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import threading
+import uuid
 from pathlib import Path
 
 import numpy as np
 
-from lsr.errors import InvalidIndex, InvalidInput, MissingDependency, Unavailable
+from lsr.errors import BackendUnavailable, InvalidIndex, InvalidInput, MissingDependency, Unavailable
 from lsr.index.files import write_durably
 
 STATE = "milvus.json"  # {"uri", "collection", "generation"}: where the mirror is, which generation it holds
@@ -73,11 +75,11 @@ def connect(uri: str, timeout: float = 5.0):
                 client = pymilvus.MilvusClient(uri=uri, timeout=timeout)
             except Exception as exc:  # noqa: BLE001 - pymilvus raises MilvusException, grpc errors, OSError
                 if uri.startswith("/"):
-                    raise Unavailable(f"cannot open Milvus Lite file {uri} ({str(exc).strip()[:200]}): Milvus Lite "
+                    raise BackendUnavailable(f"cannot open Milvus Lite file {uri} ({str(exc).strip()[:200]}): Milvus Lite "
                                       "serves a file to one process at a time; stop the other process (serve with "
                                       "--workers 1 on Milvus Lite), or use a Milvus server (http://host:19530)"
                                       ) from None
-                raise Unavailable(f"cannot reach Milvus at {uri} ({str(exc).strip()[:200]}); start the server, fix "
+                raise BackendUnavailable(f"cannot reach Milvus at {uri} ({str(exc).strip()[:200]}); start the server, fix "
                                   "--milvus-uri, or give a file path ending in .db for embedded Milvus Lite") from None
             _clients[uri] = client
         return client
@@ -111,27 +113,39 @@ def identity(manifest) -> dict[str, str]:
 class Mirror:
     """The Milvus collection of one index directory."""
 
-    def __init__(self, directory: Path, uri: str, collection: str, generation: int, timeout: float = 5.0) -> None:
+    def __init__(self, directory: Path, uri: str, collection: str, generation: int, timeout: float = 5.0,
+                 index_id: str | None = None) -> None:
         self.directory = Path(directory)
         self.uri, self.collection, self.generation = normalize_uri(uri), collection, generation
+        self.index_id = index_id or uuid.uuid4().hex  # which index folder owns the collection
         self.client = connect(self.uri, timeout)
 
     # -- state ---------------------------------------------------------------------------------------------------------
     @classmethod
-    def load(cls, directory: Path, uri: str | None = None, collection: str | None = None) -> Mirror | None:
-        """The mirror recorded in ``directory/milvus.json`` (None when the index has none); ``uri``/``collection``
-        override where to reach it (e.g. a server seen under another name)."""
-        path = Path(directory) / STATE
+    def load(cls, directory: Path, uri: str | None = None, collection: str | None = None,
+             timeout: float = 5.0) -> Mirror | None:
+        """The mirror recorded in ``directory/milvus.json`` (None when the index has none). ``uri`` overrides where to
+        reach the recorded collection (the same server under another address, e.g. outside a compose network);
+        writes always go where ``milvus.json`` says. Another ``collection`` than the recorded one is refused."""
+        directory = Path(directory)
+        path = directory / STATE
         if not path.exists():
             if uri is None:
                 return None
-            return cls(directory, uri, collection or default_collection(directory), -1)
+            return cls(directory, uri, collection or default_collection(directory), -1, timeout)
         try:
             state = json.loads(path.read_text())
         except ValueError:
             raise InvalidIndex(f"{path} is not valid JSON; attach the index again: lsr index milvus --index "
                                f"{directory} --milvus-uri URI") from None
-        return cls(directory, uri or state["uri"], collection or state["collection"], int(state["generation"]))
+        if collection is not None and collection != state["collection"]:
+            raise InvalidInput(f"{directory} is mirrored in Milvus collection {state['collection']!r} (milvus.json), "
+                               f"not {collection!r}: its writes go there; drop --milvus-collection")
+        recorded = state["uri"]
+        if not re.match(r"^[a-z]+://", recorded) and not Path(recorded).is_absolute():
+            recorded = str(directory.absolute() / recorded)  # a Lite file inside the index folder
+        return cls(directory, uri or recorded, state["collection"], int(state["generation"]), timeout,
+                   state.get("index_id"))
 
     def record(self, generation: int) -> None:
         self.generation = generation
@@ -142,7 +156,8 @@ class Mirror:
             except ValueError:
                 pass
         write_durably(self.directory / STATE, json.dumps({"uri": uri, "collection": self.collection,
-                                                          "generation": generation}, indent=2).encode())
+                                                          "generation": generation, "index_id": self.index_id},
+                                                         indent=2).encode())
 
     # -- the collection ------------------------------------------------------------------------------------------------
     def exists(self) -> bool:
@@ -161,6 +176,11 @@ class Mirror:
                 raise InvalidIndex(f"Milvus collection {self.collection!r} at {self.uri} was built from another index "
                                    f"({key} is {found.get(key)!r}, this index has {want[key]!r}); give another "
                                    "--milvus-collection, or drop that one")
+        if found.get("lsr.index_id") not in (None, self.index_id):
+            raise InvalidIndex(f"Milvus collection {self.collection!r} at {self.uri} belongs to another index folder "
+                               f"(index id {found.get('lsr.index_id')}, this one is {self.index_id}): two folders "
+                               "writing one collection would undo each other; give another --milvus-collection, or "
+                               "drop that one")
         if manifest.scale is not None and found.get("lsr.scale") not in (None, "None", want["lsr.scale"]):
             raise InvalidIndex(f"Milvus collection {self.collection!r} holds impacts of another quantization scale "
                                f"({found.get('lsr.scale')}, this index has {want['lsr.scale']}); drop it and attach "
@@ -180,8 +200,8 @@ class Mirror:
             schema.add_field("dense", DataType.FLOAT_VECTOR, dim=int(manifest.dense["dim"]))
             params.add_index("dense", index_type="FLAT", metric_type="IP")
         self.client.create_collection(self.collection, schema=schema, index_params=params,
-                                      consistency_level="Strong")
-        self.client.alter_collection_properties(self.collection, properties=identity(manifest))
+                                      consistency_level="Strong",
+                                      properties={**identity(manifest), "lsr.index_id": self.index_id})
 
     def has_dense(self, described: dict) -> bool:
         return any(f["name"] == "dense" for f in described.get("fields", []))
@@ -192,20 +212,21 @@ class Mirror:
             self.client.load_collection(self.collection)
 
     # -- rows ----------------------------------------------------------------------------------------------------------
-    def rows(self, view, locals_: np.ndarray, scale: float, dense: bool) -> list[dict]:
-        """Milvus rows of these documents of a segment: id, content hash, impacts / scale, dense embedding."""
+    def rows(self, view, locals_: np.ndarray, scale: float, dense: bool, vectors=None) -> list[dict]:
+        """Milvus rows of these documents of a segment: id, row hash, impacts / scale, dense embedding. A document
+        with no sparse weight (nothing a query could match) has no row (Milvus refuses empty sparse vectors)."""
         segment = view.segment
-        vectors = segment.row_vectors()
+        vectors = vectors if vectors is not None else segment.row_vectors()
         out = []
         for local in locals_.tolist():
-            doc_id = str(segment.ids[local])
-            if len(doc_id.encode()) > ID_MAX:
-                raise InvalidInput(f"document id {doc_id[:40]!r}... is longer than {ID_MAX} bytes, Milvus's key limit")
             terms, weights = vectors.row(local)
-            row = {"id": doc_id, "hash": bytes(segment.hashes[local]).hex(),
+            if len(terms) == 0:
+                continue
+            embedding = np.asarray(segment.dense[local], dtype=np.float32) if dense else None
+            row = {"id": str(segment.ids[local]), "hash": row_hash(segment.hashes[local], terms, weights, embedding),
                    "sparse": {int(t): float(w) / scale for t, w in zip(terms.tolist(), weights.tolist())}}
             if dense:
-                row["dense"] = np.asarray(segment.dense[local], dtype=np.float32).tolist()
+                row["dense"] = embedding.tolist()
             out.append(row)
         return out
 
@@ -223,8 +244,11 @@ class Mirror:
         for view in views:
             if view.segment.name in segment_names:
                 live = _live(view)
+                vectors = view.segment.row_vectors()
                 for start in range(0, len(live), PUSH_ROWS):
-                    self.client.upsert(self.collection, self.rows(view, live[start:start + PUSH_ROWS], scale, dense))
+                    rows = self.rows(view, live[start:start + PUSH_ROWS], scale, dense, vectors)
+                    if rows:
+                        self.client.upsert(self.collection, rows)
         self.flush()
 
     def stored(self) -> dict[str, str]:
@@ -254,14 +278,19 @@ class Mirror:
         for view in views:
             segment = view.segment
             live = _live(view)
+            vectors = segment.row_vectors()
             ids = [str(i) for i in np.asarray(segment.ids)[live].tolist()]
             live_ids.update(ids)
-            hashes = [bytes(h).hex() for h in np.asarray(segment.hashes)[live]]
+            hashes = [row_hash(segment.hashes[local], *vectors.row(local),
+                               np.asarray(segment.dense[local], dtype=np.float32) if dense else None)
+                      for local in live.tolist()]
             stale = np.array([stored.get(i) != h for i, h in zip(ids, hashes)], dtype=bool)
             todo = live[stale] if len(live) else live
             for start in range(0, len(todo), PUSH_ROWS):
-                self.client.upsert(self.collection, self.rows(view, todo[start:start + PUSH_ROWS], scale, dense))
-            upserted += len(todo)
+                rows = self.rows(view, todo[start:start + PUSH_ROWS], scale, dense, vectors)
+                if rows:
+                    self.client.upsert(self.collection, rows)
+                upserted += len(rows)
         extra = sorted(set(stored) - live_ids)
         for start in range(0, len(extra), PUSH_ROWS):
             self.client.delete(self.collection, ids=extra[start:start + PUSH_ROWS])
@@ -272,6 +301,24 @@ class Mirror:
     def count(self) -> int:
         rows = self.client.query(self.collection, filter="", output_fields=["count(*)"])
         return int(rows[0]["count(*)"])
+
+
+def row_hash(content: np.ndarray, terms: np.ndarray, weights: np.ndarray, dense: np.ndarray | None) -> str:
+    """What a Milvus row holds, hashed: the document's content hash and its stored vectors (so new vectors for the
+    same text, e.g. from ``add_vectors``, are seen as a change)."""
+    digest = hashlib.blake2b(bytes(np.asarray(content, dtype=np.uint8)), digest_size=16)
+    digest.update(np.ascontiguousarray(terms, dtype=np.int64).tobytes())
+    digest.update(np.ascontiguousarray(weights, dtype=np.float32).tobytes())
+    if dense is not None:
+        digest.update(np.ascontiguousarray(dense, dtype=np.float32).tobytes())
+    return digest.hexdigest()
+
+
+def _recorded_state(directory: Path) -> dict | None:
+    try:
+        return json.loads((Path(directory) / STATE).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _live(view) -> np.ndarray:
@@ -303,10 +350,11 @@ def check_mirrorable(manifest, directory) -> None:
                            "built by an encoder")
 
 
-def attach(index, uri: str, collection: str | None = None, timeout: float = 5.0) -> dict:
+def attach(index, uri: str | None = None, collection: str | None = None, timeout: float = 5.0) -> dict:
     """Mirror ``index`` (an :class:`~lsr.index.Index` on disk) into a Milvus collection (created when missing;
     refused when it holds another index's vectors), record it in ``milvus.json`` and return the counts. Later
-    commits keep it in step. Takes the write lock while it works."""
+    commits keep it in step. Without ``uri``/``collection``: the recorded ones (bring the collection up to date).
+    Takes the write lock while it works."""
     if index.in_memory:
         raise InvalidInput("attach a Milvus collection to an index on disk (Index.save it first)")
     check_mirrorable(index.manifest, index.directory)
@@ -318,7 +366,15 @@ def attach(index, uri: str, collection: str | None = None, timeout: float = 5.0)
         manifest = Manifest.load(index.directory)
         if manifest.scale is None:
             raise InvalidInput(f"{index.directory} holds no documents yet: add some, then attach it to Milvus")
-        mirror = Mirror(index.directory, uri, collection or default_collection(index.directory), -1, timeout)
+        recorded = Mirror.load(index.directory, timeout=timeout) if uri is None else None
+        if uri is None and recorded is None:
+            raise InvalidInput(f"{index.directory} has no Milvus collection yet: give --milvus-uri (a .db file for "
+                               "embedded Milvus Lite, or http://host:19530)")
+        state = _recorded_state(index.directory)
+        same = state is not None and (collection or default_collection(index.directory)) == state["collection"]
+        mirror = recorded or Mirror(index.directory, uri, collection or default_collection(index.directory), -1,
+                                    timeout, state.get("index_id") if same else None)
+        mirror.generation = -1  # reconcile whatever the collection holds
         if not mirror.exists():
             mirror.create(manifest)
         described = mirror.check(manifest)

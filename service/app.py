@@ -23,7 +23,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 
 from lsr.engine import Engine
-from lsr.errors import InvalidInput, LsrError, NotFound, Unavailable
+from lsr.errors import BackendUnavailable, InvalidInput, LsrError, NotFound, Unavailable
 from lsr.fusion import Fusion
 from lsr.service.middleware import BearerAuth, BodyLimit, Metrics, MetricsMiddleware
 from lsr.service.schemas import (
@@ -109,9 +109,11 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
     @app.exception_handler(LsrError)
     async def lsr_error(request: Request, exc: LsrError):
-        status = 404 if isinstance(exc, NotFound) else 422
+        # NotFound: 404; Unavailable (a backend such as Milvus did not answer, or took a write only partly): 503,
+        # worth retrying; anything else is the request's fault: 422
+        status = 404 if isinstance(exc, NotFound) else 503 if isinstance(exc, BackendUnavailable) else 422
         return JSONResponse({"detail": [{"loc": ["body"], "msg": str(exc), "type": type(exc).__name__}]},
-                            status_code=status)
+                            status_code=status, headers={"Retry-After": "1"} if status == 503 else None)
 
     def check_query(query: str, loc: list) -> None:
         if not query.strip():
@@ -130,6 +132,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         try:
             fusion = body.fusion.to_fusion(engine.default_fusion().components) if body.fusion is not None else None
             engine.require(mode, fusion)
+        except BackendUnavailable:
+            raise
         except Unavailable as exc:
             raise unprocessable(["body", "fusion" if body.fusion is not None else "mode"], str(exc)) from None
         except InvalidInput as exc:

@@ -2,7 +2,9 @@
 ``DELETE /documents/{id}``; and the refresh that lets every worker serve what any of them wrote.
 
 - **Durability**: a 2xx means the write is committed: a new generation, every file fsynced before ``CURRENT`` moved.
-  It survives ``kill -9``; a write that fails or is interrupted leaves nothing.
+  It survives ``kill -9``; a write that fails or is interrupted leaves nothing. With a Milvus mirror, a write the
+  index committed but Milvus did not take answers 503 naming the committed generation; the next write (or
+  ``lsr index milvus``) brings the collection up to date.
 - **Visibility**: the worker that answered serves it from its next request on; every other worker within
   ``refresh_interval`` seconds (each polls ``CURRENT``). A search is answered from one generation, start to end.
 - **One writer at a time**: each write takes the index's ``write.lock`` (waiting up to ``write_timeout`` seconds; a
@@ -46,6 +48,10 @@ class Writes:
         if engine.backend == "lucene":
             raise HTTPException(409, detail="the Lucene part is rebuild-only: a write would leave it stale. Serve "
                                             "the native backend to take writes, then rebuild with `lsr index --lucene`")
+        if engine.backend == "milvus" and not (engine.index.directory / "milvus.json").exists():
+            raise HTTPException(409, detail="this server searches a Milvus collection the index does not record "
+                                            "(no milvus.json): a write would not reach it. Attach the index first: "
+                                            f"lsr index milvus --index {engine.index.directory} --milvus-uri URI")
 
     def write(self, engine: Engine, operation) -> WriteOut:
         """Run ``operation(writer)`` under the write lock, commit, serve the new generation."""
@@ -62,10 +68,12 @@ class Writes:
                                 headers={"Retry-After": "1"}) from None
         except IndexReadOnly as exc:
             raise HTTPException(403, detail=str(exc)) from None
-        with writer:
-            operation(writer)
-            summary = writer.commit()
-        engine.refresh()
+        try:
+            with writer:
+                operation(writer)
+                summary = writer.commit()
+        finally:  # a commit that reached the index but not a Milvus mirror is still served (and says so: 503)
+            engine.refresh()
         if self.settings.merge:
             threading.Thread(target=self.merge, args=(engine,), daemon=True).start()
         return WriteOut(generation=summary.generation, added=summary.added, replaced=summary.replaced,
@@ -129,10 +137,6 @@ def add_write_routes(app: FastAPI, settings: Settings) -> Writes:
     @app.delete("/documents/{doc_id}", response_model=WriteOut, responses={404: {"description": "unknown id"}})
     def delete_document(doc_id: str, engine: Annotated[Engine, Depends(get_engine)]):
         """Delete one document (404 when the index does not hold it)."""
-        writes.writable(engine)
-        if engine.state().snapshot.find(doc_id) is None:
-            raise HTTPException(404, detail=f"no document with id {doc_id!r} in this index")
-
         def delete(writer) -> None:
             if writer.delete([doc_id]).unknown:  # deleted meanwhile by another writer
                 raise HTTPException(404, detail=f"no document with id {doc_id!r} in this index")

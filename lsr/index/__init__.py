@@ -400,7 +400,7 @@ class Index:
         finally:
             self._writer.close()
             self._writer = None
-        self.refresh()
+            self.refresh()  # also when a Milvus mirror failed after the index committed: serve what is committed
         self.collect_garbage()
         return summary
 

@@ -199,16 +199,18 @@ def remove_leftovers(directory: Path) -> list[str]:
 
 def collect_garbage(directory: Path, current: Generation) -> list[str]:
     """Delete generations older than ``current`` that no reader pins, then every segment (and deletes file) that no
-    remaining generation references. A generation newer than ``current`` (another handle published it since the
-    caller looked) is kept with everything it references. Call with the write lock held."""
+    remaining generation references. Call with the write lock held, with ``current`` the generation ``CURRENT``
+    names (read under that lock, never a handle's snapshot, which may be behind: what a newer generation holds would
+    go). A generation file newer than ``current`` was written by a writer that died before publishing it: it goes."""
     removed = []
     keep: list[Generation] = [current]
     for path in sorted((directory / GENERATIONS).glob("gen-*.json")):
         match = _GENERATION_NAME.match(path.name)
         if match is None or int(match.group(1)) == current.number:
             continue
-        if int(match.group(1)) > current.number:
-            keep.append(Generation.read(path))
+        if int(match.group(1)) > current.number:  # never published (the caller holds the lock: nobody else can)
+            path.unlink()
+            removed.append(f"{GENERATIONS}/{path.name}")
             continue
         fd = os.open(path, os.O_RDONLY)
         try:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from lsr.corpus import Document
-from lsr.errors import InvalidInput, Unavailable
+from lsr.errors import BackendUnavailable, InvalidInput, Unavailable
 from lsr.index import storage
 from lsr.index.files import fault_point, fsync_directory, fsync_tree, write_durably
 from lsr.index.manifest import Manifest
@@ -134,9 +134,10 @@ class IndexWriter:
         live: an error (``upsert=False``), else replaced, or kept as it is when its title and text are unchanged. An
         id twice in one call is an error.
 
-        ``encode_chunks``: another way to encode, e.g. a Ray cluster (:mod:`lsr.indexer.distributed`): it takes an
-        iterator of chunks (lists of documents) and yields, in the same order, each chunk's :class:`EncodedChunk`.
-        The chunks are the ones this process would encode, so the vectors are the same."""
+        ``encode_chunks``: another way to encode, e.g. a Ray cluster (:mod:`lsr.indexer.distributed`): it takes the
+        list of chunks (lists of documents; all of them are planned first, so their texts are held in memory) and
+        yields, in the same order, each chunk's :class:`EncodedChunk`. The chunks are the ones this process would
+        encode, so the vectors are the same."""
         summary = WriteSummary()
         planned = self._plan(documents, upsert, summary)
         if encode_chunks is None:
@@ -158,6 +159,7 @@ class IndexWriter:
             if document.id in seen:
                 raise InvalidInput(f"document id {document.id!r} appears twice in one write; send it once")
             seen.add(document.id)
+            self._check_id(document.id)
             digest = content_hash(document.title, document.text)
             pending = self._pending_ids.get(document.id)
             live = self._live(document.id) if pending is None else None
@@ -202,6 +204,7 @@ class IndexWriter:
         if len(set(ids)) != len(ids):
             raise InvalidInput("document ids must be unique")
         for doc_id in ids:
+            self._check_id(doc_id)
             if doc_id in self._pending_ids or self._live(doc_id) is not None:
                 raise InvalidInput(f"document {doc_id!r} is already in the index; delete it first")
         documents = list(documents) if documents is not None else [Document(i, "", "") for i in ids]
@@ -356,6 +359,15 @@ class IndexWriter:
         write_durably(segment_directory / name, buffer.getvalue())
         return name
 
+    def _check_id(self, doc_id: str) -> None:
+        """An id the index takes but its Milvus mirror would refuse is refused before anything is written."""
+        if self._mirror is not None:
+            from lsr.milvus import ID_MAX
+
+            if len(doc_id.encode()) > ID_MAX:
+                raise InvalidInput(f"document id {doc_id[:40]!r}... is {len(doc_id.encode())} bytes; this index is "
+                                   f"mirrored in Milvus, whose keys hold at most {ID_MAX} bytes: shorten the id")
+
     def _deleted_ids(self) -> list[str]:
         """The ids whose live version this commit deletes and does not add again."""
         out = []
@@ -380,7 +392,7 @@ class IndexWriter:
             try:
                 self._mirror.published(previous, list(added), list(deleted_ids))
             except Exception as exc:  # noqa: BLE001 - whatever the client raised, the native part is committed
-                raise Unavailable(f"generation {generation.number} is committed to {self.directory}, but Milvus "
+                raise BackendUnavailable(f"generation {generation.number} is committed to {self.directory}, but Milvus "
                                   f"({self._mirror.mirror.uri}) did not take it: {str(exc).strip()[:300]}; the next "
                                   "write (or `lsr index milvus --index DIR`) brings the collection up to date") from exc
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lsr.errors import InvalidInput, Unavailable
+from lsr.errors import BackendUnavailable, InvalidInput, Unavailable
 from lsr.milvus import TOPK_MAX, Mirror, check_mirrorable
 from lsr.results import Ranked
 from lsr.retrievers import check_batch
@@ -28,7 +28,7 @@ class _Collection:
     def __init__(self, snapshot, uri: str | None, collection: str | None, timeout: float) -> None:
         index = snapshot.index
         check_mirrorable(index.manifest, index.directory)
-        mirror = Mirror.load(index.directory, uri=uri, collection=collection, )
+        mirror = Mirror.load(index.directory, uri=uri, collection=collection, timeout=timeout)
         if mirror is None:
             raise Unavailable(f"{index.directory} has no Milvus collection; create one with `lsr index milvus --index "
                               f"{index.directory} --milvus-uri URI` (or build with `lsr index ... --backend milvus "
@@ -123,7 +123,7 @@ def search(mirror, field: str, vectors: list, k: int, params: dict, exact: bool)
         found = mirror.client.search(mirror.collection, data=[vectors[q] for q in asked], anns_field=field, limit=k,
                                      search_params=params, output_fields=[])
     except Exception as exc:  # noqa: BLE001 - pymilvus raises MilvusException and grpc errors
-        raise Unavailable(f"Milvus at {mirror.uri} did not answer a search of {mirror.collection!r}: "
+        raise BackendUnavailable(f"Milvus at {mirror.uri} did not answer a search of {mirror.collection!r}: "
                           f"{str(exc).strip()[:300]}") from exc
     for q, hits in zip(asked, found):
         out[q] = Ranked(ids=[str(hit["id"]) for hit in hits], scores=[float(hit["distance"]) for hit in hits],

@@ -111,14 +111,57 @@ def test_a_writer_killed_between_its_commit_and_milvus_is_caught_up(built, tiny_
     assert "late" in hits.ids and next(iter(texts)) not in hits.ids
 
 
-def test_a_collection_of_another_encoder_is_refused(built, encoders, tmp_path):  # noqa: F811
+def test_a_collection_of_another_encoder_or_index_is_refused(built, encoders, tiny_idf_file, tmp_path):  # noqa: F811
+    from lsr import load_encoder
+    from tests.conftest import make_tiny_model_dir
+
     index, texts, uri = built
     attach(index, str(uri), collection="shared")
-    other = Index.build(encoders[0], documents=list(texts.values())[:20], path=tmp_path / "other")
-    with pytest.raises(InvalidIndex, match="built from another index"):
+    other_encoder = load_encoder(make_tiny_model_dir(tmp_path / "other-mlm", seed=1), kind="inference-free",
+                                 idf=tiny_idf_file, device="cpu", max_document_length=64)
+    other = Index.build(other_encoder, documents=list(texts.values())[:20], dense_encoder=encoders[1],
+                        path=tmp_path / "other")
+    with pytest.raises(InvalidIndex, match=r"built from another index \(lsr.encoder"):
         attach(other, str(uri), collection="shared")
-    with pytest.raises(InvalidIndex, match="built from another index"):
+    with pytest.raises(InvalidIndex, match=r"built from another index \(lsr.encoder"):
         Engine(other, backend="milvus", uri=str(uri), collection="shared")
+    twin = Index.build(encoders[0], documents=list(texts.values())[:20], dense_encoder=encoders[1], bm25=True,
+                       store_documents=True, path=tmp_path / "twin", max_weight=index.manifest.max_weight)
+    with pytest.raises(InvalidIndex, match="belongs to another index folder"):  # same encoders, another folder
+        attach(twin, str(uri), collection="shared")
+    with pytest.raises(InvalidInput, match="not 'elsewhere'"):  # searches would not read where writes go
+        Engine(index, backend="milvus", collection="elsewhere")
+
+
+def test_a_lite_file_inside_the_index_folder_is_found_from_anywhere(built, monkeypatch, tmp_path):
+    index, _, _ = built
+    attach(index, str(index.directory / "vectors.db"))
+    assert '"vectors.db"' in (index.directory / "milvus.json").read_text()  # recorded relative to the folder
+    monkeypatch.chdir(tmp_path)
+    assert Mirror.load(index.directory).uri == str(index.directory.absolute() / "vectors.db")
+    assert Engine(index, backend="milvus").search("statin", k=5, mode="sparse").ids
+
+
+def test_an_id_milvus_cannot_key_is_refused_before_anything_is_written(built):
+    index, _, uri = built
+    attach(index, str(uri))
+    with pytest.raises(InvalidInput, match="at most 1024 bytes"):
+        index.add(ids=["é" * 600], texts=["statin"])
+    index.rollback()
+    index.add(ids=["fine"], texts=["statin women"])
+    index.commit()
+    assert Mirror.load(index.directory).count() == 151
+
+
+def test_lsr_index_milvus_brings_the_recorded_collection_up_to_date(built, capsys):
+    from lsr.cli import main
+
+    index, texts, uri = built
+    attach(index, str(uri))
+    Mirror.load(index.directory).client.delete(Mirror.load(index.directory).collection, ids=[next(iter(texts))])
+    assert main(["index", "milvus", "--index", str(index.directory)]) == 0
+    report = capsys.readouterr().out
+    assert '"upserted": 1' in report and Mirror.load(index.directory).count() == 150
 
 
 def test_bad_uris_and_settings_are_named(built, monkeypatch):
