@@ -32,13 +32,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-SHARED = ROOT.parent / "shared"
-NFCORPUS = SHARED / "data" / "beir" / "nfcorpus"
+from benchmarks.live_index import NFCORPUS, percentiles  # noqa: E402
 
 
 def stats(values_ms: list[float]) -> dict:
-    values = np.asarray(values_ms)
-    return {"mean_ms": round(float(values.mean()), 3), "p99_ms": round(float(np.percentile(values, 99)), 3)}
+    return {name: round(value, 3) for name, value in percentiles(values_ms).items()}
 
 
 def best_of(passes: list[list[float]]) -> list[float]:

@@ -43,6 +43,13 @@ PARALLEL_LOCK = None if THREAD_SAFE_LAYER else __import__("threading").Lock()
 
 
 @numba.njit(cache=True, inline="always")
+def _new_outputs(n_queries, k):  # pragma: no cover - numba
+    """A batch's results: top-k documents and scores (n_queries x k), postings read and blocks scored a query."""
+    return (np.empty((n_queries, k), dtype=np.int64), np.empty((n_queries, k), dtype=np.float32),
+            np.zeros(n_queries, dtype=np.int64), np.zeros(n_queries, dtype=np.int64))
+
+
+@numba.njit(cache=True, inline="always")
 def _worse(score_a, doc_a, score_b, doc_b):  # pragma: no cover - numba
     """True when (score_a, doc_a) ranks below (score_b, doc_b): lower score, or equal score and larger doc id."""
     return score_a < score_b or (score_a == score_b and doc_a > doc_b)
@@ -150,9 +157,7 @@ def score_query(offsets, doc_ids, impacts, live, terms, weights, k, accumulator,
 def score_batch(offsets, doc_ids, impacts, live, q_indptr, q_terms, q_weights, num_docs, k, n_chunks):
     """Score a batch of queries; returns (docs (n, k) int64, scores (n, k) float32, postings (n,) int64)."""
     n_queries = len(q_indptr) - 1
-    out_docs = np.empty((n_queries, k), dtype=np.int64)
-    out_scores = np.empty((n_queries, k), dtype=np.float32)
-    postings = np.zeros(n_queries, dtype=np.int64)
+    out_docs, out_scores, postings, _ = _new_outputs(n_queries, k)
     n_chunks = max(1, min(n_chunks, n_queries))
     per_chunk = (n_queries + n_chunks - 1) // n_chunks
     for chunk in numba.prange(n_chunks):
@@ -174,9 +179,7 @@ def score_batch_serial(offsets, doc_ids, impacts, live, q_indptr, q_terms, q_wei
     ``parallel`` (numba issue 6845), so two dispatchers of one function could load each other's machine code.
     """
     n_queries = len(q_indptr) - 1
-    out_docs = np.empty((n_queries, k), dtype=np.int64)
-    out_scores = np.empty((n_queries, k), dtype=np.float32)
-    postings = np.zeros(n_queries, dtype=np.int64)
+    out_docs, out_scores, postings, _ = _new_outputs(n_queries, k)
     accumulator = np.zeros(num_docs, dtype=np.float32)
     touched = np.empty(num_docs, dtype=np.int64)
     for q in range(n_queries):
@@ -456,10 +459,7 @@ def score_segments_blockmax_serial(ixs, lives, block_sizes, doc_bases, n_blocks,
     block of all segments, ``candidates`` one a block of the largest, as :func:`blockmax_scratch`. Returns
     (documents, scores, postings read, blocks scored); a single Python call whatever the number of segments."""
     n_queries = len(q_indptr) - 1
-    out_docs = np.empty((n_queries, k), dtype=np.int64)
-    out_scores = np.empty((n_queries, k), dtype=np.float32)
-    postings = np.zeros(n_queries, dtype=np.int64)
-    blocks = np.zeros(n_queries, dtype=np.int64)
+    out_docs, out_scores, postings, blocks = _new_outputs(n_queries, k)
     ub, cursor, candidates, acc = scratch
     _segments_range(ixs, lives, block_sizes, doc_bases, n_blocks, q_indptr, q_terms, q_weights, k, np.float32(alpha),
                     query_cut, 0, n_queries, ub, cursor, candidates, acc, out_docs, out_scores, postings, blocks)
@@ -471,10 +471,7 @@ def score_segments_blockmax(ixs, lives, block_sizes, doc_bases, n_blocks, q_indp
                             max_blocks, max_block_size, alpha=1.0, query_cut=0):  # pragma: no cover - numba
     """:func:`score_segments_blockmax_serial` in parallel over chunks of queries, each chunk with its own scratch."""
     n_queries = len(q_indptr) - 1
-    out_docs = np.empty((n_queries, k), dtype=np.int64)
-    out_scores = np.empty((n_queries, k), dtype=np.float32)
-    postings = np.zeros(n_queries, dtype=np.int64)
-    blocks = np.zeros(n_queries, dtype=np.int64)
+    out_docs, out_scores, postings, blocks = _new_outputs(n_queries, k)
     max_terms = 1
     for q in range(n_queries):
         max_terms = max(max_terms, q_indptr[q + 1] - q_indptr[q])
@@ -520,10 +517,7 @@ def score_batch_blockmax(ix, live, block_size, q_indptr, q_terms, q_weights, num
     chunks of queries (each chunk with its own scratch). ``alpha`` = 1 and ``query_cut`` = 0 give exactly the
     exhaustive top-k."""
     n_queries = len(q_indptr) - 1
-    out_docs = np.empty((n_queries, k), dtype=np.int64)
-    out_scores = np.empty((n_queries, k), dtype=np.float32)
-    postings = np.zeros(n_queries, dtype=np.int64)
-    blocks = np.zeros(n_queries, dtype=np.int64)
+    out_docs, out_scores, postings, blocks = _new_outputs(n_queries, k)
     n_blocks = (num_docs + block_size - 1) // block_size
     max_terms = 1
     for q in range(n_queries):
@@ -547,10 +541,7 @@ def score_batch_blockmax_serial(ix, live, block_size, q_indptr, q_terms, q_weigh
     """:func:`score_batch_blockmax` on the calling thread with caller-owned ``scratch`` (:func:`blockmax_scratch`,
     sized for the batch's longest query); see :func:`score_batch_serial` for why it is a separate function."""
     n_queries = len(q_indptr) - 1
-    out_docs = np.empty((n_queries, k), dtype=np.int64)
-    out_scores = np.empty((n_queries, k), dtype=np.float32)
-    postings = np.zeros(n_queries, dtype=np.int64)
-    blocks = np.zeros(n_queries, dtype=np.int64)
+    out_docs, out_scores, postings, blocks = _new_outputs(n_queries, k)
     ub, cursor, candidates, acc = scratch
     _blockmax_range(ix, live, block_size, num_docs, q_indptr, q_terms, q_weights, k, np.float32(alpha), query_cut, 0,
                     n_queries, ub, cursor, candidates, acc, out_docs, out_scores, postings, blocks)
@@ -564,9 +555,7 @@ def score_batch_grouped(offsets, doc_ids, impacts, live_docs, row_doc, q_indptr,
     every posting adds to its document's slot (``row_doc[row]``), deleted documents (``live_docs`` 0) are left out.
     Returns (documents (n, k) int64, scores (n, k) float32, postings (n,) int64), ties to the smaller document."""
     n_queries = len(q_indptr) - 1
-    out_docs = np.empty((n_queries, k), dtype=np.int64)
-    out_scores = np.empty((n_queries, k), dtype=np.float32)
-    postings = np.zeros(n_queries, dtype=np.int64)
+    out_docs, out_scores, postings, _ = _new_outputs(n_queries, k)
     accumulator = np.zeros(num_docs, dtype=np.float32)
     touched = np.empty(num_docs, dtype=np.int64)
     heap_scores = np.empty(k, dtype=np.float32)

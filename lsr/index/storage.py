@@ -116,7 +116,22 @@ def publish(directory: Path, generation: Generation) -> None:
     fault_point("published")
 
 
-class WriteLock:
+class _ReleasedWhenCollected:
+    """A held file lock that its ``release`` gives back; also when the holder is garbage-collected."""
+
+    fd: int | None = None
+
+    def release(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def __del__(self) -> None:
+        try:
+            self.release()
+        except OSError:  # pragma: no cover - interpreter shutdown
+            pass
+
+
+class WriteLock(_ReleasedWhenCollected):
     """``write.lock``: one writer at a time, released by the kernel if the holder dies."""
 
     def __init__(self, directory: Path, wait: float = 0.0) -> None:
@@ -154,14 +169,8 @@ class WriteLock:
             os.close(self.fd)
             self.fd = None
 
-    def __del__(self) -> None:
-        try:
-            self.release()
-        except OSError:  # pragma: no cover - interpreter shutdown
-            pass
 
-
-class Pin:
+class Pin(_ReleasedWhenCollected):
     """A reader's shared lock on its generation file: the generation (and its segments) stay on disk while held."""
 
     def __init__(self, path: Path) -> None:
@@ -172,12 +181,6 @@ class Pin:
         if self.fd is not None:
             os.close(self.fd)  # closing the descriptor releases the flock
             self.fd = None
-
-    def __del__(self) -> None:
-        try:
-            self.release()
-        except OSError:  # pragma: no cover - interpreter shutdown
-            pass
 
 
 def remove_leftovers(directory: Path) -> list[str]:
