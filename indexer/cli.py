@@ -51,6 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="encode on a Ray cluster (host:port of its head; no value: a local Ray instance)")
     scale.add_argument("--ray-actors", type=int, default=None, metavar="N",
                        help="encoder actors (default: one per GPU, else one per --ray-cpus-per-actor CPUs)")
+    scale.add_argument("--ray-window", type=int, default=64, metavar="N",
+                       help="chunks handed to Ray at a time (one dataset and actor pool each; default 64): the driver "
+                            "holds one window's texts")
     scale.add_argument("--ray-cpus-per-actor", type=positive_float, default=1.0, metavar="C",
                        help="CPUs each CPU actor reserves (default 1)")
     long = index.add_argument_group("long documents")
@@ -155,7 +158,8 @@ def run_index(args: argparse.Namespace) -> int:
         if args.ray is not None:
             def encode_with(directory):
                 return ray_chunk_encoder(directory, args.ray or None, args.batch_size, args.ray_actors,
-                                         args.ray_cpus_per_actor, args.dtype, progress=bar.update)
+                                         args.ray_cpus_per_actor, args.dtype, progress=bar.update,
+                                         window=args.ray_window)
         index = Index.build(
             encoder, corpus=args.corpus, path=args.out, dense_encoder=dense, skip_malformed=args.skip_malformed,
             limit=args.limit, export_jsonl=args.export_jsonl, progress_callback=bar.update,

@@ -85,10 +85,11 @@ class ChunkEncoder:
 
 
 def ray_chunk_encoder(directory: Path, address: str | None, batch_size: int, actors: int | None = None,
-                      cpus_per_actor: float = 1.0, dtype: str | None = None, progress=None):
+                      cpus_per_actor: float = 1.0, dtype: str | None = None, progress=None, window: int = 64):
     """An ``encode_chunks`` for :meth:`lsr.index.writer.IndexWriter.add`: chunks of documents in, each chunk's
     :class:`~lsr.index.writer.EncodedChunk` out, in order, encoded on the Ray cluster at ``address`` (None: a local
-    Ray instance)."""
+    Ray instance). The writer hands it ``window`` chunks at a time, one Ray dataset (and actor pool) each: the
+    driver and the object store hold one window's texts, not the corpus's."""
     ray = connect(address)
 
     def encode_chunks(chunks: list[list]) -> Iterator:
@@ -118,6 +119,7 @@ def ray_chunk_encoder(directory: Path, address: str | None, batch_size: int, act
             expected += 1
             yield chunk
 
+    encode_chunks.window = max(1, window)
     return encode_chunks
 
 

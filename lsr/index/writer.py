@@ -134,20 +134,25 @@ class IndexWriter:
         live: an error (``upsert=False``), else replaced, or kept as it is when its title and text are unchanged. An
         id twice in one call is an error.
 
-        ``encode_chunks``: another way to encode, e.g. a Ray cluster (:mod:`lsr.indexer.distributed`): it takes the
-        list of chunks (lists of documents; all of them are planned first, so their texts are held in memory) and
-        yields, in the same order, each chunk's :class:`EncodedChunk`. The chunks are the ones this process would
-        encode, so the vectors are the same."""
+        ``encode_chunks``: another way to encode, e.g. a Ray cluster (:mod:`lsr.indexer.distributed`): it takes a
+        list of chunks (lists of documents) and yields, in the same order, each chunk's :class:`EncodedChunk`. The
+        chunks are the ones this process would encode, so the vectors are the same. It is given ``window`` chunks at
+        a time (its ``window`` attribute; all of them when it has none), so memory holds one window's texts."""
         summary = WriteSummary()
         planned = self._plan(documents, upsert, summary)
         if encode_chunks is None:
             for staged in planned:
                 self._stage_encoded(staged, self._encode([d for d, _ in staged], batch_size, progress), summary)
         else:
-            chunks = list(planned)
-            encoded = encode_chunks([[d for d, _ in staged] for staged in chunks])
-            for staged, chunk in zip(chunks, encoded, strict=True):
-                self._stage_encoded(staged, chunk, summary)
+            window = getattr(encode_chunks, "window", None) or 0
+            chunks: list = []
+            for staged in planned:
+                chunks.append(staged)
+                if len(chunks) == window:
+                    self._stage_window(chunks, encode_chunks, summary)
+                    chunks = []
+            if chunks:
+                self._stage_window(chunks, encode_chunks, summary)
         self._summary.merge(summary)
         return summary
 
@@ -184,6 +189,11 @@ class IndexWriter:
                 staged = []
         if staged:
             yield staged
+
+    def _stage_window(self, chunks: list, encode_chunks, summary: WriteSummary) -> None:
+        encoded = encode_chunks([[d for d, _ in staged] for staged in chunks])
+        for staged, chunk in zip(chunks, encoded, strict=True):
+            self._stage_encoded(staged, chunk, summary)
 
     def _stage_encoded(self, staged: list[tuple[Document, bytes]], chunk: EncodedChunk, summary: WriteSummary) -> None:
         documents = [d for d, _ in staged]

@@ -282,3 +282,32 @@ def test_a_writer_killed_at_any_point_leaves_an_index_that_opens(encoders, tmp_p
         writer.commit()
     assert not [p for p in (tmp_path / "idx" / "segments").iterdir() if p.name.startswith(".tmp")]
     assert "after" in Index.open(tmp_path / "idx", load_encoder=False).ids()
+
+
+def test_another_encoder_is_handed_a_window_of_chunks_at_a_time(encoders):
+    """``encode_with`` (what `lsr index --ray` uses): the writer hands it ``window`` chunks at a time, in order, and
+    the index equals a local build of the same chunks."""
+    from lsr.index.manifest import Manifest
+    from lsr.index.writer import encode_chunk
+
+    sparse = encoders[0]
+    documents = nfcorpus_documents(50)
+    calls: list[int] = []
+
+    def encoder_for(directory):
+        manifest = Manifest.load(directory)
+
+        def encode_chunks(chunks):
+            calls.append(len(chunks))
+            for chunk in chunks:
+                yield encode_chunk(sparse, None, manifest, [d.contents for d in chunk], 8)
+
+        encode_chunks.window = 2
+        return encode_chunks
+
+    elsewhere = Index.build(sparse, documents=documents, chunk_documents=10, batch_size=8, encode_with=encoder_for)
+    here = Index.build(sparse, documents=documents, chunk_documents=10, batch_size=8)
+    assert calls == [2, 2, 1]  # 5 chunks of 10 documents
+    a, b = elsewhere.segments[0], here.segments[0]
+    for name in ("offsets", "doc_ids", "impacts", "ids", "hashes"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name

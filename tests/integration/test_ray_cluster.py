@@ -72,6 +72,7 @@ def test_two_ray_nodes_build_the_index_a_single_process_builds(tmp_path):
         pytest.skip("needs root, unshare and ip (a network namespace for the Ray nodes)")
     source = corpus(tmp_path)
     flags = ["--corpus", str(source), "--chunk-documents", "12", "--impact-dtype", "float32", "--bm25"]
+    ray_flags = ["--ray-window", "2"]  # 4 chunks, handed to Ray 2 at a time
     local = subprocess.run([*LSR, "index", *flags, "--out", str(tmp_path / "local")], cwd=ROOT, capture_output=True,
                            text=True, timeout=600)
     assert local.returncode == 0, local.stderr[-2000:]
@@ -79,7 +80,7 @@ def test_two_ray_nodes_build_the_index_a_single_process_builds(tmp_path):
     env = {**os.environ, "TMP_RAY": str(short), "PYTHON": sys.executable,
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     try:
-        done = subprocess.run(["unshare", "-n", "bash", "-c", CLUSTER, "cluster", *flags, "--out",
+        done = subprocess.run(["unshare", "-n", "bash", "-c", CLUSTER, "cluster", *flags, *ray_flags, "--out",
                                str(tmp_path / "distributed")], cwd=ROOT, env=env, capture_output=True, text=True,
                               timeout=900)
     finally:
