@@ -51,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="encode on a Ray cluster (host:port of its head; no value: a local Ray instance)")
     scale.add_argument("--ray-actors", type=int, default=None, metavar="N",
                        help="encoder actors (default: one per GPU, else one per --ray-cpus-per-actor CPUs)")
-    scale.add_argument("--ray-window", type=int, default=64, metavar="N",
+    scale.add_argument("--ray-window", type=positive_int, default=64, metavar="N",
                        help="chunks handed to Ray at a time (one dataset and actor pool each; default 64): the driver "
                             "holds one window's texts")
     scale.add_argument("--ray-cpus-per-actor", type=positive_float, default=1.0, metavar="C",
@@ -111,6 +111,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     idf.set_defaults(handler=run_idf)
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
+    return value
+
+
 def positive_float(text: str) -> float:
     value = float(text)
     if not value > 0 or value == float("inf"):
@@ -139,6 +146,12 @@ def run_index(args: argparse.Namespace) -> int:
         if args.chunk_tokens:
             raise InvalidInput("--backend milvus keeps one vector a document: build without --chunk-tokens (chunked "
                                "indexes are served by the native backend)")
+    previous_id = None
+    if args.backend == "milvus":  # a rebuild over an index that had a collection claims it again
+        try:
+            previous_id = json.loads((Path(args.out) / "milvus.json").read_text()).get("index_id")
+        except (OSError, ValueError):
+            pass
     encode_with = None
     if args.ray is not None:
         from lsr.indexer.distributed import connect, ray_chunk_encoder
@@ -177,7 +190,7 @@ def run_index(args: argparse.Namespace) -> int:
     if args.backend == "milvus":
         from lsr.milvus import attach
 
-        extra["milvus"] = attach(index, args.milvus_uri, args.milvus_collection)
+        extra["milvus"] = attach(index, args.milvus_uri, args.milvus_collection, index_id=previous_id)
     manifest = index.manifest
     snapshot = index.snapshot()
     stats = index.read_stats

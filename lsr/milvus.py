@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lsr.errors import BackendUnavailable, InvalidIndex, InvalidInput, MissingDependency, Unavailable
+from lsr.errors import BackendUnavailable, InvalidIndex, InvalidInput, MissingDependency
 from lsr.index.files import write_durably
 
 STATE = "milvus.json"  # {"uri", "collection", "generation"}: where the mirror is, which generation it holds
@@ -85,6 +85,27 @@ def connect(uri: str, timeout: float = 5.0):
         return client
 
 
+class _Guarded:
+    """A client whose failures are :class:`BackendUnavailable` naming the URI (pymilvus raises MilvusException,
+    grpc errors, OSError): a Milvus that stops answering is a 503 to retry, never a traceback."""
+
+    def __init__(self, client, uri: str) -> None:
+        self._client, self._uri = client, uri
+
+    def __getattr__(self, name: str):
+        attribute = getattr(self._client, name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args, **kwargs):
+            try:
+                return attribute(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - whatever the client raised
+                raise BackendUnavailable(f"Milvus at {self._uri} failed {name}: {str(exc).strip()[:300]}") from exc
+
+        return call
+
+
 def disconnect(uri: str | None = None) -> None:
     """Close this process's client of ``uri`` (every client when None): a Milvus Lite file is then free for another
     process."""
@@ -118,7 +139,7 @@ class Mirror:
         self.directory = Path(directory)
         self.uri, self.collection, self.generation = normalize_uri(uri), collection, generation
         self.index_id = index_id or uuid.uuid4().hex  # which index folder owns the collection
-        self.client = connect(self.uri, timeout)
+        self.client = _Guarded(connect(self.uri, timeout), self.uri)
 
     # -- state ---------------------------------------------------------------------------------------------------------
     @classmethod
@@ -166,7 +187,7 @@ class Mirror:
     def check(self, manifest) -> dict:
         """The collection's description; :class:`InvalidIndex` when it holds another index's vectors."""
         if not self.exists():
-            raise Unavailable(f"Milvus at {self.uri} has no collection {self.collection!r}; create it with `lsr index "
+            raise BackendUnavailable(f"Milvus at {self.uri} has no collection {self.collection!r}; create it with `lsr index "
                               f"milvus --index {self.directory} --milvus-uri {self.uri}`")
         described = self.client.describe_collection(self.collection)
         found = described.get("properties", {})
@@ -176,7 +197,9 @@ class Mirror:
                 raise InvalidIndex(f"Milvus collection {self.collection!r} at {self.uri} was built from another index "
                                    f"({key} is {found.get(key)!r}, this index has {want[key]!r}); give another "
                                    "--milvus-collection, or drop that one")
-        if found.get("lsr.index_id") not in (None, self.index_id):
+        if found.get("lsr.index_id") is None:  # a collection made before ids: this folder claims it
+            self.client.alter_collection_properties(self.collection, properties={"lsr.index_id": self.index_id})
+        elif found.get("lsr.index_id") != self.index_id:
             raise InvalidIndex(f"Milvus collection {self.collection!r} at {self.uri} belongs to another index folder "
                                f"(index id {found.get('lsr.index_id')}, this one is {self.index_id}): two folders "
                                "writing one collection would undo each other; give another --milvus-collection, or "
@@ -212,15 +235,19 @@ class Mirror:
             self.client.load_collection(self.collection)
 
     # -- rows ----------------------------------------------------------------------------------------------------------
-    def rows(self, view, locals_: np.ndarray, scale: float, dense: bool, vectors=None) -> list[dict]:
+    def rows(self, view, locals_: np.ndarray, scale: float, dense: bool, vectors=None,
+             skipped: list | None = None) -> list[dict]:
         """Milvus rows of these documents of a segment: id, row hash, impacts / scale, dense embedding. A document
-        with no sparse weight (nothing a query could match) has no row (Milvus refuses empty sparse vectors)."""
+        with no sparse weight has no row (Milvus refuses empty sparse vectors); its id goes to ``skipped``, so the
+        caller removes an older row of it."""
         segment = view.segment
         vectors = vectors if vectors is not None else segment.row_vectors()
         out = []
         for local in locals_.tolist():
             terms, weights = vectors.row(local)
             if len(terms) == 0:
+                if skipped is not None:
+                    skipped.append(str(segment.ids[local]))
                 continue
             embedding = np.asarray(segment.dense[local], dtype=np.float32) if dense else None
             row = {"id": str(segment.ids[local]), "hash": row_hash(segment.hashes[local], terms, weights, embedding),
@@ -241,14 +268,17 @@ class Mirror:
         """Delete ``deleted_ids``, then upsert the live documents of the named segments; flush."""
         for start in range(0, len(deleted_ids), PUSH_ROWS):
             self.client.delete(self.collection, ids=deleted_ids[start:start + PUSH_ROWS])
+        skipped: list[str] = []
         for view in views:
             if view.segment.name in segment_names:
                 live = _live(view)
                 vectors = view.segment.row_vectors()
                 for start in range(0, len(live), PUSH_ROWS):
-                    rows = self.rows(view, live[start:start + PUSH_ROWS], scale, dense, vectors)
+                    rows = self.rows(view, live[start:start + PUSH_ROWS], scale, dense, vectors, skipped)
                     if rows:
                         self.client.upsert(self.collection, rows)
+        for start in range(0, len(skipped), PUSH_ROWS):  # replaced by a version with no sparse weight
+            self.client.delete(self.collection, ids=skipped[start:start + PUSH_ROWS])
         self.flush()
 
     def stored(self) -> dict[str, str]:
@@ -286,11 +316,13 @@ class Mirror:
                       for local in live.tolist()]
             stale = np.array([stored.get(i) != h for i, h in zip(ids, hashes)], dtype=bool)
             todo = live[stale] if len(live) else live
+            skipped: list[str] = []
             for start in range(0, len(todo), PUSH_ROWS):
-                rows = self.rows(view, todo[start:start + PUSH_ROWS], scale, dense, vectors)
+                rows = self.rows(view, todo[start:start + PUSH_ROWS], scale, dense, vectors, skipped)
                 if rows:
                     self.client.upsert(self.collection, rows)
                 upserted += len(rows)
+            live_ids.difference_update(skipped)  # no row: an older one goes
         extra = sorted(set(stored) - live_ids)
         for start in range(0, len(extra), PUSH_ROWS):
             self.client.delete(self.collection, ids=extra[start:start + PUSH_ROWS])
@@ -350,11 +382,13 @@ def check_mirrorable(manifest, directory) -> None:
                            "built by an encoder")
 
 
-def attach(index, uri: str | None = None, collection: str | None = None, timeout: float = 5.0) -> dict:
+def attach(index, uri: str | None = None, collection: str | None = None, timeout: float = 5.0,
+           index_id: str | None = None) -> dict:
     """Mirror ``index`` (an :class:`~lsr.index.Index` on disk) into a Milvus collection (created when missing;
     refused when it holds another index's vectors), record it in ``milvus.json`` and return the counts. Later
     commits keep it in step. Without ``uri``/``collection``: the recorded ones (bring the collection up to date).
-    Takes the write lock while it works."""
+    ``index_id``: claim a collection this folder's previous build owned (``lsr index --out`` over an index that
+    had one). Takes the write lock while it works."""
     if index.in_memory:
         raise InvalidInput("attach a Milvus collection to an index on disk (Index.save it first)")
     check_mirrorable(index.manifest, index.directory)
@@ -366,20 +400,26 @@ def attach(index, uri: str | None = None, collection: str | None = None, timeout
         manifest = Manifest.load(index.directory)
         if manifest.scale is None:
             raise InvalidInput(f"{index.directory} holds no documents yet: add some, then attach it to Milvus")
-        recorded = Mirror.load(index.directory, timeout=timeout) if uri is None else None
+        recorded = Mirror.load(index.directory, collection=collection, timeout=timeout) if uri is None else None
         if uri is None and recorded is None:
             raise InvalidInput(f"{index.directory} has no Milvus collection yet: give --milvus-uri (a .db file for "
                                "embedded Milvus Lite, or http://host:19530)")
         state = _recorded_state(index.directory)
         same = state is not None and (collection or default_collection(index.directory)) == state["collection"]
         mirror = recorded or Mirror(index.directory, uri, collection or default_collection(index.directory), -1,
-                                    timeout, state.get("index_id") if same else None)
+                                    timeout, (state.get("index_id") if same else None) or index_id)
         mirror.generation = -1  # reconcile whatever the collection holds
+        number, views = current_views(index.directory)
+        for view in views:  # Milvus keys hold at most ID_MAX bytes: refuse before creating anything
+            for doc_id in np.asarray(view.segment.ids)[_live(view)].tolist():
+                if len(str(doc_id).encode()) > ID_MAX:
+                    raise InvalidInput(f"document id {str(doc_id)[:40]!r}... is longer than {ID_MAX} bytes, Milvus's "
+                                       "key limit: delete or rename it, then attach")
         if not mirror.exists():
             mirror.create(manifest)
+            mirror.record(-1)  # the folder owns the new collection from now on, even if the first push fails
         described = mirror.check(manifest)
         mirror.ensure_loaded()
-        number, views = current_views(index.directory)
         counts = mirror.reconcile(number, views, manifest.scale, dense=mirror.has_dense(described))
     finally:
         lock.release()
@@ -392,8 +432,8 @@ class WriteMirror:
     push after each publication. Its failures are :class:`Unavailable` (the native generation is published; the
     next writer reconciles)."""
 
-    def __init__(self, directory: Path, manifest) -> None:
-        self.mirror = Mirror.load(directory)
+    def __init__(self, directory: Path, manifest, uri: str | None = None) -> None:
+        self.mirror = Mirror.load(directory, uri=uri)
         self.manifest = manifest
         described = self.mirror.check(manifest)
         self.dense = self.mirror.has_dense(described)

@@ -197,6 +197,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         """A stored document (the index must be built with --store-documents)."""
         try:
             record = engine.document(doc_id)
+        except BackendUnavailable:
+            raise
         except Unavailable as exc:
             raise HTTPException(404, detail=str(exc)) from None
         if record is None:

@@ -62,7 +62,8 @@ class Writes:
         index = engine.index
         try:
             writer = IndexWriter(index.directory, encoder=index.encoder, dense_encoder=index.dense_encoder,
-                                 wait=self.settings.write_timeout)
+                                 wait=self.settings.write_timeout,
+                                 milvus_uri=self.settings.milvus_uri if engine.backend == "milvus" else None)
         except IndexLocked as exc:
             raise HTTPException(503, detail=f"{exc} (waited {self.settings.write_timeout:g} s: LSR_WRITE_TIMEOUT)",
                                 headers={"Retry-After": "1"}) from None
@@ -73,7 +74,10 @@ class Writes:
                 operation(writer)
                 summary = writer.commit()
         finally:  # a commit that reached the index but not a Milvus mirror is still served (and says so: 503)
-            engine.refresh()
+            try:
+                engine.refresh()
+            except LsrError:  # (the backend that failed the write may fail this too: the first error is the answer)
+                pass
         if self.settings.merge:
             threading.Thread(target=self.merge, args=(engine,), daemon=True).start()
         return WriteOut(generation=summary.generation, added=summary.added, replaced=summary.replaced,
@@ -151,5 +155,5 @@ def refresh_loop_target(engine: Engine, interval: float, stop: threading.Event) 
     while not stop.wait(interval):
         try:
             engine.refresh()
-        except (LsrError, OSError):  # pragma: no cover - a damaged or vanished index: keep serving what we have
+        except Exception:  # noqa: BLE001 pragma: no cover - a damaged index, a backend down: keep serving, keep polling
             continue

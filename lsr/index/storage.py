@@ -155,7 +155,8 @@ class WriteLock(_ReleasedWhenCollected):
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     holder = os.pread(self.fd, 64, 0).decode(errors="replace").strip() or "?"
-                    os.close(self.fd)
+                    fd, self.fd = self.fd, None  # never released again: the number may soon be another lock's
+                    os.close(fd)
                     raise IndexLocked(f"another writer (pid {holder}) holds {self.path}; wait for it to finish (or "
                                       "stop it) and try again: one writer at a time keeps the index consistent") from None
                 time.sleep(0.02)

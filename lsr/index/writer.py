@@ -88,7 +88,8 @@ class IndexWriter:
     """The write side of an index directory. ``encoder`` (sparse) and ``dense_encoder`` encode new documents; they
     default to the ones stored with the index. ``wait``: seconds to wait for another writer's lock."""
 
-    def __init__(self, directory: str | Path, encoder=None, dense_encoder=None, wait: float = 0.0) -> None:
+    def __init__(self, directory: str | Path, encoder=None, dense_encoder=None, wait: float = 0.0,
+                 milvus_uri: str | None = None) -> None:
         self.directory = Path(directory)
         self.manifest = Manifest.load(self.directory)
         self.lock = storage.WriteLock(self.directory, wait=wait)
@@ -101,7 +102,7 @@ class IndexWriter:
             if (self.directory / "milvus.json").exists():  # the index's vectors are mirrored in a Milvus collection
                 from lsr.milvus import WriteMirror
 
-                self._mirror = WriteMirror(self.directory, self.manifest)
+                self._mirror = WriteMirror(self.directory, self.manifest, milvus_uri)
                 self._mirror.catch_up()
         except BaseException:
             self.lock.release()

@@ -201,6 +201,29 @@ def test_one_writer_at_a_time(encoders, tmp_path):
     IndexWriter(tmp_path / "idx", wait=0.5).close()
 
 
+def test_a_lock_that_was_not_acquired_never_releases_another(encoders, tmp_path):
+    """A writer refused by IndexLocked closed its descriptor but kept its number; when collected, it unlocked and
+    closed whatever lock had reused that number, and two writers could then publish at once."""
+    import gc
+
+    Index.build(encoders[0], documents=TINY_DOCS, path=tmp_path / "a")
+    Index.build(encoders[0], documents=TINY_DOCS, path=tmp_path / "b")
+    holder = IndexWriter(tmp_path / "a")
+    refused = None
+    try:
+        IndexWriter(tmp_path / "a")
+    except IndexLocked as exc:
+        refused = exc
+    assert refused is not None
+    other = IndexWriter(tmp_path / "b")  # may reuse the refused lock's descriptor number
+    del refused
+    gc.collect()
+    with pytest.raises(IndexLocked):
+        IndexWriter(tmp_path / "b")
+    other.close()
+    holder.close()
+
+
 def test_a_reader_keeps_its_generation_until_it_lets_go(encoders, tmp_path):
     """A pinned generation's segments stay on disk through writes and merges; they go once no reader holds them."""
     Index.build(encoders[0], documents=TINY_DOCS, path=tmp_path / "idx", store_documents=True)

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 if os.environ.get("LSR_REQUIRE_SCALEOUT") == "1":  # CI installs the milvus and ray extras: run, never skip
@@ -216,3 +217,40 @@ def test_the_http_write_routes_work_unchanged_on_milvus(built):
         ids = [hit["id"] for hit in found["hits"]]
         assert "n1" in ids and victim not in ids
     assert Mirror.load(Path(index.directory)).count() == 150
+
+
+def test_a_document_replaced_by_one_with_no_weight_leaves_milvus(built):
+    """A replace whose new vector is empty has no Milvus row (Milvus refuses empty sparse vectors): the old row goes
+    too, so Milvus never answers the old version."""
+    from lsr.sparse import SparseBatch
+
+    index, texts, uri = built
+    attach(index, str(uri))
+    victim = next(iter(texts))
+    empty = SparseBatch.from_rows([(np.zeros(0, np.int32), np.zeros(0, np.float32))])
+    index.delete([victim])  # and added again in the same commit: a replace, so no delete reaches Milvus
+    index.writer().add_vectors(empty, [victim], dense=np.ones((1, index.manifest.dense["dim"]), np.float32))
+    index.commit()
+    assert victim in set(index.ids()) and Mirror.load(index.directory).count() == 149
+    assert victim not in Engine(index, backend="milvus").search("statin", k=200, mode="sparse").ids
+
+
+def test_a_milvus_that_stops_answering_is_a_backend_error(built, monkeypatch):
+    """Every client call, not only connecting: a failure is BackendUnavailable (HTTP 503), never a traceback."""
+    from lsr.errors import BackendUnavailable
+
+    index, _, uri = built
+    attach(index, str(uri))
+    engine = Engine(index, backend="milvus")
+    client = engine.retrievers["sparse"].mirror.client._client
+
+    def down(*args, **kwargs):
+        raise ConnectionError("connection reset")
+
+    monkeypatch.setattr(client, "search", down)
+    with pytest.raises(BackendUnavailable, match="failed search"):
+        engine.search("statin", k=5, mode="sparse")
+    monkeypatch.setattr(client, "has_collection", down)
+    with pytest.raises(BackendUnavailable, match="failed has_collection"):
+        index.add(ids=["n1"], texts=["statin"])
+    index.rollback()
