@@ -190,7 +190,9 @@ def run_index(args: argparse.Namespace) -> int:
     if args.backend == "milvus":
         from lsr.milvus import attach
 
-        extra["milvus"] = attach(index, args.milvus_uri, args.milvus_collection, index_id=previous_id)
+        with tqdm(desc="writing to Milvus", unit="doc", total=index.doc_count) as bar:
+            extra["milvus"] = attach(index, args.milvus_uri, args.milvus_collection, index_id=previous_id,
+                                     progress=bar.update)
     manifest = index.manifest
     snapshot = index.snapshot()
     stats = index.read_stats
@@ -272,7 +274,11 @@ def run_milvus(args: argparse.Namespace) -> int:
 
     index = Index.open(args.index, load_encoder=False)
     try:
-        print(json.dumps({"index": args.index, **attach(index, args.milvus_uri, args.milvus_collection)}, indent=2))
+        from tqdm.auto import tqdm
+
+        with tqdm(desc="checking the Milvus collection", unit="doc", total=index.doc_count) as bar:
+            counts = attach(index, args.milvus_uri, args.milvus_collection, progress=bar.update)
+        print(json.dumps({"index": args.index, **counts}, indent=2))
     finally:
         index.close()
     return 0

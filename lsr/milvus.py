@@ -299,9 +299,10 @@ class Mirror:
         finally:
             iterator.close()
 
-    def reconcile(self, number: int, views, scale: float, dense: bool) -> dict:
+    def reconcile(self, number: int, views, scale: float, dense: bool, progress=None) -> dict:
         """Make the collection hold exactly the snapshot's live documents: ids it lacks or holds with another
-        content hash are upserted, ids the index no longer has are deleted. Returns the counts."""
+        content hash are upserted, ids the index no longer has are deleted. Returns the counts. ``progress(n)`` is
+        called as documents are checked (and pushed)."""
         stored = self.stored()
         live_ids: set[str] = set()
         upserted = 0
@@ -322,6 +323,8 @@ class Mirror:
                 if rows:
                     self.client.upsert(self.collection, rows)
                 upserted += len(rows)
+            if progress is not None:
+                progress(len(live))
             live_ids.difference_update(skipped)  # no row: an older one goes
         extra = sorted(set(stored) - live_ids)
         for start in range(0, len(extra), PUSH_ROWS):
@@ -383,7 +386,7 @@ def check_mirrorable(manifest, directory) -> None:
 
 
 def attach(index, uri: str | None = None, collection: str | None = None, timeout: float = 5.0,
-           index_id: str | None = None) -> dict:
+           index_id: str | None = None, progress=None) -> dict:
     """Mirror ``index`` (an :class:`~lsr.index.Index` on disk) into a Milvus collection (created when missing;
     refused when it holds another index's vectors), record it in ``milvus.json`` and return the counts. Later
     commits keep it in step. Without ``uri``/``collection``: the recorded ones (bring the collection up to date).
@@ -420,7 +423,7 @@ def attach(index, uri: str | None = None, collection: str | None = None, timeout
             mirror.record(-1)  # the folder owns the new collection from now on, even if the first push fails
         described = mirror.check(manifest)
         mirror.ensure_loaded()
-        counts = mirror.reconcile(number, views, manifest.scale, dense=mirror.has_dense(described))
+        counts = mirror.reconcile(number, views, manifest.scale, dense=mirror.has_dense(described), progress=progress)
     finally:
         lock.release()
     index.refresh()

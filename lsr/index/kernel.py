@@ -115,6 +115,21 @@ def _drain(heap_scores, heap_docs, size, k, out_docs, out_scores):  # pragma: no
         _sift_down(heap_scores, heap_docs, size, 0)
 
 
+@numba.njit(cache=True, inline="always")
+def _select_touched(accumulator, touched, n_touched, live, k, heap_scores, heap_docs, out_docs,
+                    out_scores):  # pragma: no cover - numba
+    """The top-k of the touched documents' accumulated scores (a size-k min-heap whose root is the worst of the
+    current best k), skipping documents ``live`` marks deleted; leaves the accumulator all zero."""
+    size = 0
+    for i in range(n_touched):
+        doc = touched[i]
+        score = accumulator[doc]
+        accumulator[doc] = 0.0
+        if len(live) == 0 or live[doc]:
+            size = _offer(heap_scores, heap_docs, size, k, score, doc)
+    _drain(heap_scores, heap_docs, size, k, out_docs, out_scores)
+
+
 @numba.njit(cache=True)
 def score_query(offsets, doc_ids, impacts, live, terms, weights, k, accumulator, touched, out_docs, out_scores):
     """Score one query into ``out_docs``/``out_scores`` (best first, -1 / 0 padded); return postings scanned.
@@ -138,18 +153,8 @@ def score_query(offsets, doc_ids, impacts, live, terms, weights, k, accumulator,
                     n_touched += 1
                 accumulator[doc] += contribution
 
-    # Partial selection: a size-k min-heap whose root is the worst of the current best k.
-    size = 0
-    heap_scores = np.empty(k, dtype=np.float32)
-    heap_docs = np.empty(k, dtype=np.int64)
-    for i in range(n_touched):
-        doc = touched[i]
-        score = accumulator[doc]
-        accumulator[doc] = 0.0
-        if len(live) == 0 or live[doc]:
-            size = _offer(heap_scores, heap_docs, size, k, score, doc)
-
-    _drain(heap_scores, heap_docs, size, k, out_docs, out_scores)
+    _select_touched(accumulator, touched, n_touched, live, k, np.empty(k, dtype=np.float32),
+                    np.empty(k, dtype=np.int64), out_docs, out_scores)
     return postings
 
 
@@ -574,12 +579,6 @@ def score_batch_grouped(offsets, doc_ids, impacts, live_docs, row_doc, q_indptr,
                         touched[n_touched] = doc
                         n_touched += 1
                     accumulator[doc] += contribution
-        size = 0
-        for i in range(n_touched):
-            doc = touched[i]
-            score = accumulator[doc]
-            accumulator[doc] = 0.0
-            if len(live_docs) == 0 or live_docs[doc]:
-                size = _offer(heap_scores, heap_docs, size, k, score, doc)
-        _drain(heap_scores, heap_docs, size, k, out_docs[q], out_scores[q])
+        _select_touched(accumulator, touched, n_touched, live_docs, k, heap_scores, heap_docs, out_docs[q],
+                        out_scores[q])
     return out_docs, out_scores, postings

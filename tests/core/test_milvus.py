@@ -254,3 +254,26 @@ def test_a_milvus_that_stops_answering_is_a_backend_error(built, monkeypatch):
     with pytest.raises(BackendUnavailable, match="failed has_collection"):
         index.add(ids=["n1"], texts=["statin"])
     index.rollback()
+
+
+def test_lsr_index_backend_milvus_builds_and_mirrors(tmp_path, capsys):
+    """`lsr index --backend milvus` (the shipped default encoder): the build, then its collection; a rebuild over the
+    same folder claims that collection again."""
+    import json
+
+    from lsr.cli import main
+    from tests.conftest import write_jsonl
+
+    corpus = write_jsonl(tmp_path / "c.jsonl", [{"_id": d["id"], "title": d["title"], "text": d["text"]}
+                                                for d in nfcorpus_documents(12)])
+    flags = ["index", "--corpus", str(corpus), "--out", str(tmp_path / "idx"), "--backend", "milvus",
+             "--milvus-uri", str(tmp_path / "m.db")]
+    assert main(flags) == 0
+    out = capsys.readouterr().out
+    report = json.loads(out[out.index("{"):out.rindex("}") + 1])
+    assert report["milvus"]["upserted"] == report["milvus"]["documents"] == 12
+    assert Mirror.load(tmp_path / "idx").count() == 12
+    assert main(flags) == 0  # rebuilt: the folder's id is carried over, the collection is claimed again
+    assert Mirror.load(tmp_path / "idx").count() == 12
+    assert main(["index", "--corpus", str(corpus), "--out", str(tmp_path / "idx"), "--backend", "milvus"]) == 2
+    assert "--backend milvus needs --milvus-uri" in capsys.readouterr().err
