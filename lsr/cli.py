@@ -50,6 +50,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_search_arguments(evaluate)
     evaluate.set_defaults(handler=run_eval)
 
+    export_model = subparsers.add_parser(
+        "export-model", help="write an encoder in another layout: sentence-transformers' SparseEncoder directory")
+    export_model.add_argument("output", metavar="DIR", help="the directory to write (replaced if it exists)")
+    export_model.add_argument("--format", choices=("sentence-transformers",), default="sentence-transformers",
+                              help="the layout to write (default sentence-transformers)")
+    export_model.add_argument("--encoder", metavar="DIR", default=None,
+                              help="the encoder to export (any layout lsr reads; default: the shipped one)")
+    export_model.set_defaults(handler=run_export_model)
+
 
 def fusion_from_args(args: argparse.Namespace, engine):
     from lsr.errors import InvalidInput
@@ -116,6 +125,17 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(text + "\n")
+    return 0
+
+
+def run_export_model(args: argparse.Namespace) -> int:
+    from lsr.encoders import load_encoder
+    from lsr.encoders.interop import save_sentence_transformers
+
+    encoder = load_encoder(args.encoder, device="cpu")
+    out = save_sentence_transformers(encoder, args.output)
+    print(json.dumps({"format": args.format, "output": str(out), "kind": encoder.config.kind,
+                      "identity": encoder.identity()}))
     return 0
 
 

@@ -1,7 +1,7 @@
 """Training sparse encoders: inference-free (documents through the MLM, queries = tokenizer + IDF) and SPLADE.
 
 One step: a batch of examples (query, positive, hard negatives) -> document weights through the MLM max pooler
-(:meth:`MlmMaxPooler.forward_train`, exact gradients at a fraction of autograd's cost) -> scores of every query
+(:meth:`MlmPooler.forward_train`, exact gradients at a fraction of autograd's cost) -> scores of every query
 against every document of the batch -> :class:`CombinedLoss` (contrastive over positive + hard + in-batch
 negatives, KL to the ensemble teacher over the query's own candidates, FLOPS or IDF-aware FLOPS) -> AdamW.
 

@@ -49,9 +49,10 @@ def load_encoder(
     max_query_length: int | None = None,
     max_document_length: int | None = None,
 ) -> SparseEncoder | DenseEncoder:
-    """Load an lsr encoder directory (``path=None``: the shipped default), or a plain Hugging Face directory given
-    ``kind`` (and ``idf`` for inference-free). A hub id works where the hub is reachable; tests and the default run
-    use local folders."""
+    """Load an encoder directory (``path=None``: the shipped default): lsr's own, a sentence-transformers
+    ``SparseEncoder`` directory, or OpenSearch's classic ``*ForMaskedLM`` + ``idf.json`` (the layout is detected; see
+    :mod:`lsr.encoders.interop`), or a plain Hugging Face directory given ``kind`` (and ``idf`` for inference-free).
+    A hub id works where the hub is reachable; tests and the default run use local folders."""
     import transformers
     from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
 
@@ -67,38 +68,66 @@ def load_encoder(
     if not directory.exists() and looks_local:
         raise MissingFile(f"encoder directory {path} does not exist (expected an lsr encoder directory, "
                           "a Hugging Face model directory, or a hub id such as org/name)")
-    if (directory / ENCODER_CONFIG_FILE).exists():
+    from lsr.encoders.interop import check_query_tokenizer, read_layout
+
+    layout = read_layout(directory) if directory.exists() else None
+    model_dir = layout.model_dir if layout is not None else directory
+    if layout is not None and layout.name == "lsr":
         config = EncoderConfig.load(directory)
-        if kind is not None and kind != config.kind:
-            raise EncoderError(f"{directory} is a {config.kind!r} encoder but --kind {kind} was given; drop --kind")
+    elif layout is not None and layout.config is not None:  # sentence-transformers or OpenSearch's classic layout
+        config = layout.config
     elif kind is None:
         raise EncoderError(
-            f"{directory} has no {ENCODER_CONFIG_FILE}: it is not an lsr encoder directory. For a plain Hugging Face "
-            f"model pass --kind ({'|'.join(KINDS)}) and, for inference-free, --idf FILE"
+            f"{directory} is in no layout lsr reads by itself (lsr's {ENCODER_CONFIG_FILE}, sentence-transformers' "
+            "modules.json, or OpenSearch's *ForMaskedLM + idf.json). For a plain Hugging Face model pass --kind "
+            f"({'|'.join(KINDS)}) and, for inference-free, --idf FILE"
         )
     else:
         config = EncoderConfig(kind=kind, pooling="mean" if kind == "dense" else "max",
                                extra={"base_model": str(path)})
+    if kind is not None and kind != config.kind:
+        raise EncoderError(f"{directory} is a {config.kind!r} encoder but --kind {kind} was given; drop --kind")
     if max_query_length is not None:
         config.max_query_length = max_query_length
     if max_document_length is not None:
         config.max_document_length = max_document_length
 
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     if config.kind == "dense":
-        model = AutoModel.from_pretrained(str(path)).float()  # fp16 files (the shipped model) compute in fp32
+        model = AutoModel.from_pretrained(str(model_dir)).float()  # fp16 files (the shipped model) compute in fp32
         return DenseEncoder(config, model, tokenizer, device=device, dtype=dtype)
 
-    model = AutoModelForMaskedLM.from_pretrained(str(path)).float()
+    model = AutoModelForMaskedLM.from_pretrained(str(model_dir)).float()
     if config.kind == "splade":
         return SpladeEncoder(config, model, tokenizer, device=device, dtype=dtype)
 
-    idf_path = Path(idf) if idf is not None else (directory / config.idf_file if config.idf_file else None)
+    vocab_size = int(model.config.vocab_size)
+    if layout is not None and layout.query_weights is not None and idf is None:  # sentence-transformers' table
+        check_query_tokenizer(layout.query_tokenizer_dir, tokenizer, directory)
+        if len(layout.query_weights) != vocab_size:
+            raise EncoderError(f"{layout.query_tokenizer_dir}: the query table has {len(layout.query_weights)} "
+                               f"weights but the document model's vocabulary is {vocab_size}: they come from "
+                               "different models")
+        if max_query_length is None:  # the module's window holds no special tokens; lsr's counts them
+            config.max_query_length += tokenizer.num_special_tokens_to_add()
+        config.idf_file = "idf.json"
+        return InferenceFreeEncoder(config, model, tokenizer, device=device, dtype=dtype, idf=layout.query_weights)
+    if idf is not None:
+        idf_path = Path(idf)
+    elif layout is not None and layout.idf_file is not None:
+        idf_path = layout.idf_file
+    else:
+        idf_path = directory / config.idf_file if config.idf_file else None
     if idf_path is None:
         raise EncoderError("an inference-free encoder needs an IDF table: pass --idf FILE (token -> weight JSON)")
     if not idf_path.exists():
         raise MissingFile(f"IDF table {idf_path} does not exist; compute one with `lsr idf` or pass --idf FILE")
-    table = json.loads(idf_path.read_text())
-    idf_array = idf_table_to_array(table, tokenizer, int(model.config.vocab_size), str(idf_path))
+    try:
+        table = json.loads(idf_path.read_text())
+    except ValueError as exc:
+        raise EncoderError(f"{idf_path} is not valid JSON ({exc}); expected {{token: weight}}") from None
+    if not isinstance(table, dict):
+        raise EncoderError(f"{idf_path}: expected a JSON object {{token: weight}}, got {type(table).__name__}")
+    idf_array = idf_table_to_array(table, tokenizer, vocab_size, str(idf_path))
     config.idf_file = "idf.json"
     return InferenceFreeEncoder(config, model, tokenizer, device=device, dtype=dtype, idf=idf_array)

@@ -23,6 +23,10 @@ ENCODER_CONFIG_FILE = "lsr_encoder.json"
 ENCODER_FORMAT_VERSION = 1
 SPARSE_KINDS = ("splade", "inference-free")
 KINDS = (*SPARSE_KINDS, "dense")
+# Sparse activations, applied to an MLM logit x: log(1 + ReLU(x)) (SPLADE; sentence-transformers calls it "relu"),
+# and log(1 + log(1 + ReLU(x))) (OpenSearch's v3 models; sentence-transformers' "log1p_relu").
+ACTIVATIONS = ("log1p_relu", "log1p_log1p_relu")
+SPARSE_POOLINGS = ("max", "sum")  # over token positions: max (SPLADE v2 and after) or sum (SPLADE v1)
 
 
 @dataclass
@@ -32,9 +36,10 @@ class EncoderConfig:
     kind: str
     max_query_length: int = 64
     max_document_length: int = 256
-    pooling: str = "max"  # "max" for sparse (SPLADE), "mean" for dense
-    activation: str = "log1p_relu"  # sparse only: log(1 + ReLU(logit)), applied after the max
+    pooling: str = "max"  # sparse: "max" (SPLADE v2) or "sum" over positions; dense: "mean"
+    activation: str = "log1p_relu"  # sparse only: one of ACTIVATIONS (log(1 + ReLU(logit)) by default)
     idf_file: str | None = None  # inference-free only: the query-side {token: weight} table
+    zero_special_tokens: bool = True  # sparse: the special tokens' dimensions ([CLS], [SEP], ...) weigh 0
     format_version: int = ENCODER_FORMAT_VERSION
     extra: dict = field(default_factory=dict)  # free-form provenance (base model, training run)
 
@@ -46,6 +51,11 @@ class EncoderConfig:
                 f"encoder format version {self.format_version} is newer than this lsr understands "
                 f"({ENCODER_FORMAT_VERSION}); upgrade lsr"
             )
+        if self.kind in SPARSE_KINDS:
+            if self.activation not in ACTIVATIONS:
+                raise EncoderError(f"unknown activation {self.activation!r}; lsr computes {', '.join(ACTIVATIONS)}")
+            if self.pooling not in SPARSE_POOLINGS:
+                raise EncoderError(f"unknown sparse pooling {self.pooling!r}; expected one of {', '.join(SPARSE_POOLINGS)}")
         for name in ("max_query_length", "max_document_length"):
             if getattr(self, name) < 1:
                 raise EncoderError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -57,7 +67,18 @@ class EncoderConfig:
         unknown = set(data) - known
         if unknown:
             raise EncoderError(f"{directory / ENCODER_CONFIG_FILE}: unknown keys {sorted(unknown)}")
-        return cls(**data)
+        try:
+            return cls(**data)
+        except EncoderError as exc:
+            raise EncoderError(f"{directory / ENCODER_CONFIG_FILE}: {exc}") from None
+
+    def identity_fields(self) -> dict:
+        """What of the config determines the vectors (hashed into the encoder identity). A field added after lsr 0.2
+        enters only when it differs from its default, so the identity of an existing encoder never changes."""
+        fields = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("extra", "idf_file")}
+        if fields["zero_special_tokens"]:
+            del fields["zero_special_tokens"]
+        return fields
 
     def save(self, directory: Path) -> None:
         (directory / ENCODER_CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")

@@ -13,7 +13,7 @@ import torch
 from lsr.encoders.batching import length_sorted_batches, pad_batch, sparse_from_tensor
 from lsr.encoders.config import EncoderConfig, hash_weights, save_encoder_directory
 from lsr.encoders.device import resolve_device
-from lsr.encoders.mlm import MlmMaxPooler
+from lsr.encoders.mlm import MlmPooler
 from lsr.errors import EncoderError
 from lsr.sparse import SparseBatch
 
@@ -37,7 +37,10 @@ class SparseEncoder:
         if len(tokenizer) > self.vocab_size:
             raise EncoderError(f"tokenizer has {len(tokenizer)} tokens but the model's vocabulary is {self.vocab_size}")
         self.special_ids = sorted(set(tokenizer.all_special_ids))
-        self.pooler = MlmMaxPooler(self.model, self.special_ids).to(self.device)
+        # the dimensions zeroed in every vector: lsr's and OpenSearch's convention; sentence-transformers keeps them
+        self.zeroed_ids = self.special_ids if config.zero_special_tokens else []
+        self.pooler = MlmPooler(self.model, self.zeroed_ids, pooling=config.pooling,
+                                activation=config.activation).to(self.device)
         self.idf = idf
 
     # -- encoding ---------------------------------------------------------------------------------------------
@@ -135,8 +138,7 @@ class SparseEncoder:
     def identity(self) -> str:
         """A hash of what determines the vectors: config, weights and IDF table (not the file format)."""
         digest = hashlib.sha256()
-        config = {k: v for k, v in vars(self.config).items() if k not in ("extra", "idf_file")}
-        digest.update(json.dumps(config, sort_keys=True).encode())
+        digest.update(json.dumps(self.config.identity_fields(), sort_keys=True).encode())
         digest.update(str(self.vocab_size).encode())
         hash_weights(digest, self.model)
         if self.idf is not None:
@@ -175,15 +177,22 @@ class InferenceFreeEncoder(SparseEncoder):
             raise EncoderError("an inference-free encoder needs an IDF table: pass --idf FILE (token -> weight JSON)")
         super().__init__(config, model, tokenizer, device, dtype, idf)
         self._query_idf = idf.astype(np.float32).copy()
-        self._query_idf[self.special_ids] = 0.0
+        self._query_idf[self.zeroed_ids] = 0.0
 
     @property
     def needs_model_for_queries(self) -> bool:
         return False
 
+    def query_weights(self) -> np.ndarray:
+        """The query-side table: one weight per vocabulary id, 0 where a token never counts."""
+        return self._query_idf
+
     def encode_queries(self, texts: Sequence[str], batch_size: int = 64) -> SparseBatch:
+        # the tokens a query of max_query_length tokens holds once its special tokens are in: the special tokens
+        # themselves would weigh nothing, and left out a literal "[SEP]" in the text is the only special token seen
+        room = max(1, self.config.max_query_length - self.tokenizer.num_special_tokens_to_add())
         rows = []
-        for ids in self.tokenize(texts, self.config.max_query_length):
+        for ids in self.tokenizer(list(texts), add_special_tokens=False, truncation=True, max_length=room)["input_ids"]:
             unique = np.unique(np.asarray(ids, dtype=np.int32))
             weights = self._query_idf[unique]
             keep = weights > 0
@@ -192,19 +201,25 @@ class InferenceFreeEncoder(SparseEncoder):
 
 
 def idf_table_to_array(table: dict[str, float], tokenizer, vocab_size: int, source: str) -> np.ndarray:
-    """Turn a {token: weight} table into a dense float32 array over the tokenizer's vocabulary."""
+    """Turn a {token: weight} table into a dense float32 array over the tokenizer's vocabulary. Every token of the
+    table must be one of the tokenizer's: a table made for another vocabulary would put its weights on other tokens."""
     idf = np.zeros(vocab_size, dtype=np.float32)
     vocab = tokenizer.get_vocab()
-    matched = 0
+    unknown = []
     for token, weight in table.items():
         token_id = vocab.get(token)
         if token_id is None or token_id >= vocab_size:
+            unknown.append(token)
             continue
-        weight = float(weight)
+        try:
+            weight = float(weight)
+        except (TypeError, ValueError):
+            weight = float("nan")
         if not np.isfinite(weight) or weight < 0:
             raise EncoderError(f"{source}: weight {weight} for token {token!r} is not a finite non-negative number")
         idf[token_id] = weight
-        matched += 1
-    if matched == 0:
-        raise EncoderError(f"{source}: no token of the table is in this tokenizer's vocabulary; wrong IDF file?")
+    if unknown:
+        raise EncoderError(f"{source}: {len(unknown)} of its {len(table)} tokens are not in the model's vocabulary "
+                           f"(e.g. {', '.join(repr(t) for t in unknown[:3])}): the table was made for another "
+                           "tokenizer; compute one for this model with `lsr idf`")
     return idf
