@@ -33,8 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--output", metavar="FILE.json", help="write the metrics as flat JSON")
     evaluate.add_argument("--run", metavar="FILE", help="TREC run file (default: next to --output, or none)")
     evaluate.add_argument("--device", default=None, help="query encoding device (siamese and dense encoders)")
-    evaluate.add_argument("--mode", choices=MODES, default=None,
-                          help="sparse, dense, bm25 or hybrid (default: the index's default, see `lsr index`)")
+    evaluate.add_argument("--mode", default=None,
+                          help=f"{', '.join(MODES)} (default: the index's default, see `lsr index`); with --report, "
+                               "several, comma-separated")
     evaluate.add_argument("--fusion", choices=FUSION_METHODS, default="convex",
                           help="hybrid: convex (min-max per query, then a weighted sum) or rrf")
     evaluate.add_argument("--components", default=None,
@@ -47,6 +48,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--rrf-k", type=int, default=60, help="hybrid rrf: k in 1/(k + rank) (default 60)")
     evaluate.add_argument("--depth", type=int, default=100,
                           help="hybrid: hits per component before fusion, at least k (default 100)")
+    evaluate.add_argument("--report", metavar="DIR", default=None,
+                          help="write a Markdown + HTML report with plots (nDCG@10 against latency, recall@k, "
+                               "per-query deltas against a baseline) over every --mode and --compare system")
+    evaluate.add_argument("--compare", metavar="FILE.json", nargs="+", default=[],
+                          help="--report: also these systems (metrics files of earlier `lsr eval --output` runs)")
+    evaluate.add_argument("--report-baseline", metavar="NAME", default=None,
+                          help="--report: the system per-query deltas are taken against (default: a BM25 one; "
+                               "without one, bm25s over the BEIR corpus is evaluated and added)")
     add_search_arguments(evaluate)
     evaluate.set_defaults(handler=run_eval)
 
@@ -58,6 +67,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export_model.add_argument("--encoder", metavar="DIR", default=None,
                               help="the encoder to export (any layout lsr reads; default: the shipped one)")
     export_model.set_defaults(handler=run_export_model)
+
+    export = subparsers.add_parser("export", help="export an index's vectors: to Qdrant (sparse vectors) or "
+                                                  "OpenSearch (rank_features mapping + bulk NDJSON files)")
+    export.add_argument("--index", required=True, metavar="DIR", help="index directory built by `lsr index`")
+    export.add_argument("--to", required=True, choices=("qdrant", "opensearch"))
+    export.add_argument("--qdrant-url", default=None, metavar="URL|:memory:|DIR",
+                        help="qdrant: a server (http://host:6333), :memory: (in-process, for --check), or a folder "
+                             "(Qdrant's local mode)")
+    export.add_argument("--collection", default=None,
+                        help="qdrant collection / OpenSearch index name (default: the index folder's name)")
+    export.add_argument("--replace", action="store_true", help="qdrant: drop and rewrite an existing collection")
+    export.add_argument("--output", metavar="DIR", help="opensearch: the folder for mapping.json and bulk files")
+    export.add_argument("--bulk-documents", type=int, default=5000,
+                        help="opensearch: documents per bulk file (default 5000)")
+    export.add_argument("--impacts", action="store_true",
+                        help="export the stored integer impacts instead of float weights (impact / scale)")
+    export.add_argument("--check", metavar="BEIR_DIR", default=None,
+                        help="qdrant: then search the judged queries of --split in both, and report the recall of "
+                             "lsr's exact top-k in Qdrant's and both latencies")
+    export.add_argument("--split", default="test", help="--check: qrels split (default test)")
+    export.add_argument("--k", type=int, default=10, help="--check: hits per query (default 10)")
+    export.set_defaults(handler=run_export)
 
 
 def fusion_from_args(args: argparse.Namespace, engine):
@@ -80,15 +111,38 @@ def fusion_from_args(args: argparse.Namespace, engine):
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from lsr.engine import Engine
+    from lsr.engine import MODES
     from lsr.errors import InvalidInput
-    from lsr.evaluation import evaluate, recall_against_exact
 
     if (args.index is None) == (args.baseline is None):
         raise InvalidInput("pass exactly one of --index DIR or --baseline bm25|bm25s")
+    modes = [m.strip() for m in args.mode.split(",")] if args.mode else [None]
+    unknown = [m for m in modes if m not in (*MODES, None)]
+    if unknown:
+        raise InvalidInput(f"--mode {','.join(unknown)}: expected {', '.join(MODES)}")
+    if args.report:
+        return run_report(args, modes)
+    if len(modes) > 1:
+        raise InvalidInput("several --mode values need --report DIR (one report over them all)")
     run_path = args.run or (str(Path(args.output).with_suffix(".trec")) if args.output else None)
-    if args.baseline:
-        engine = Engine.baseline(args.baseline, args.beir)
+    metrics = evaluate_once(args, modes[0], run_path)
+    text = json.dumps(metrics, indent=2)
+    print(text)
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(text + "\n")
+    return 0
+
+
+def evaluate_once(args: argparse.Namespace, mode: str | None, run_path: str | None,
+                  baseline: str | None = None) -> dict:
+    """One system: ``baseline`` (or ``args.baseline``) over the BEIR corpus, or the index in ``mode``."""
+    from lsr.engine import Engine
+    from lsr.evaluation import evaluate, recall_against_exact
+
+    baseline = baseline or args.baseline
+    if baseline:
+        engine = Engine.baseline(baseline, args.beir)
         metrics = evaluate(engine, args.beir, split=args.split, k=args.k, run_path=run_path, batch_throughput=False)
         retriever = engine.retrievers["bm25"]
         metrics["system"] = retriever.name
@@ -101,7 +155,7 @@ def run_eval(args: argparse.Namespace) -> int:
         options = backend_options(args)
         manifest = Manifest.load(Path(args.index))
         defaults = manifest.search_defaults or choose_search_defaults(bool(manifest.dense), bool(manifest.bm25))
-        mode = args.mode or defaults["mode"]
+        mode = mode or defaults["mode"]
         if mode == "hybrid":
             default_components = (defaults.get("fusion") or {}).get("components") or ["sparse", "dense", "bm25"]
             needs = {c.strip() for c in args.components.split(",")} if args.components else set(default_components)
@@ -119,12 +173,41 @@ def run_eval(args: argparse.Namespace) -> int:
         if pruning is not None and not pruning.exact:
             metrics["pruning"] = {"method": pruning.method, "alpha": pruning.alpha, "query_cut": pruning.query_cut}
     if run_path:
-        metrics["run"] = run_path
-    text = json.dumps(metrics, indent=2)
-    print(text)
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(text + "\n")
+        metrics["run"] = str(run_path)
+    return metrics
+
+
+def run_report(args: argparse.Namespace, modes: list[str | None]) -> int:
+    from lsr.evaluation import judged_queries
+    from lsr.report import System, write_report
+
+    out = Path(args.report)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    compared = [System.from_metrics_file(path) for path in args.compare]
+    evaluated: list[System] = []
+
+    def add(name_hint: str | None, mode: str | None, baseline: str | None = None) -> System:
+        run_path = out / "runs" / f"{name_hint or 'default'}.trec"
+        metrics = evaluate_once(args, mode, str(run_path), baseline)
+        name = name_hint or metrics["mode"]
+        if name_hint is None:  # the index's default mode: named by what it resolved to
+            run_path = run_path.rename(out / "runs" / f"{name}.trec")
+            metrics["run"] = str(run_path)
+        metrics["name"] = name
+        (out / "runs" / f"{name}.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        evaluated.append(System(name, metrics, Path(metrics["run"])))
+        return evaluated[-1]
+
+    for mode in ([None] if args.baseline else modes):
+        add(args.baseline if args.baseline else mode, mode)
+    baseline = args.report_baseline or next(
+        (s.name for s in evaluated + compared if s.metrics.get("mode") == "bm25" or s.name.startswith("bm25")), None)
+    if baseline is None:
+        baseline = add("bm25s", None, baseline="bm25s").name
+    systems = evaluated + compared
+    _, qrels = judged_queries(args.beir, args.split)
+    title = f"lsr evaluation: {Path(args.beir).resolve().name}, split {args.split}"
+    print(json.dumps(write_report(systems, qrels, out, baseline, title), indent=2))
     return 0
 
 
@@ -136,6 +219,48 @@ def run_export_model(args: argparse.Namespace) -> int:
     out = save_sentence_transformers(encoder, args.output)
     print(json.dumps({"format": args.format, "output": str(out), "kind": encoder.config.kind,
                       "identity": encoder.identity()}))
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from lsr import export
+    from lsr.errors import InvalidInput
+
+    engine = None
+    if args.to == "qdrant" and args.check:
+        from lsr.engine import Engine
+
+        engine = Engine.open(args.index, parts=())
+        index = engine.index
+    else:
+        from lsr.index import Index
+
+        index = Index.open(args.index, parts=())
+    from tqdm import tqdm
+
+    name = args.collection or Path(args.index).resolve().name
+    bar = tqdm(total=index.doc_count, desc=f"exporting to {args.to}", unit="doc", leave=False)
+    progress = bar.update
+    if args.to == "qdrant":
+        if not args.qdrant_url:
+            raise InvalidInput("--to qdrant needs --qdrant-url (http://host:6333, :memory: or a folder)")
+        client = export.qdrant_client(args.qdrant_url)
+        result = export.to_qdrant(index, client, name, replace=args.replace, impacts=args.impacts, progress=progress)
+        if args.check:
+            from lsr.evaluation import judged_queries
+
+            queries, qrels = judged_queries(args.check, args.split)
+            queries = [queries[qid] for qid in qrels]
+            result["check"] = export.compare_with_qdrant(engine, client, name, queries, k=args.k)
+        result["qdrant_url"] = args.qdrant_url
+    else:
+        if not args.output:
+            raise InvalidInput("--to opensearch needs --output DIR (mapping.json and the bulk files go there)")
+        result = export.to_opensearch(index, args.output, name, impacts=args.impacts,
+                                      bulk_documents=args.bulk_documents, progress=progress)
+        result["output"] = args.output
+    bar.close()
+    print(json.dumps(result, indent=2))
     return 0
 
 

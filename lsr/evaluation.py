@@ -39,6 +39,41 @@ def trec_metrics(run: dict[str, list[str]], qrels: dict[str, dict[str, int]]) ->
     }
 
 
+RECALL_CUTOFFS = (10, 20, 50, 100, 200, 500, 1000)
+
+
+def per_query_metrics(run: dict[str, list[str]], qrels: dict[str, dict[str, int]],
+                      cutoffs: Sequence[int] = RECALL_CUTOFFS) -> dict[str, dict[str, float]]:
+    """Per judged query: nDCG@10 and recall at each cutoff of the ranking ``run`` gives (ranks, as
+    :func:`trec_metrics` scores them; a query with no hits scores 0)."""
+    import pytrec_eval
+
+    full_run = {qid: {doc: float(len(ranked) - rank) for rank, doc in enumerate(ranked)} or {"__no_hit__": 0.0}
+                for qid in qrels for ranked in [run.get(qid, [])]}
+    measures = {"ndcg_cut.10", "recall." + ",".join(str(c) for c in cutoffs)}
+    evaluated = pytrec_eval.RelevanceEvaluator(qrels, measures).evaluate(full_run)
+    return {qid: {"ndcg@10": m["ndcg_cut_10"], **{f"recall@{c}": m[f"recall_{c}"] for c in cutoffs}}
+            for qid, m in evaluated.items()}
+
+
+def read_trec_run(path: str | Path) -> dict[str, list[str]]:
+    """A TREC run file as query -> document ids in rank order."""
+    ranked: dict[str, list[tuple[int, str]]] = {}
+    with Path(path).open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 6:
+                raise CorpusError(f"{path}:{number}: a TREC run line has 6 fields (qid Q0 doc rank score tag), "
+                                  f"found {len(parts)}")
+            try:
+                ranked.setdefault(parts[0], []).append((int(parts[3]), parts[2]))
+            except ValueError:
+                raise CorpusError(f"{path}:{number}: rank {parts[3]!r} is not an integer") from None
+    return {qid: [doc for _, doc in sorted(hits)] for qid, hits in ranked.items()}
+
+
 def write_trec_run(run: dict[str, list[tuple[str, float]]], path: Path, tag: str) -> None:
     """TREC run file, hits in the engine's order (ties as the API breaks them)."""
     with path.open("w", encoding="utf-8") as out:

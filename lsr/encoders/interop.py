@@ -75,11 +75,28 @@ def detect_layout(directory: Path) -> str:
     then OpenSearch's classic one; a bare Hugging Face directory needs ``--kind``."""
     if (directory / ENCODER_CONFIG_FILE).exists():
         return "lsr"
-    if (directory / MODULES_FILE).exists():
+    if (directory / MODULES_FILE).exists() and _sparse_modules(directory):
         return "sentence-transformers"
     if (directory / CLASSIC_IDF_FILE).exists() and _masked_lm(directory / "config.json"):
         return "opensearch"
     return "huggingface"
+
+
+def _sparse_modules(directory: Path) -> bool:
+    """A sentence-transformers directory of a SparseEncoder (a dense SentenceTransformer, such as all-MiniLM-L6-v2,
+    also has ``modules.json``: it is read as a Hugging Face model given ``--kind dense``)."""
+    card = directory / ST_CONFIG_FILE
+    if card.exists():
+        try:
+            if json.loads(card.read_text()).get("model_type") == "SparseEncoder":
+                return True
+        except ValueError:
+            pass
+    try:
+        kinds = {_short_type(m.get("type", "")) for m in json.loads((directory / MODULES_FILE).read_text())}
+    except (ValueError, AttributeError, TypeError):
+        return True  # broken: read_sentence_transformers names the problem
+    return bool(kinds & {"Router", "SpladePooling", "MLMTransformer", *STATIC_TYPES})
 
 
 def _read_json(path: Path, what: str) -> dict | list:

@@ -187,3 +187,24 @@ def test_a_kept_alive_connection_is_not_delayed(server):
             took.append((time.perf_counter() - started) * 1000)
     connection.close()
     assert statistics.median(took) < 20, f"kept-alive requests took {statistics.median(took):.1f} ms (median)"
+
+
+def test_eval_report_over_modes_and_an_earlier_run(beir_slice, index_dir, tmp_path):
+    earlier = tmp_path / "bm25s.json"
+    lsr("eval", "--beir", str(beir_slice), "--baseline", "bm25s", "--output", str(earlier))
+    report = tmp_path / "report"
+    result = lsr("eval", "--beir", str(beir_slice), "--index", str(index_dir), "--mode", "sparse,bm25,hybrid",
+                 "--report", str(report), "--compare", str(earlier))
+    written = json.loads(result.stdout[result.stdout.index("{"):])
+    assert written["systems"] == ["sparse", "bm25", "hybrid", "bm25s"] and written["baseline"] == "bm25"
+    markdown = (report / "report.md").read_text()
+    for name in ("sparse", "bm25", "hybrid", "bm25s"):
+        metrics = json.loads((report / "runs" / f"{name}.json").read_text()) if name != "bm25s" else \
+            json.loads(earlier.read_text())
+        assert f"| {name} | {metrics['ndcg@10']:.4f} |" in markdown  # the table holds each system's own figures
+    for plot in ("ndcg_vs_latency.png", "recall_curves.png", "delta_histogram.png"):
+        data = (report / plot).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, plot
+        assert f"]({plot})" in markdown and f'src="{plot}"' in (report / "report.html").read_text()
+    # the baseline's own row shows no delta; another system's delta is the mean per-query difference
+    assert "| bm25 | " in markdown and "| — | — |" in markdown
