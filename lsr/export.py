@@ -187,7 +187,8 @@ def to_opensearch(index, output: str | Path, index_name: str, impacts: bool = Fa
                     files.append(path.name)
                     handle = path.open("w")
                     part += 1
-                source = {SPARSE_FIELD: {tokens[t]: float(w) for t, w in zip(terms.tolist(), weights.tolist())}}
+                # float32 weights written with 7 significant digits (what float32 holds), not float64's 17
+                source = {SPARSE_FIELD: {tokens[t]: float(f"{w:.7g}") for t, w in zip(terms.tolist(), weights.tolist())}}
                 if document is not None:
                     source.update(title=document.get("title", ""), text=document.get("text", ""))
                 handle.write(json.dumps({"index": {"_index": index_name, "_id": doc_id}}) + "\n")

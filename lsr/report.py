@@ -113,14 +113,14 @@ def _plots(systems: list[System], per_query: dict[str, dict], baseline: str, out
     fig, axes = plt.subplots(len(others) or 1, 1, figsize=(6.4, 1.9 * max(1, len(others)) + 0.8), sharex=True,
                              squeeze=False)
     base = per_query[baseline]
-    bins = np.linspace(-1, 1, 41)
+    bins = np.linspace(-1.025, 1.025, 42)  # a bin centred on 0
     for ax, s in zip(axes[:, 0], others):
         deltas = np.array([per_query[s.name][q]["ndcg@10"] - base[q]["ndcg@10"] for q in base])
-        ax.hist(deltas, bins=bins, color=colors[s.name], alpha=0.85)
+        ax.hist(deltas[deltas != 0], bins=bins, color=colors[s.name], alpha=0.85)  # equal queries: in the title
         ax.axvline(0, color="black", linewidth=0.8)
         ax.set_ylabel("queries")
         ax.set_title(f"{s.name}: {int((deltas > 0).sum())} better, {int((deltas < 0).sum())} worse, "
-                     f"{int((deltas == 0).sum())} equal", fontsize=9)
+                     f"{int((deltas == 0).sum())} equal (not drawn)", fontsize=9)
     axes[-1, 0].set_xlabel(f"per-query nDCG@10 minus {baseline}'s")
     fig.suptitle(f"Per-query differences against {baseline}", fontsize=11)
     fig.tight_layout()
