@@ -212,11 +212,17 @@ def run_report(args: argparse.Namespace, modes: list[str | None]) -> int:
 
 
 def run_export_model(args: argparse.Namespace) -> int:
-    from lsr.encoders import load_encoder
+    from lsr.encoders import default_encoder_directory, load_encoder
     from lsr.encoders.interop import save_sentence_transformers
+    from lsr.errors import InvalidInput
 
+    source = Path(args.encoder or default_encoder_directory()).resolve()
+    target = Path(args.output).resolve()
+    if target == source or source in target.parents or target in source.parents:
+        raise InvalidInput(f"{args.output} is, holds or lies inside the encoder being exported ({source}); write the "
+                           "export to another folder")
     encoder = load_encoder(args.encoder, device="cpu")
-    out = save_sentence_transformers(encoder, args.output)
+    out = save_sentence_transformers(encoder, target)
     print(json.dumps({"format": args.format, "output": str(out), "kind": encoder.config.kind,
                       "identity": encoder.identity()}))
     return 0

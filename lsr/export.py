@@ -18,6 +18,7 @@ engines hold one vector a document.
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,10 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from lsr.errors import InvalidInput
+from lsr.errors import BackendUnavailable, InvalidInput
 
 SPARSE_FIELD = "sparse_embedding"  # OpenSearch field
 QDRANT_VECTOR = "sparse"  # Qdrant named sparse vector
+MIN_FEATURE = float(np.finfo(np.float32).tiny)  # the smallest normal float32
 POINT_NAMESPACE = uuid.UUID("6f1c3a52-9e0b-4c1e-8a55-2f7d9b4e0c11")  # lsr's namespace for uuid5(doc id)
 Progress = Callable[[int], None]
 
@@ -77,11 +79,17 @@ def qdrant_client(url: str, timeout: float = 10.0):
         from qdrant_client import QdrantClient
     except ImportError:
         raise InvalidInput("exporting to Qdrant needs qdrant-client: pip install 'lsr[qdrant]'") from None
-    if url == ":memory:":
-        return QdrantClient(":memory:")
-    if url.startswith(("http://", "https://")):
-        return QdrantClient(url=url, timeout=int(timeout))
-    return QdrantClient(path=url)
+    if re.fullmatch(r"[\w.-]+:\d+", url):
+        raise InvalidInput(f"--qdrant-url {url}: a server needs its scheme (http://{url}); a folder name of this "
+                           "form is refused to avoid the confusion")
+    try:
+        if url == ":memory:":
+            return QdrantClient(":memory:")
+        if url.startswith(("http://", "https://")):
+            return QdrantClient(url=url, timeout=int(timeout))
+        return QdrantClient(path=url)
+    except Exception as exc:  # qdrant-client's own errors (a local folder another process holds, a bad URL)
+        raise BackendUnavailable(f"Qdrant at {url} cannot be opened ({type(exc).__name__}: {exc})") from None
 
 
 def to_qdrant(index, client, collection: str, replace: bool = False, impacts: bool = False,
@@ -90,7 +98,12 @@ def to_qdrant(index, client, collection: str, replace: bool = False, impacts: bo
     from qdrant_client import models
 
     check_exportable(index)
-    if client.collection_exists(collection):
+    try:
+        exists = client.collection_exists(collection)
+    except Exception as exc:  # the first call reaches the server: connection refused, timeout, auth
+        raise BackendUnavailable(f"Qdrant did not answer ({type(exc).__name__}: {exc}); is the server up at the "
+                                 "--qdrant-url given?") from None
+    if exists:
         if not replace:
             raise InvalidInput(f"Qdrant collection {collection!r} exists; pass --replace to drop and rewrite it, or "
                                "--collection NAME for another")
@@ -187,8 +200,10 @@ def to_opensearch(index, output: str | Path, index_name: str, impacts: bool = Fa
                     files.append(path.name)
                     handle = path.open("w")
                     part += 1
-                # float32 weights written with 7 significant digits (what float32 holds), not float64's 17
-                source = {SPARSE_FIELD: {tokens[t]: float(f"{w:.7g}") for t, w in zip(terms.tolist(), weights.tolist())}}
+                # float32 weights written with 7 significant digits (what float32 holds), not float64's 17; Lucene's
+                # FeatureField refuses subnormal values, which no real weight reaches: left out
+                source = {SPARSE_FIELD: {tokens[t]: float(f"{w:.7g}") for t, w in zip(terms.tolist(), weights.tolist())
+                                         if w >= MIN_FEATURE}}
                 if document is not None:
                     source.update(title=document.get("title", ""), text=document.get("text", ""))
                 handle.write(json.dumps({"index": {"_index": index_name, "_id": doc_id}}) + "\n")

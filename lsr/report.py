@@ -21,6 +21,7 @@ import numpy as np
 from lsr.errors import InvalidInput, MissingDependency
 from lsr.evaluation import RECALL_CUTOFFS, per_query_metrics, read_trec_run
 
+REQUIRED = ("ndcg@10", "recall@100", "split")
 PLOTS = ("ndcg_vs_latency.png", "recall_curves.png", "delta_histogram.png")
 
 
@@ -37,6 +38,9 @@ class System:
             metrics = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             raise InvalidInput(f"{path}: not a metrics file of `lsr eval --output` ({exc})") from None
+        missing = [key for key in REQUIRED if key not in metrics] if isinstance(metrics, dict) else list(REQUIRED)
+        if missing:
+            raise InvalidInput(f"{path}: not a metrics file of `lsr eval --output` (no {', '.join(missing)})")
         run = metrics.get("run")
         if not run or not Path(run).exists():
             raise InvalidInput(f"{path}: its run file {run!r} is missing; evaluate with --output (the run is written "
@@ -136,6 +140,9 @@ def write_report(systems: list[System], qrels: dict[str, dict[str, int]], out: s
         raise InvalidInput(f"two systems share a name in {names}; name them apart")
     if baseline not in names:
         raise InvalidInput(f"the baseline {baseline!r} is not among the systems {names}")
+    splits = {s.name: s.metrics.get("split") for s in systems}
+    if len(set(splits.values())) > 1:
+        raise InvalidInput(f"the systems were evaluated on different splits ({splits}); compare runs of one split")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     per_query = {s.name: per_query_metrics(read_trec_run(s.run), qrels) for s in systems}

@@ -71,6 +71,8 @@ def load_encoder(
     from lsr.encoders.interop import check_query_tokenizer, read_layout
 
     layout = read_layout(directory) if directory.exists() else None
+    if layout is not None and layout.name == "opensearch" and (kind is not None or idf is not None):
+        layout = None  # --kind/--idf given: a plain Hugging Face directory with lsr's defaults, as before 0.3
     model_dir = layout.model_dir if layout is not None else directory
     if layout is not None and layout.name == "lsr":
         config = EncoderConfig.load(directory)
@@ -102,14 +104,15 @@ def load_encoder(
         return SpladeEncoder(config, model, tokenizer, device=device, dtype=dtype)
 
     vocab_size = int(model.config.vocab_size)
+    if layout is not None and layout.query_tokenizer_dir is not None and max_query_length is None:
+        # the SparseStaticEmbedding's window holds no special tokens; lsr's max_query_length counts them
+        config.max_query_length += tokenizer.num_special_tokens_to_add()
     if layout is not None and layout.query_weights is not None and idf is None:  # sentence-transformers' table
         check_query_tokenizer(layout.query_tokenizer_dir, tokenizer, directory)
         if len(layout.query_weights) != vocab_size:
             raise EncoderError(f"{layout.query_tokenizer_dir}: the query table has {len(layout.query_weights)} "
                                f"weights but the document model's vocabulary is {vocab_size}: they come from "
                                "different models")
-        if max_query_length is None:  # the module's window holds no special tokens; lsr's counts them
-            config.max_query_length += tokenizer.num_special_tokens_to_add()
         config.idf_file = "idf.json"
         return InferenceFreeEncoder(config, model, tokenizer, device=device, dtype=dtype, idf=layout.query_weights)
     if idf is not None:

@@ -20,7 +20,8 @@ import torch
 from lsr.errors import EncoderError
 
 ENCODER_CONFIG_FILE = "lsr_encoder.json"
-ENCODER_FORMAT_VERSION = 1
+ENCODER_FORMAT_VERSION = 1  # what an encoder computing as lsr 0.2 did is written as
+READABLE_FORMAT_VERSION = 2  # 2: sum pooling, the double-log activation or kept special tokens (lsr 0.3)
 SPARSE_KINDS = ("splade", "inference-free")
 KINDS = (*SPARSE_KINDS, "dense")
 # Sparse activations, applied to an MLM logit x: log(1 + ReLU(x)) (SPLADE; sentence-transformers calls it "relu"),
@@ -46,10 +47,10 @@ class EncoderConfig:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise EncoderError(f"unknown encoder kind {self.kind!r}; expected one of {', '.join(KINDS)}")
-        if self.format_version > ENCODER_FORMAT_VERSION:
+        if self.format_version > READABLE_FORMAT_VERSION:
             raise EncoderError(
                 f"encoder format version {self.format_version} is newer than this lsr understands "
-                f"({ENCODER_FORMAT_VERSION}); upgrade lsr"
+                f"({READABLE_FORMAT_VERSION}); upgrade lsr"
             )
         if self.kind in SPARSE_KINDS:
             if self.activation not in ACTIVATIONS:
@@ -78,10 +79,21 @@ class EncoderConfig:
         fields = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("extra", "idf_file")}
         if fields["zero_special_tokens"]:
             del fields["zero_special_tokens"]
+        fields["format_version"] = 1  # the file format is not the vectors (identities predate format 2)
         return fields
 
+    @property
+    def computes_as_lsr_0_2(self) -> bool:
+        return self.pooling in ("max", "mean") and self.activation == "log1p_relu" and self.zero_special_tokens
+
     def save(self, directory: Path) -> None:
-        (directory / ENCODER_CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")
+        """Written so that lsr 0.2 reads an encoder that computes as it did (format 1, no new key), and refuses by
+        version, not by an unknown key, one that does not (format 2)."""
+        data = dataclasses.asdict(self)
+        if self.zero_special_tokens:
+            del data["zero_special_tokens"]
+        data["format_version"] = ENCODER_FORMAT_VERSION if self.computes_as_lsr_0_2 else READABLE_FORMAT_VERSION
+        (directory / ENCODER_CONFIG_FILE).write_text(json.dumps(data, indent=2) + "\n")
 
 
 def hash_weights(digest: hashlib._Hash, model: torch.nn.Module) -> None:

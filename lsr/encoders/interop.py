@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from lsr.encoders.config import ENCODER_CONFIG_FILE, EncoderConfig
-from lsr.errors import EncoderError
+from lsr.errors import EncoderError, LsrError
 
 MODULES_FILE = "modules.json"
 ROUTER_FILE = "router_config.json"
@@ -90,7 +90,7 @@ def _sparse_modules(directory: Path) -> bool:
         try:
             if json.loads(card.read_text()).get("model_type") == "SparseEncoder":
                 return True
-        except ValueError:
+        except (ValueError, AttributeError):
             pass
     try:
         kinds = {_short_type(m.get("type", "")) for m in json.loads((directory / MODULES_FILE).read_text())}
@@ -99,23 +99,30 @@ def _sparse_modules(directory: Path) -> bool:
     return bool(kinds & {"Router", "SpladePooling", "MLMTransformer", *STATIC_TYPES})
 
 
-def _read_json(path: Path, what: str) -> dict | list:
+def _read_json(path: Path, what: str, expect: type = dict) -> dict | list:
+    """A JSON file that must hold an object (or, ``expect=list``, an array)."""
     if not path.exists():
         raise EncoderError(f"{path} is missing: {what}")
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise EncoderError(f"{path} is not valid JSON ({exc}): {what}") from None
+    if not isinstance(data, expect):
+        raise EncoderError(f"{path}: expected a JSON {'object' if expect is dict else 'array'}, found "
+                           f"{type(data).__name__}: {what}")
+    return data
+
+
+def _optional_json(path: Path) -> dict:
+    return _read_json(path, "") if path.exists() else {}
 
 
 def _masked_lm(config_file: Path) -> bool:
-    if not config_file.exists():
-        return False
     try:
         architectures = json.loads(config_file.read_text()).get("architectures") or []
-    except ValueError:
+        return any(str(a).endswith("ForMaskedLM") for a in architectures)
+    except (OSError, ValueError, AttributeError, TypeError):
         return False
-    return any(str(a).endswith("ForMaskedLM") for a in architectures)
 
 
 def _short_type(type_path: str) -> str:
@@ -129,23 +136,33 @@ def _max_length(model_dir: Path, configured: int | None) -> int:
     positions = config.get("max_position_embeddings")
     if positions:
         limits.append(int(positions))
-    tokenizer_config = model_dir / "tokenizer_config.json"
-    if tokenizer_config.exists():
-        value = json.loads(tokenizer_config.read_text()).get("model_max_length")
-        if isinstance(value, (int, float)) and 0 < value < 1e9:
-            limits.append(int(value))
+    value = _optional_json(model_dir / "tokenizer_config.json").get("model_max_length")
+    if isinstance(value, (int, float)) and 0 < value < 1e9:
+        limits.append(int(value))
     if configured:
         return int(configured)
     return min(limits) if limits else 512
 
 
-def _check_transformer(folder: Path, type_path: str, source: Path) -> int:
-    """The transformer module's folder must hold a masked-LM; returns its max_seq_length."""
+# sentence_bert_config.json keys lsr reads (the rest must hold their defaults, or the directory is refused)
+SBERT_KEYS = {"max_seq_length", "do_lower_case", "transformer_task", "query_length", "document_length",
+              "modality_config", "module_output_name", "unpad_inputs", "processing_kwargs", "query_expansion",
+              "tokenizer_args", "model_args", "config_args", "backend"}
+
+
+def _check_transformer(folder: Path, type_path: str, source: Path) -> tuple[int, int]:
+    """The transformer module's folder must hold a masked-LM; returns its (query, document) windows, special tokens
+    included, as sentence-transformers truncates: the task's ``query_length`` / ``document_length``, else
+    ``max_seq_length``, else the tokenizer's and the model's limit."""
     if not _masked_lm(folder / "config.json"):
         raise EncoderError(f"{source}: the transformer {folder} is not a *ForMaskedLM model (config.json "
                            "architectures); a sparse encoder needs the MLM head")
     sbert = folder / SBERT_CONFIG_FILE
-    settings = _read_json(sbert, "") if sbert.exists() else {}
+    settings = _optional_json(sbert)
+    unknown = sorted(set(settings) - SBERT_KEYS)
+    if unknown:
+        raise EncoderError(f"{sbert}: settings {unknown} are unknown to lsr, which cannot tell whether they change "
+                           "the vectors")
     task = settings.get("transformer_task", "fill-mask" if _short_type(type_path) == "MLMTransformer" else None)
     if task != "fill-mask":
         raise EncoderError(f"{sbert}: transformer_task is {task!r}; lsr reads a fill-mask (MLM) transformer only")
@@ -153,7 +170,18 @@ def _check_transformer(folder: Path, type_path: str, source: Path) -> int:
         raise EncoderError(f"{sbert}: do_lower_case is true (sentence-transformers lower-cases the text before its "
                            "tokenizer); lsr tokenizes as the tokenizer is configured: set it false, or use an uncased "
                            "tokenizer")
-    return _max_length(folder, settings.get("max_seq_length"))
+    for key in ("processing_kwargs", "query_expansion", "tokenizer_args", "config_args"):
+        if settings.get(key):
+            raise EncoderError(f"{sbert}: {key} {settings[key]!r} changes how sentence-transformers tokenizes or "
+                               "builds the model; lsr reproduces the defaults only: remove it")
+    base = _max_length(folder, settings.get("max_seq_length"))
+    windows = []
+    for key in ("query_length", "document_length"):
+        value = settings.get(key)
+        if value is not None and (not isinstance(value, int) or value < 2):
+            raise EncoderError(f"{sbert}: {key} {value!r} is not a window of tokens")
+        windows.append(value or base)
+    return windows[0], windows[1]
 
 
 def _pooling(folder: Path) -> tuple[str, str]:
@@ -161,9 +189,9 @@ def _pooling(folder: Path) -> tuple[str, str]:
     settings = _read_json(path, "SpladePooling's settings (pooling_strategy, activation_function)")
     strategy = settings.get("pooling_strategy", "max")
     activation = settings.get("activation_function", "relu")
-    if strategy not in ("max", "sum"):
+    if not isinstance(strategy, str) or strategy not in ("max", "sum"):
         raise EncoderError(f"{path}: pooling_strategy {strategy!r} is unknown; lsr computes max and sum")
-    if activation not in ST_ACTIVATIONS:
+    if not isinstance(activation, str) or activation not in ST_ACTIVATIONS:
         raise EncoderError(f"{path}: activation_function {activation!r} is unknown; lsr computes "
                            f"{', '.join(ST_ACTIVATIONS)} (log1p after it, as SpladePooling does)")
     return strategy, ST_ACTIVATIONS[activation]
@@ -174,7 +202,8 @@ def _check_st_config(directory: Path) -> None:
     if not path.exists():
         return
     settings = _read_json(path, "")
-    prompts = {k: v for k, v in (settings.get("prompts") or {}).items() if v}
+    prompts = settings.get("prompts") or {}
+    prompts = {k: v for k, v in prompts.items() if v} if isinstance(prompts, dict) else prompts
     if prompts:
         raise EncoderError(f"{path}: prompts {prompts} are prepended to texts by sentence-transformers; lsr encodes "
                            "texts as given: remove them, or prepend them to your queries and documents yourself")
@@ -188,24 +217,29 @@ def _check_st_config(directory: Path) -> None:
 
 def _static_weights(folder: Path, source: Path) -> np.ndarray:
     settings_file = folder / "config.json"
-    settings = _read_json(settings_file, "") if settings_file.exists() else {}
+    settings = _optional_json(settings_file)
     if settings.get("path"):
         raise EncoderError(f"{settings_file}: the query table is a path ({settings['path']}); put the table in the "
                            "module (SparseStaticEmbedding.save writes model.safetensors)")
     weights_file = folder / "model.safetensors"
-    if weights_file.exists():
-        from safetensors.numpy import load_file
+    try:
+        if weights_file.exists():
+            from safetensors.numpy import load_file
 
-        tensors = load_file(str(weights_file))
-    elif (folder / "pytorch_model.bin").exists():
-        import torch
+            tensors = load_file(str(weights_file))
+        elif (folder / "pytorch_model.bin").exists():
+            import torch
 
-        tensors = {k: v.float().numpy() for k, v in
-                   torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True).items()}
-        weights_file = folder / "pytorch_model.bin"
-    else:
-        raise EncoderError(f"{source}: {folder} has no model.safetensors: the query table of a "
-                           "SparseStaticEmbedding is missing")
+            weights_file = folder / "pytorch_model.bin"
+            tensors = {k: v.float().numpy() for k, v in
+                       torch.load(weights_file, map_location="cpu", weights_only=True).items()}
+        else:
+            raise EncoderError(f"{source}: {folder} has no model.safetensors: the query table of a "
+                               "SparseStaticEmbedding is missing")
+    except EncoderError:
+        raise
+    except Exception as exc:  # safetensors' and torch's own errors on a damaged file
+        raise EncoderError(f"{weights_file} cannot be read ({type(exc).__name__}: {exc})") from None
     if "weight" not in tensors or np.asarray(tensors["weight"]).ndim != 1:
         raise EncoderError(f"{weights_file}: expected one 1-d tensor 'weight' (a weight per vocabulary entry), "
                            f"found {sorted(tensors)}")
@@ -224,26 +258,27 @@ def _resolve_folder(directory: Path, module_path: str, module_id: str) -> Path:
     candidate = directory / module_path if module_path else directory
     if candidate.is_dir() and (candidate / "config.json").exists():
         return candidate
-    if _masked_lm(directory / "config.json"):
+    if not candidate.exists() and _masked_lm(directory / "config.json"):
         return directory
     raise EncoderError(f"{directory}: module {module_id!r} has no folder with its files ({candidate})")
 
 
 def read_sentence_transformers(directory: Path) -> Layout:
     modules_file = directory / MODULES_FILE
-    modules = _read_json(modules_file, "the sentence-transformers module list")
-    if not isinstance(modules, list) or not modules:
-        raise EncoderError(f"{modules_file}: expected a non-empty list of modules")
+    modules = _read_json(modules_file, "the sentence-transformers module list", expect=list)
+    if not modules or not all(isinstance(m, dict) and isinstance(m.get("type"), str) for m in modules):
+        raise EncoderError(f"{modules_file}: expected a non-empty list of modules, each with a \"type\"")
     _check_st_config(directory)
     kinds = [_short_type(m.get("type", "")) for m in modules]
     supported = "a siamese MLMTransformer + SpladePooling, or a Router whose query route is a SparseStaticEmbedding"
     if kinds == ["Router"]:
         return _read_router(directory, Path(modules[0].get("path") or ""), supported)
     if len(kinds) == 2 and kinds[0] in TRANSFORMER_TYPES and kinds[1] == "SpladePooling":
-        folder = _resolve_folder(directory, modules[0].get("path", ""), kinds[0])
-        length = _check_transformer(folder, modules[0]["type"], modules_file)
-        pooling, activation = _pooling(directory / modules[1]["path"])
-        config = EncoderConfig(kind="splade", max_query_length=length, max_document_length=length, pooling=pooling,
+        folder = _resolve_folder(directory, modules[0].get("path") or "", kinds[0])
+        query_window, document_window = _check_transformer(folder, modules[0]["type"], modules_file)
+        pooling, activation = _pooling(directory / (modules[1].get("path") or "1_SpladePooling"))
+        config = EncoderConfig(kind="splade", max_query_length=query_window, max_document_length=document_window,
+                               pooling=pooling,
                                activation=activation, zero_special_tokens=False,
                                extra={"layout": "sentence-transformers", "source": str(directory)})
         return Layout("sentence-transformers", folder, config)
@@ -258,8 +293,12 @@ def _read_router(directory: Path, router_path: Path, supported: str) -> Layout:
         router_file = base / "config.json"  # the Router's file before it had its own name
     router = _read_json(router_file, "the Router's routes (types, structure)")
     types, structure = router.get("types") or {}, router.get("structure") or {}
+    if not isinstance(types, dict) or not isinstance(structure, dict) \
+            or not all(isinstance(route, list) for route in structure.values()):
+        raise EncoderError(f"{router_file}: 'types' and 'structure' must map names to module types and routes")
     if "query" not in structure or "document" not in structure:
         raise EncoderError(f"{router_file}: routes {sorted(structure)}; lsr needs a 'query' and a 'document' route")
+    _check_route_mappings(router_file, (router.get("parameters") or {}).get("route_mappings") or {})
     document, query = structure["document"], structure["query"]
     document_kinds = [_short_type(types.get(m, "")) for m in document]
     query_kinds = [_short_type(types.get(m, "")) for m in query]
@@ -267,32 +306,46 @@ def _read_router(directory: Path, router_path: Path, supported: str) -> Layout:
         raise EncoderError(f"{router_file}: the document route is {document_kinds}; lsr reads a transformer + "
                            f"SpladePooling ({supported})")
     folder = _resolve_folder(base, document[0], document[0])
-    length = _check_transformer(folder, types[document[0]], router_file)
+    query_window, document_window = _check_transformer(folder, types[document[0]], router_file)
     pooling, activation = _pooling(base / document[1])
     extra = {"layout": "sentence-transformers", "source": str(directory)}
     if query == document:
-        config = EncoderConfig(kind="splade", max_query_length=length, max_document_length=length, pooling=pooling,
-                               activation=activation, zero_special_tokens=False, extra=extra)
+        config = EncoderConfig(kind="splade", max_query_length=query_window, max_document_length=document_window,
+                               pooling=pooling, activation=activation, zero_special_tokens=False, extra=extra)
         return Layout("sentence-transformers", folder, config)
     if len(query) != 1 or query_kinds[0] not in STATIC_TYPES:
         raise EncoderError(f"{router_file}: the query route is {query_kinds}; lsr encodes queries with the document "
                            "model (the same modules) or a SparseStaticEmbedding table, not another transformer")
     static = base / query[0]
     weights = _static_weights(static, router_file)
-    query_window = _max_length_of_tokenizer(static)
-    config = EncoderConfig(kind="inference-free", max_query_length=query_window, max_document_length=length,
+    query_window = _max_length_of_tokenizer(static)  # content tokens: load_encoder adds the special tokens
+    config = EncoderConfig(kind="inference-free", max_query_length=query_window, max_document_length=document_window,
                            pooling=pooling, activation=activation, zero_special_tokens=False, extra=extra)
     return Layout("sentence-transformers", folder, config, query_weights=weights, query_tokenizer_dir=static)
+
+
+NO_LIMIT = 1_000_000  # a tokenizer without model_max_length does not truncate
 
 
 def _max_length_of_tokenizer(folder: Path) -> int:
     """SparseStaticEmbedding truncates a query to its tokenizer's model_max_length tokens (no special tokens);
     lsr's max_query_length counts them, so the two are set apart by the special tokens (added by the caller)."""
-    path = folder / "tokenizer_config.json"
-    value = json.loads(path.read_text()).get("model_max_length") if path.exists() else None
-    if not isinstance(value, (int, float)) or not 0 < value < 1e9:
-        value = 512
-    return int(value)
+    value = _optional_json(folder / "tokenizer_config.json").get("model_max_length")
+    return int(value) if isinstance(value, (int, float)) and 0 < value < 1e9 else NO_LIMIT
+
+
+def _check_route_mappings(router_file: Path, mappings: dict) -> None:
+    """(task, modality) -> route: only a mapping that sends each task to its own route keeps lsr's reading."""
+    import ast
+
+    for key, route in (mappings.items() if isinstance(mappings, dict) else [("?", mappings)]):
+        try:
+            task = ast.literal_eval(key)[0] if isinstance(key, str) else key[0]
+        except (ValueError, SyntaxError, TypeError, IndexError):
+            task = None
+        if task != route:
+            raise EncoderError(f"{router_file}: route_mappings sends {key} to the {route!r} route; lsr sends queries "
+                               "to 'query' and documents to 'document' only")
 
 
 def read_opensearch(directory: Path) -> Layout:
@@ -306,10 +359,15 @@ def read_opensearch(directory: Path) -> Layout:
 
 def read_layout(directory: Path) -> Layout:
     name = detect_layout(directory)
-    if name == "sentence-transformers":
-        return read_sentence_transformers(directory)
-    if name == "opensearch":
-        return read_opensearch(directory)
+    try:
+        if name == "sentence-transformers":
+            return read_sentence_transformers(directory)
+        if name == "opensearch":
+            return read_opensearch(directory)
+    except LsrError:
+        raise
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:  # a file of the right name, of another shape
+        raise EncoderError(f"{directory}: its {name} files are malformed ({type(exc).__name__}: {exc})") from None
     return Layout(name, directory)
 
 
@@ -317,7 +375,10 @@ def check_query_tokenizer(query_dir: Path, tokenizer, source: Path) -> None:
     """The query table's tokenizer must be the document model's: same vocabulary, same splitting."""
     from transformers import AutoTokenizer
 
-    query_tokenizer = AutoTokenizer.from_pretrained(str(query_dir))
+    try:
+        query_tokenizer = AutoTokenizer.from_pretrained(str(query_dir))
+    except (OSError, ValueError) as exc:
+        raise EncoderError(f"{query_dir}: the query table's tokenizer cannot be loaded ({exc})") from None
     if query_tokenizer.get_vocab() != tokenizer.get_vocab():
         raise EncoderError(f"{query_dir}: the query table's tokenizer has another vocabulary than the document model "
                            f"({len(query_tokenizer)} vs {len(tokenizer)} tokens): the table's weights would land on "
@@ -371,16 +432,40 @@ def save_sentence_transformers(encoder, directory: str | Path) -> Path:
     does) and whose document route is ``document_0_MLMTransformer`` + ``document_1_SpladePooling``. Written into a
     temporary sibling, then put in place.
     """
-    from lsr.encoders.sparse import InferenceFreeEncoder, SparseEncoder
+    from lsr.encoders.sparse import SparseEncoder
 
     if not isinstance(encoder, SparseEncoder):
         raise EncoderError("only sparse encoders export to the sentence-transformers SparseEncoder layout; a dense "
                            "encoder directory is already a sentence-transformers-readable Hugging Face model")
-    directory = Path(directory)
+    directory = Path(directory).resolve()
+    if directory.exists() and (not directory.is_dir() or (any(directory.iterdir()) and not is_lsr_export(directory))):
+        raise EncoderError(f"{directory} exists and is not an earlier lsr export: write to a new or empty folder "
+                           "(an export replaces its folder)")
     tmp = directory.with_name(directory.name + ".tmp-export")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    try:
+        _write_export(encoder, tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if directory.exists():
+        shutil.rmtree(directory)
+    tmp.rename(directory)
+    return directory
+
+
+def is_lsr_export(directory: Path) -> bool:
+    try:
+        return "lsr" in json.loads((directory / ST_CONFIG_FILE).read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def _write_export(encoder, tmp: Path) -> None:
     import transformers
+
+    from lsr.encoders.sparse import InferenceFreeEncoder
 
     transformers.utils.logging.disable_progress_bar()
     config = encoder.config
@@ -419,10 +504,6 @@ def save_sentence_transformers(encoder, directory: str | Path) -> Path:
         ])
     _write_json(tmp / ST_CONFIG_FILE, card)
     (tmp / "README.md").write_text(_model_card(encoder))
-    if directory.exists():
-        shutil.rmtree(directory)
-    tmp.rename(directory)
-    return directory
 
 
 def _model_card(encoder) -> str:

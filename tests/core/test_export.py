@@ -110,3 +110,14 @@ def test_exports_refuse_what_they_cannot_carry(built, tmp_path, encoders):  # no
     chunked = Index.build(sparse, documents=nfcorpus_documents(20), chunk_tokens=16, path=tmp_path / "chunked")
     with pytest.raises(InvalidInput, match="chunked"):
         export.to_opensearch(chunked, tmp_path / "x", "x")
+
+
+def test_qdrant_urls_that_cannot_work_are_named(built):
+    from lsr.errors import BackendUnavailable
+
+    index, _ = built
+    with pytest.raises(InvalidInput, match="needs its scheme"):
+        export.qdrant_client("localhost:6333")
+    client = export.qdrant_client("http://127.0.0.1:9", timeout=2)  # nothing listens on the discard port
+    with pytest.raises(BackendUnavailable, match="Qdrant did not answer"):
+        export.to_qdrant(index, client, "nf")

@@ -26,6 +26,9 @@ except ImportError:  # pragma: no cover - sentence-transformers 5.x
     from sentence_transformers.models import Router
     from sentence_transformers.sparse_encoder.models import MLMTransformer, SparseStaticEmbedding, SpladePooling
 
+# sentence-transformers' own similarity code warns that torch's sparse CSR tensors are in beta: not lsr's concern
+pytestmark = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+
 QUERIES = ["statin and breast cancer", "vitamin d in fish oil", "coffee", "salt, sugar and blood pressure ?",
            "unknownword green tea [SEP] risk"]
 DOCUMENTS = [
@@ -214,3 +217,66 @@ def test_directories_lsr_cannot_reproduce_are_refused_with_the_file_and_reason(t
                   prompts={"query": "query: "}).save(str(prompted))
     with pytest.raises(EncoderError, match="config_sentence_transformers.json: prompts"):
         load_encoder(prompted)
+
+
+def test_sentence_transformers_task_windows_are_read_and_what_changes_tokenizing_is_refused(tmp_path, tiny_mlm_dir):
+    from sentence_transformers import SparseEncoder
+
+    directory = tmp_path / "windows"
+    SparseEncoder(modules=[MLMTransformer(str(tiny_mlm_dir), max_seq_length=24), SpladePooling("max")]).save(
+        str(directory))
+    settings_file = directory / "sentence_bert_config.json"
+    settings = json.loads(settings_file.read_text())
+    settings_file.write_text(json.dumps({**settings, "query_length": 4, "document_length": 7}))
+    encoder = load_encoder(directory)
+    assert (encoder.config.max_query_length, encoder.config.max_document_length) == (4, 7)
+    assert_same_vectors(SparseEncoder(str(directory)), encoder)  # both cut queries at 4 tokens, documents at 7
+
+    settings_file.write_text(json.dumps({**settings, "processing_kwargs": {"text": {"max_length": 5}}}))
+    with pytest.raises(EncoderError, match="sentence_bert_config.json: processing_kwargs"):
+        load_encoder(directory)
+    settings_file.write_text(json.dumps({**settings, "some_future_setting": 1}))
+    with pytest.raises(EncoderError, match=r"settings \['some_future_setting'\] are unknown"):
+        load_encoder(directory)
+
+
+@pytest.mark.parametrize("file,content,message", [
+    ("modules.json", ["a", "b"], "expected a non-empty list of modules"),
+    ("modules.json", {"0": 1}, "expected a JSON array"),
+    ("1_SpladePooling/config.json", {"pooling_strategy": "max", "activation_function": ["relu"]},
+     "activation_function"),
+    ("sentence_bert_config.json", [], "expected a JSON object"),
+    ("config_sentence_transformers.json", {"prompts": ["query: "]}, "prompts"),
+    ("tokenizer_config.json", "not json", "not valid JSON"),
+])
+def test_malformed_sentence_transformers_files_are_named(tmp_path, tiny_mlm_dir, file, content, message):
+    from sentence_transformers import SparseEncoder
+
+    directory = tmp_path / "broken"
+    SparseEncoder(modules=[MLMTransformer(str(tiny_mlm_dir)), SpladePooling("max")]).save(str(directory))
+    (directory / file).write_text(content if isinstance(content, str) else json.dumps(content))
+    with pytest.raises(EncoderError, match=message) as error:
+        load_encoder(directory)
+    assert file.split("/")[-1] in str(error.value) or "broken" in str(error.value)
+
+
+def test_export_model_never_overwrites_what_is_not_an_export(tmp_path, tiny_mlm_dir, tiny_idf_file):
+    from lsr.cli import main
+    from lsr.encoders.interop import save_sentence_transformers
+
+    encoder_dir = tmp_path / "enc"
+    load_encoder(tiny_mlm_dir, kind="inference-free", idf=tiny_idf_file).save(encoder_dir)
+    before = sorted(p.name for p in encoder_dir.iterdir())
+    assert main(["export-model", "--encoder", str(encoder_dir), str(encoder_dir)]) == 2  # onto itself
+    assert main(["export-model", "--encoder", str(encoder_dir), str(encoder_dir / "st")]) == 2  # inside it
+    assert sorted(p.name for p in encoder_dir.iterdir()) == before
+    unrelated = tmp_path / "notes"
+    unrelated.mkdir()
+    (unrelated / "keep.txt").write_text("mine")
+    with pytest.raises(EncoderError, match="not an earlier lsr export"):
+        save_sentence_transformers(load_encoder(encoder_dir), unrelated)
+    assert (unrelated / "keep.txt").read_text() == "mine"
+    out = tmp_path / "st"
+    assert main(["export-model", "--encoder", str(encoder_dir), str(out)]) == 0
+    assert main(["export-model", "--encoder", str(encoder_dir), str(out)]) == 0  # an earlier export is replaced
+    assert not list(tmp_path.glob("*.tmp-export"))

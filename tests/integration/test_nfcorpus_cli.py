@@ -206,5 +206,16 @@ def test_eval_report_over_modes_and_an_earlier_run(beir_slice, index_dir, tmp_pa
         data = (report / plot).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, plot
         assert f"]({plot})" in markdown and f'src="{plot}"' in (report / "report.html").read_text()
-    # the baseline's own row shows no delta; another system's delta is the mean per-query difference
-    assert "| bm25 | " in markdown and "| — | — |" in markdown
+    # the baseline's row shows no delta; another's is the mean of the per-query differences, which for nDCG@10 (a
+    # mean over the same queries) is the difference of the two systems' nDCG@10
+    rows = {line.split(" | ")[0].strip("| "): line.strip("|").split(" | ") for line in markdown.splitlines()
+            if line.startswith("| ") and not line.startswith("| system")}
+    assert rows["bm25"][2].strip() == "—"
+    for name in ("sparse", "hybrid", "bm25s"):
+        assert abs(float(rows[name][2]) - (float(rows[name][1]) - float(rows["bm25"][1]))) <= 1.5e-4, rows[name]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"ndcg@10": 0.3}))
+    failed = subprocess.run([sys.executable, "-m", "lsr", "eval", "--beir", str(beir_slice), "--index",
+                             str(index_dir), "--mode", "sparse", "--report", str(tmp_path / "r2"), "--compare",
+                             str(bad)], capture_output=True, text=True, timeout=600)
+    assert failed.returncode == 2 and "not a metrics file" in failed.stderr
