@@ -1,15 +1,21 @@
-"""Bounded HTTP load on loopback: QPS and latency percentiles per mode, against the same queries in-process.
+"""Bounded HTTP load on loopback, with two clients: QPS and latency percentiles per mode, worker count and
+concurrency, against the same queries in-process.
 
-Starts `lsr serve --workers W` on 127.0.0.1 (a free port), waits for /readyz, then for each mode runs
-  - a closed loop at concurrency 1 (latency: p50/p95/p99; HTTP overhead = its p50 - the in-process p50), and
-  - a closed loop at concurrency C (throughput: QPS, p50/p99 under load),
-each for a fixed duration, cycling through the BEIR split's queries (asyncio + httpx, one connection per task).
-In-process: Engine.search for the same queries, one at a time. The floor of the HTTP stack (client, uvicorn,
-FastAPI, thread-pool hop; no search, no body) is GET /healthz at concurrency 1.
-The server is stopped at the end, whatever happens.
-The client shares the machine's cores with the server: on 2 cores, the QPS figures include the client's cost.
+For each worker count (``--workers 1,2``) it starts `lsr serve --workers W` on 127.0.0.1 (a free port), waits for
+/readyz, times the first request of each mode (warm-up at startup should make it close to the steady state), then
+for each mode runs closed loops at concurrency 1 (latency) and C (throughput, the tail under load), each for a fixed
+duration, cycling through the BEIR split's queries:
 
-python benchmarks/load.py --index var/indexes/nf-default-hybrid --modes sparse,dense,hybrid --duration 10
+- ``httpx``: asyncio + httpx in Python, one connection per task (what a Python caller sees; its own cost included);
+- ``wrk``: the C load generator (a Debian package), a Lua script POSTing the same bodies, so the server is
+  measured without the Python client's cost. ``wrk --latency`` reports p50/p75/p90/p99.
+
+The floor of the HTTP stack is GET /healthz at concurrency 1 (no search, no body); "over /healthz" is a mode's c=1
+p50 minus that floor, by the same client. In-process: Engine.search for the same queries, one at a time. The server
+is stopped at the end of each worker count, whatever happens. The clients share the machine's cores with the
+server: on 2 cores, QPS figures include the client's cost.
+
+python benchmarks/load.py --index var/indexes/nf-default --modes sparse,bm25,hybrid --workers 1,2 --duration 8
 """
 
 from __future__ import annotations
@@ -18,9 +24,12 @@ import argparse
 import asyncio
 import json
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -111,15 +120,103 @@ def ready(base: str, server: subprocess.Popen, timeout: float = 300.0) -> None:
     raise SystemExit(f"the server was not ready in {timeout:.0f} s")
 
 
+def wrk_script(queries: list[str], mode: str, k: int, directory: Path) -> Path:
+    """A wrk Lua script that POSTs /search bodies for the queries in turn (each wrk thread keeps its own counter)."""
+    bodies = ",".join(json.dumps(json.dumps({"query": q, "k": k, "mode": mode})) for q in queries)
+    path = directory / f"{mode}.lua"
+    path.write_text(f"""local bodies = {{{bodies}}}
+local i = 0
+request = function()
+  i = i % #bodies + 1
+  return wrk.format("POST", "/search", {{["Content-Type"] = "application/json"}}, bodies[i])
+end
+""")
+    return path
+
+
+def wrk_time(text: str) -> float:
+    """wrk's "1.23ms" / "456.00us" / "1.02s" in milliseconds."""
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
+    if match is None:
+        raise ValueError(f"unexpected wrk time {text!r}")
+    return float(match.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[match.group(2)]
+
+
+def run_wrk(base: str, concurrency: int, duration: float, script: Path | None = None, path: str = "/") -> dict:
+    threads = min(concurrency, 2)
+    command = ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{max(1, round(duration))}s", "--latency", "--timeout",
+               "10s"] + (["-s", str(script)] if script else []) + [base + path]
+    output = subprocess.run(command, capture_output=True, text=True, timeout=duration + 60, check=True).stdout
+    figures = {f"p{p}_ms": wrk_time(m.group(1)) for p in (50, 75, 90, 99)
+               for m in [re.search(rf"^\s+{p}%\s+(\S+)", output, flags=re.M)] if m}
+    requests = int(re.search(r"(\d+) requests in", output).group(1))
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    errors = (int(non_2xx.group(1)) if non_2xx else 0) + (sum(int(g) for g in socket.groups()) if socket else 0)
+    return {"requests": requests, "errors": errors, "qps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
+            **figures}
+
+
+def first_requests(base: str, queries: list[str], modes: list[str], k: int) -> dict:
+    """The first request of each mode right after /readyz (what startup warm-up left), on a connection the client
+    opened with a GET /healthz first, so the figure compares with the same client's steady state."""
+    out = {}
+    with httpx.Client(base_url=base, timeout=60) as client:
+        client.get("/healthz")
+        for mode in modes:
+            started = time.perf_counter()
+            response = client.post("/search", json={"query": queries[-1], "k": k, "mode": mode})
+            out[mode] = {"ms": (time.perf_counter() - started) * 1000, "status": response.status_code}
+    return out
+
+
+def serve(index: str, workers: int, port: int, k: int) -> subprocess.Popen:
+    env = {**os.environ, "LSR_MAX_K": str(max(1000, k))}
+    return subprocess.Popen([sys.executable, "-m", "lsr", "serve", "--index", index, "--host", "127.0.0.1", "--port",
+                             str(port), "--workers", str(workers)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def measure(args, queries: list[str], modes: list[str], workers: int, clients: list[str], scripts: dict) -> dict:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = serve(args.index, workers, port, args.k)
+    result: dict = {"workers": workers, "modes": {}, "healthz_c1": {}}
+    try:
+        ready(base, server)
+        time.sleep(2.0 * (workers - 1))  # /readyz answers from the first worker up; give the others their start
+        result["first_request"] = first_requests(base, queries, modes, args.k)
+        for mode in modes:
+            asyncio.run(closed_loop(base, queries, mode, args.k, 2 * workers, 2.0))  # every worker, every mode
+        for client in clients:
+            result["healthz_c1"][client] = (asyncio.run(healthz_floor(base, args.duration / 2)) if client == "httpx"
+                                            else run_wrk(base, 1, args.duration / 2, path="/healthz"))
+        for mode in modes:
+            result["modes"][mode] = {}
+            for client in clients:
+                for concurrency in (1, args.concurrency):
+                    figures = (asyncio.run(closed_loop(base, queries, mode, args.k, concurrency, args.duration))
+                               if client == "httpx" else run_wrk(base, concurrency, args.duration, scripts[mode]))
+                    result["modes"][mode][f"{client}_c{concurrency}"] = figures
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--index", required=True)
     parser.add_argument("--beir", default=str(ROOT.parent / "shared" / "data" / "beir" / "nfcorpus"))
     parser.add_argument("--split", default="test")
-    parser.add_argument("--modes", default="sparse,dense,hybrid")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per mode and concurrency level")
+    parser.add_argument("--modes", default="sparse,bm25,hybrid")
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per run")
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", default="1,2", help="worker counts, comma-separated")
+    parser.add_argument("--clients", default=None, help="httpx,wrk (default: both, wrk when installed)")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--output", default=None, help="write the figures as JSON")
     args = parser.parse_args()
@@ -129,49 +226,37 @@ def main() -> None:
     queries_by_id = read_queries(args.beir)
     queries = [queries_by_id[q] for q in sorted(read_qrels(args.beir, args.split)) if q in queries_by_id]
     modes = [m.strip() for m in args.modes.split(",")]
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "LSR_MAX_K": str(max(1000, args.k))}
-    server = subprocess.Popen([sys.executable, "-m", "lsr", "serve", "--index", args.index, "--host",
-                               "127.0.0.1", "--port", str(port), "--workers", str(args.workers)],
-                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    results: dict = {"index": args.index, "workers": args.workers, "concurrency": args.concurrency,
-                     "duration_s": args.duration, "queries": len(queries), "k": args.k, "cores": os.cpu_count(),
-                     "modes": {}}
-    try:
-        ready(base, server)
-        asyncio.run(healthz_floor(base, 1.0))
-        results["healthz_c1"] = asyncio.run(healthz_floor(base, args.duration / 2))
-        for mode in modes:
-            asyncio.run(closed_loop(base, queries, mode, args.k, 2, 2.0))  # warm every worker
-            single = asyncio.run(closed_loop(base, queries, mode, args.k, 1, args.duration))
-            loaded = asyncio.run(closed_loop(base, queries, mode, args.k, args.concurrency, args.duration))
-            results["modes"][mode] = {"http_c1": single, f"http_c{args.concurrency}": loaded}
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+    clients = args.clients.split(",") if args.clients else ["httpx"] + (["wrk"] if shutil.which("wrk") else [])
+    if "wrk" in clients and not shutil.which("wrk"):
+        raise SystemExit("wrk is not installed (apt-get install wrk)")
+    scripts = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        if "wrk" in clients:
+            scripts = {mode: wrk_script(queries, mode, args.k, Path(tmp)) for mode in modes}
+        runs = [measure(args, queries, modes, int(w), clients, scripts) for w in args.workers.split(",")]
     local = in_process(args.index, queries, modes, args.k, limit=len(queries))
-    print(f"{len(queries)} queries, k={args.k}, {args.workers} uvicorn workers, {os.cpu_count()} cores, "
-          f"{args.duration:.0f} s per run")
-    print(f"| mode | in-process p50 | HTTP c=1 p50 / p99 | HTTP overhead p50 | HTTP c={args.concurrency} QPS | "
-          f"p50 / p99 under load | errors |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for mode in modes:
-        single, loaded = results["modes"][mode]["http_c1"], results["modes"][mode][f"http_c{args.concurrency}"]
-        results["modes"][mode]["in_process"] = local[mode]
-        results["modes"][mode]["http_overhead_p50_ms"] = single["p50_ms"] - local[mode]["p50_ms"]
-        print(f"| {mode} | {local[mode]['p50_ms']:.2f} ms | {single['p50_ms']:.2f} / {single['p99_ms']:.2f} ms | "
-              f"{single['p50_ms'] - local[mode]['p50_ms']:.2f} ms | {loaded['qps']:.0f} | "
-              f"{loaded['p50_ms']:.1f} / {loaded['p99_ms']:.1f} ms | {single['errors'] + loaded['errors']} |")
-    floor = results["healthz_c1"]
-    print(f"floor of the HTTP stack, GET /healthz at c=1 (no search, no body): p50 {floor['p50_ms']:.2f} ms, "
-          f"p99 {floor['p99_ms']:.2f} ms")
+    c = args.concurrency
+    print(f"{len(queries)} queries, k={args.k}, {os.cpu_count()} cores, {args.duration:.0f} s per run, "
+          f"in-process p50: " + ", ".join(f"{m} {local[m]['p50_ms']:.3f} ms" for m in modes))
+    print(f"| workers | mode | client | c=1 p50 / p99 ms | over /healthz | c={c} QPS | c={c} p50 / p99 ms | "
+          "p99 / p50 | first request ms (httpx) | errors |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for run in runs:
+        for mode in modes:
+            for client in clients:
+                single, loaded = run["modes"][mode][f"{client}_c1"], run["modes"][mode][f"{client}_c{c}"]
+                floor = run["healthz_c1"][client]["p50_ms"]
+                print(f"| {run['workers']} | {mode} | {client} | {single['p50_ms']:.2f} / {single['p99_ms']:.2f} | "
+                      f"{single['p50_ms'] - floor:.2f} | {loaded['qps']:.0f} | {loaded['p50_ms']:.2f} / "
+                      f"{loaded['p99_ms']:.2f} | {loaded['p99_ms'] / loaded['p50_ms']:.1f} | "
+                      f"{run['first_request'][mode]['ms']:.1f} | {single['errors'] + loaded['errors']} |")
+        print(f"workers {run['workers']}: GET /healthz c=1 p50 " + ", ".join(
+            f"{client} {run['healthz_c1'][client]['p50_ms']:.3f} ms" for client in clients))
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+        Path(args.output).write_text(json.dumps({"index": args.index, "queries": len(queries), "k": args.k,
+                                                 "cores": os.cpu_count(), "duration_s": args.duration,
+                                                 "concurrency": c, "in_process": local, "runs": runs}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
