@@ -25,10 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-SHARED = ROOT.parent / "shared"
-NFCORPUS = SHARED / "data" / "beir" / "nfcorpus"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.common import NFCORPUS, emit  # noqa: E402
 
 
 def dense_rows(batch, vocab: int) -> np.ndarray:
@@ -125,12 +123,7 @@ def main() -> None:
     qdrant.add_argument("--index", required=True, help="an NFCorpus index built by `lsr index`")
     qdrant.add_argument("--output", default=None)
     args = parser.parse_args()
-    result = run_model(args) if args.what == "model" else run_qdrant(args)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(text + "\n")
+    emit(run_model(args) if args.what == "model" else run_qdrant(args), args.output)
 
 
 if __name__ == "__main__":

@@ -28,16 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-SHARED = ROOT.parent / "shared"
-NFCORPUS = SHARED / "data" / "beir" / "nfcorpus"
-
-
-def percentiles(latencies_ms: list[float]) -> dict:
-    values = np.asarray(latencies_ms)
-    return {"mean_ms": float(values.mean()), "p50_ms": float(np.percentile(values, 50)),
-            "p99_ms": float(np.percentile(values, 99))}
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.common import NFCORPUS, ROOT, SHARED, percentiles  # noqa: E402,F401
 
 
 def nfcorpus_documents(limit: int | None = None) -> list:

@@ -32,7 +32,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from benchmarks.live_index import NFCORPUS, percentiles  # noqa: E402
+from benchmarks.common import NFCORPUS, emit, percentiles  # noqa: E402
 
 
 def stats(values_ms: list[float]) -> dict:
@@ -187,12 +187,7 @@ def main() -> None:
     for p in (milvus, ray):
         p.add_argument("--output", default=None)
     args = parser.parse_args()
-    out = run_milvus(args) if args.what == "milvus" else run_ray(args)
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(text + "\n")
+    emit(run_milvus(args) if args.what == "milvus" else run_ray(args), args.output)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,10 @@ Routes: ``POST /search``, ``POST /search/batch``, ``POST /encode``, ``GET /docum
 holds the GIL, a fraction of a millisecond) is answered on the event loop: a thread-pool hop would cost more than the
 search and buy no parallelism. One that runs a model (dense, a siamese encoder) or waits on another backend (Milvus,
 Lucene), and the other routes, run in FastAPI's thread pool. Answers are serialized once, by pydantic, without
-FastAPI validating them again. The index is memory-mapped, so uvicorn workers share its pages. With ``api_key`` set, every route but the two health probes needs
-``Authorization: Bearer <key>``. Errors: lsr's own (:class:`lsr.errors.LsrError`) map to 4xx with the message; a
-request value JSON reads as NaN or infinity is a 422 like any other invalid value.
+FastAPI validating them again. The index is memory-mapped, so uvicorn workers share its pages. With ``api_key``
+set, every route but the two health probes needs ``Authorization: Bearer <key>``. Errors: lsr's own
+(:class:`lsr.errors.LsrError`) map to 4xx with the message; a request value JSON reads as NaN or infinity is a 422
+like any other invalid value.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
 from lsr.engine import Engine
