@@ -105,8 +105,8 @@ def in_process(index: str, queries: list[str], modes: list[str], k: int, limit: 
     return out
 
 
-def ready(base: str, server: subprocess.Popen, timeout: float = 300.0) -> None:
-    """Wait for /readyz; fail with the server's output if it exits first."""
+def ready(base: str, server: subprocess.Popen, log, timeout: float = 300.0) -> None:
+    """Wait for /readyz; fail with the server's output (``log``) if it exits first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -115,7 +115,8 @@ def ready(base: str, server: subprocess.Popen, timeout: float = 300.0) -> None:
         except httpx.TransportError:
             pass
         if server.poll() is not None:
-            raise SystemExit(f"the server exited: {server.stderr.read()[-2000:] if server.stderr else ''}")
+            log.seek(0)
+            raise SystemExit(f"the server exited: {log.read()[-2000:]}")
         time.sleep(0.3)
     raise SystemExit(f"the server was not ready in {timeout:.0f} s")
 
@@ -124,8 +125,17 @@ def wrk_script(queries: list[str], mode: str, k: int, directory: Path) -> Path:
     """A wrk Lua script that POSTs /search bodies for the queries in turn (each wrk thread keeps its own counter)."""
     bodies = ",".join(json.dumps(json.dumps({"query": q, "k": k, "mode": mode})) for q in queries)
     path = directory / f"{mode}.lua"
+    # every wrk thread has its own Lua state: setup() numbers them, so each starts at another query
     path.write_text(f"""local bodies = {{{bodies}}}
+local threads = 0
+function setup(thread)
+  thread:set("offset", threads * 97)
+  threads = threads + 1
+end
 local i = 0
+function init(args)
+  i = (offset or 0) % #bodies
+end
 request = function()
   i = i % #bodies + 1
   return wrk.format("POST", "/search", {{["Content-Type"] = "application/json"}}, bodies[i])
@@ -136,10 +146,10 @@ end
 
 def wrk_time(text: str) -> float:
     """wrk's "1.23ms" / "456.00us" / "1.02s" in milliseconds."""
-    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text.strip())
     if match is None:
         raise ValueError(f"unexpected wrk time {text!r}")
-    return float(match.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[match.group(2)]
+    return float(match.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4, "h": 3.6e6}[match.group(2)]
 
 
 def run_wrk(base: str, concurrency: int, duration: float, script: Path | None = None, path: str = "/") -> dict:
@@ -167,23 +177,26 @@ def first_requests(base: str, queries: list[str], modes: list[str], k: int) -> d
             started = time.perf_counter()
             response = client.post("/search", json={"query": queries[-1], "k": k, "mode": mode})
             out[mode] = {"ms": (time.perf_counter() - started) * 1000, "status": response.status_code}
+            if response.status_code != 200:
+                raise SystemExit(f"the first {mode} request answered {response.status_code}: {response.text[:500]}")
     return out
 
 
-def serve(index: str, workers: int, port: int, k: int) -> subprocess.Popen:
+def serve(index: str, workers: int, port: int, k: int, log) -> subprocess.Popen:
+    """The server, its output into ``log`` (a file: a pipe nobody reads would stall it once full)."""
     env = {**os.environ, "LSR_MAX_K": str(max(1000, k))}
     return subprocess.Popen([sys.executable, "-m", "lsr", "serve", "--index", index, "--host", "127.0.0.1", "--port",
-                             str(port), "--workers", str(workers)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                             str(port), "--workers", str(workers)], cwd=ROOT, env=env, stdout=log, stderr=log)
 
 
 def measure(args, queries: list[str], modes: list[str], workers: int, clients: list[str], scripts: dict) -> dict:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    server = serve(args.index, workers, port, args.k)
+    log = tempfile.TemporaryFile(mode="w+")
+    server = serve(args.index, workers, port, args.k, log)
     result: dict = {"workers": workers, "modes": {}, "healthz_c1": {}}
     try:
-        ready(base, server)
+        ready(base, server, log)
         time.sleep(2.0 * (workers - 1))  # /readyz answers from the first worker up; give the others their start
         result["first_request"] = first_requests(base, queries, modes, args.k)
         for mode in modes:
@@ -204,6 +217,7 @@ def measure(args, queries: list[str], modes: list[str], workers: int, clients: l
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             server.kill()
+        log.close()
     return result
 
 
@@ -248,7 +262,7 @@ def main() -> None:
                 floor = run["healthz_c1"][client]["p50_ms"]
                 print(f"| {run['workers']} | {mode} | {client} | {single['p50_ms']:.2f} / {single['p99_ms']:.2f} | "
                       f"{single['p50_ms'] - floor:.2f} | {loaded['qps']:.0f} | {loaded['p50_ms']:.2f} / "
-                      f"{loaded['p99_ms']:.2f} | {loaded['p99_ms'] / loaded['p50_ms']:.1f} | "
+                      f"{loaded['p99_ms']:.2f} | {loaded['p99_ms'] / max(loaded['p50_ms'], 1e-9):.1f} | "
                       f"{run['first_request'][mode]['ms']:.1f} | {single['errors'] + loaded['errors']} |")
         print(f"workers {run['workers']}: GET /healthz c=1 p50 " + ", ".join(
             f"{client} {run['healthz_c1'][client]['p50_ms']:.3f} ms" for client in clients))

@@ -2,13 +2,17 @@
 and warms every kernel variant a request can reach before reporting ready.
 
 Routes: ``POST /search``, ``POST /search/batch``, ``POST /encode``, ``GET /documents/{id}``, ``GET /healthz``
-(process up), ``GET /readyz`` (index and encoders loaded, kernels compiled), ``GET /metrics`` (Prometheus). A
-``/search`` that runs no model on the native backend (inference-free or BM25 queries: a tokenizer and a kernel that
-holds the GIL, a fraction of a millisecond) is answered on the event loop: a thread-pool hop would cost more than the
-search and buy no parallelism. One that runs a model (dense, a siamese encoder) or waits on another backend (Milvus,
-Lucene), and the other routes, run in FastAPI's thread pool. Answers are serialized once, by pydantic, without
-FastAPI validating them again. The index is memory-mapped, so uvicorn workers share its pages. With ``api_key``
-set, every route but the two health probes needs ``Authorization: Bearer <key>``. Errors: lsr's own
+(process up), ``GET /readyz`` (index and encoders loaded, kernels compiled), ``GET /metrics`` (Prometheus).
+
+A ``/search`` of at most 100 hits, with no explanations or stored texts, that runs no model and asks only in-process
+retrievers (inference-free or BM25 queries: a tokenizer and a kernel that holds the GIL, a fraction of a millisecond)
+is answered on the event loop: a thread-pool hop would cost more than the search and buy no parallelism. Any other
+search (a model: dense, a siamese encoder; another backend: Milvus, Lucene, checks included; explanations, texts,
+deep k) and the other routes run in FastAPI's thread pool. ``/search`` and ``/search/batch`` answers are serialized
+once, by pydantic, without FastAPI validating them again. The index is memory-mapped, so uvicorn workers share its
+pages.
+
+With ``api_key`` set, every route but the two health probes needs ``Authorization: Bearer <key>``. Errors: lsr's own
 (:class:`lsr.errors.LsrError`) map to 4xx with the message; a request value JSON reads as NaN or infinity is a 422
 like any other invalid value.
 """
@@ -70,12 +74,26 @@ async def get_engine(request: Request) -> Engine:  # async: a plain def dependen
     return request.app.state.engine
 
 
-def runs_on_the_loop(engine: Engine, mode: str, fusion: Fusion | None) -> bool:
-    """Whether a search costs less than a thread-pool hop: the native backend and no model at query time."""
-    if engine.backend != "native":
+LOOP_MAX_K = 100  # deeper answers (and fusion depths) serialize enough hits to be worth a thread
+
+
+def light_request(engine: Engine, body: SearchRequest) -> bool:
+    """Before any check: a request that might run on the event loop. Not one with explanations or stored texts (a
+    Python loop over the hits, a disk read a hit), a deep k or fusion, or on an engine whose sparse retrieval is
+    not in process (Milvus, Lucene: their checks may wait on the network or the JVM)."""
+    if body.explain or body.return_documents or body.k > LOOP_MAX_K:
         return False
+    if body.fusion is not None and (body.fusion.depth or 0) > LOOP_MAX_K:
+        return False
+    return engine.backend == "native"
+
+
+def runs_on_the_loop(engine: Engine, mode: str, fusion: Fusion | None) -> bool:
+    """Whether a search costs less than a thread-pool hop: every retriever it asks is light (in process, no model,
+    no I/O wait) and the sparse query needs no model (inference-free)."""
     components = (fusion or engine.default_fusion()).components if mode == "hybrid" else (mode,)
-    if "dense" in components:
+    retrievers = engine.retrievers
+    if not all(getattr(retrievers.get(c), "light", False) for c in components):
         return False
     if "sparse" in components:
         try:
@@ -125,6 +143,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         app.state.ready = True
         yield
         app.state.ready = False
+        gc.unfreeze()  # an app embedded in a longer process (tests, notebooks) leaves nothing pinned behind it
         stop.set()
         refresher.join(timeout=5)
 
@@ -190,9 +209,16 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
                                             took_ms=(time.perf_counter() - started) * 1000, exact=result.exact,
                                             generation=result.generation))
 
+    def checked_answer(body: SearchRequest, request: Request, engine: Engine) -> Response:
+        check_query(body.query, ["body", "query"])
+        mode, fusion = check_options(body, engine, request)
+        return answer(body, engine, mode, fusion)
+
     @app.post("/search", response_model=SearchResponse, response_model_exclude_none=True)
     async def search(body: SearchRequest, request: Request, engine: Annotated[Engine, Depends(get_engine)]):
         """Top-k for one query."""
+        if not light_request(engine, body):
+            return await run_in_threadpool(checked_answer, body, request, engine)
         check_query(body.query, ["body", "query"])
         mode, fusion = check_options(body, engine, request)
         if runs_on_the_loop(engine, mode, fusion):

@@ -34,6 +34,8 @@ class Retriever(Protocol):
     takes: str  # one of TAKES
     name: str  # e.g. "native/blockmax", "lucene", "faiss/flat", "bm25s", "pyserini-bm25"
     exact: bool  # True when every answer is the exact top-k of the retriever's scoring function
+    # Optional ``light = True``: answers in process, with no model, no I/O wait and no other runtime, in a fraction of
+    # a millisecond; the HTTP server then answers on its event loop instead of a thread-pool hop.
 
     def retrieve(self, queries: Any, k: int, threads: int | None = None) -> list[Ranked]:
         """Per query (in order), its top-``k`` hits, best first."""

@@ -100,6 +100,7 @@ class LexicalRetriever:
     takes = "text"
     name = "bm25"
     exact = True
+    light = True  # in-process postings (see lsr.retrievers.Retriever)
 
     def __init__(self, snapshot) -> None:
         import threading

@@ -62,6 +62,7 @@ def default_threads() -> int:
 class NativeRetriever:
     component = "sparse"
     takes = "sparse"
+    light = True  # the memory-mapped kernel (see lsr.retrievers.Retriever)
 
     def __init__(self, snapshot, pruning: Pruning | None = None, threads: int | None = None) -> None:
         self.snapshot = snapshot

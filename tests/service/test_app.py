@@ -270,3 +270,40 @@ def test_lsr_serve_names_a_bad_setting_in_one_line(monkeypatch, capsys, full_ind
     assert main(["serve", "--index", str(full_index), "--port", "1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("lsr serve: error: setting prune_alpha:") and "Traceback" not in err
+
+
+def test_light_searches_run_on_the_event_loop_and_the_rest_in_the_thread_pool(client, monkeypatch):
+    """Which path a /search takes (the answers are the same either way): the thread pool is asked only for what is
+    not light, and what runs there answers as before."""
+    import lsr.service.app as app_module
+    from lsr.engine import Engine
+    from lsr.service.schemas import SearchRequest
+
+    engine: Engine = client.app.state.engine
+    light = SearchRequest(query="statin breast cancer", k=10, mode="sparse")
+    assert app_module.light_request(engine, light)
+    assert app_module.runs_on_the_loop(engine, "sparse", None)  # inference-free: a tokenizer and the kernel
+    assert app_module.runs_on_the_loop(engine, "bm25", None)
+    assert not app_module.runs_on_the_loop(engine, "dense", None)  # a model
+    for heavy in ({"explain": True}, {"return_documents": True}, {"k": 500}):
+        assert not app_module.light_request(engine, SearchRequest(query="statin", mode="sparse", **heavy))
+
+    hops = []
+    original = app_module.run_in_threadpool
+
+    async def counting(function, *args, **kwargs):
+        hops.append(function.__name__)
+        return await original(function, *args, **kwargs)
+
+    monkeypatch.setattr(app_module, "run_in_threadpool", counting)
+    on_loop = client.post("/search", json={"query": "statin breast cancer", "k": 3, "mode": "sparse"}, headers=AUTH)
+    assert on_loop.status_code == 200 and hops == []
+    explained = client.post("/search", json={"query": "statin breast cancer", "k": 3, "mode": "sparse",
+                                             "explain": True}, headers=AUTH)
+    assert explained.status_code == 200 and hops == ["checked_answer"]
+    assert explained.json()["hits"][0]["id"] == on_loop.json()["hits"][0]["id"]
+    assert "explanation" in explained.json()["hits"][0] and "explanation" not in on_loop.json()["hits"][0]
+    dense = client.post("/search", json={"query": "statin breast cancer", "k": 3, "mode": "dense"}, headers=AUTH)
+    assert dense.status_code == 200 and hops[-1] == "answer"
+    blank = client.post("/search", json={"query": "   ", "mode": "sparse"}, headers=AUTH)  # checks still run on the loop
+    assert blank.status_code == 422 and "blank" in blank.text
