@@ -5,6 +5,7 @@ log(1 + ReLU) on all of them, masked max over positions; batches in corpus order
 same batch size, one process, one run. Also checks that the vectors agree.
 
     python benchmarks/encode_throughput.py --docs 512 --output var/bench/encode.json
+    python benchmarks/encode_throughput.py --device cuda --docs 4096 --batch-size 256   # a GPU (adds fp16)
 """
 
 from __future__ import annotations
@@ -31,15 +32,21 @@ def naive_encode(model, tokenizer, texts, batch_size, max_length, sort_by_length
         lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
         order = np.argsort(-np.asarray(lengths), kind="stable")
     out = np.zeros((len(texts), model.config.vocab_size), dtype=np.float32)
+    device = next(model.parameters()).device
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
             batch = order[start : start + batch_size]
             enc = tokenizer([texts[i] for i in batch], padding=True, truncation=True, max_length=max_length,
-                            return_tensors="pt")
+                            return_tensors="pt").to(device)
             logits = model(**enc).logits
             weights = torch.log1p(torch.relu(logits)) * enc["attention_mask"].unsqueeze(-1)
-            out[batch] = weights.amax(dim=1).numpy()
+            out[batch] = weights.amax(dim=1).float().cpu().numpy()
     return out
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def main() -> int:
@@ -49,6 +56,7 @@ def main() -> int:
     parser.add_argument("--docs", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda (then lsr fp16 is measured too)")
     parser.add_argument("--output", default=None)
     args = parser.parse_args()
 
@@ -57,8 +65,10 @@ def main() -> int:
     naive_dense = None
     systems = (("naive loop (fp32)", None, False), ("naive, length-sorted", None, True),
                ("lsr fp32", "fp32", True), ("lsr bf16", "bf16", True))
+    if args.device.startswith("cuda"):
+        systems += (("lsr fp16", "fp16", True),)
     for name, dtype, sort in systems:
-        encoder = load_encoder(args.model, kind="splade", device="cpu", dtype=dtype or "fp32",
+        encoder = load_encoder(args.model, kind="splade", device=args.device, dtype=dtype or "fp32",
                                max_document_length=args.max_length)
         if dtype is None:
             def run(items, encoder=encoder, sort=sort):
@@ -67,8 +77,10 @@ def main() -> int:
             def run(items, encoder=encoder):
                 return encoder.encode_documents(items, batch_size=args.batch_size)
         run(texts[: args.batch_size])  # warm-up: first-call costs (allocator, oneDNN kernels) out of the timing
+        synchronize(args.device)
         started = time.perf_counter()
         result = run(texts)
+        synchronize(args.device)
         seconds = time.perf_counter() - started
         if dtype is None:
             dense = result
@@ -94,7 +106,8 @@ def main() -> int:
               f"{'' if diff is None else f'{diff:.2e}':>11}")
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps({"threads": torch.get_num_threads(), "rows": rows}, indent=2))
+        Path(args.output).write_text(json.dumps({"threads": torch.get_num_threads(), "device": args.device,
+                                                 "batch_size": args.batch_size, "rows": rows}, indent=2))
     return 0
 
 

@@ -184,18 +184,19 @@ def first_requests(base: str, queries: list[str], modes: list[str], k: int) -> d
     return out
 
 
-def serve(index: str, workers: int, port: int, k: int, log) -> subprocess.Popen:
+def serve(index: str, workers: int, port: int, k: int, log, device: str | None = None) -> subprocess.Popen:
     """The server, its output into ``log`` (a file: a pipe nobody reads would stall it once full)."""
     env = {**os.environ, "LSR_MAX_K": str(max(1000, k))}
-    return subprocess.Popen([sys.executable, "-m", "lsr", "serve", "--index", index, "--host", "127.0.0.1", "--port",
-                             str(port), "--workers", str(workers)], cwd=ROOT, env=env, stdout=log, stderr=log)
+    command = [sys.executable, "-m", "lsr", "serve", "--index", index, "--host", "127.0.0.1", "--port", str(port),
+               "--workers", str(workers)] + (["--device", device] if device else [])
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)
 
 
 def measure(args, queries: list[str], modes: list[str], workers: int, clients: list[str], scripts: dict) -> dict:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = tempfile.TemporaryFile(mode="w+")
-    server = serve(args.index, workers, port, args.k, log)
+    server = serve(args.index, workers, port, args.k, log, args.device)
     result: dict = {"workers": workers, "modes": {}, "healthz_c1": {}}
     try:
         ready(base, server, log)
@@ -234,6 +235,7 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2", help="worker counts, comma-separated")
     parser.add_argument("--clients", default=None, help="httpx,wrk (default: both, wrk when installed)")
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--device", default=None, help="the server's query encoding device (siamese, dense), e.g. cuda")
     parser.add_argument("--output", default=None, help="write the figures as JSON")
     args = parser.parse_args()
 

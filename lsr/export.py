@@ -86,7 +86,9 @@ def qdrant_client(url: str, timeout: float = 10.0):
         if url == ":memory:":
             return QdrantClient(":memory:")
         if url.startswith(("http://", "https://")):
-            return QdrantClient(url=url, timeout=int(timeout))
+            # no version probe: it runs in a background thread and only warns (lsr uses a small, stable part of the
+            # API); an unreachable server is named by the first call instead (to_qdrant)
+            return QdrantClient(url=url, timeout=int(timeout), check_compatibility=False)
         return QdrantClient(path=url)
     except Exception as exc:  # qdrant-client's own errors (a local folder another process holds, a bad URL)
         raise BackendUnavailable(f"Qdrant at {url} cannot be opened ({type(exc).__name__}: {exc})") from None
