@@ -17,6 +17,12 @@ from lsr.errors import CorpusError
 from lsr.fusion import Fusion
 
 
+def _rank_scored(run: dict[str, list[str]], qrels: dict[str, dict[str, int]]) -> dict[str, dict[str, float]]:
+    """Each judged query's ranking as strictly decreasing scores (trec_eval re-sorts by score); no hits: one dummy."""
+    return {qid: {doc: float(len(ranked) - rank) for rank, doc in enumerate(ranked)} or {"__no_hit__": 0.0}
+            for qid in qrels for ranked in [run.get(qid, [])]}
+
+
 def trec_metrics(run: dict[str, list[str]], qrels: dict[str, dict[str, int]]) -> dict[str, float]:
     """nDCG@10, Recall@100 and MRR@10 (reciprocal rank of the run cut at 10), averaged over the judged queries.
 
@@ -26,8 +32,7 @@ def trec_metrics(run: dict[str, list[str]], qrels: dict[str, dict[str, int]]) ->
     """
     import pytrec_eval
 
-    full_run = {qid: {doc: float(len(ranked) - rank) for rank, doc in enumerate(ranked)} or {"__no_hit__": 0.0}
-                for qid in qrels for ranked in [run.get(qid, [])]}
+    full_run = _rank_scored(run, qrels)
     top10 = {qid: {doc: float(10 - rank) for rank, doc in enumerate(run.get(qid, [])[:10])} or {"__no_hit__": 0.0}
              for qid in qrels}
     per_query = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.100"}).evaluate(full_run)
@@ -48,8 +53,7 @@ def per_query_metrics(run: dict[str, list[str]], qrels: dict[str, dict[str, int]
     :func:`trec_metrics` scores them; a query with no hits scores 0)."""
     import pytrec_eval
 
-    full_run = {qid: {doc: float(len(ranked) - rank) for rank, doc in enumerate(ranked)} or {"__no_hit__": 0.0}
-                for qid in qrels for ranked in [run.get(qid, [])]}
+    full_run = _rank_scored(run, qrels)
     measures = {"ndcg_cut.10", "recall." + ",".join(str(c) for c in cutoffs)}
     evaluated = pytrec_eval.RelevanceEvaluator(qrels, measures).evaluate(full_run)
     return {qid: {"ndcg@10": m["ndcg_cut_10"], **{f"recall@{c}": m[f"recall_{c}"] for c in cutoffs}}
