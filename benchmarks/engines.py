@@ -236,8 +236,7 @@ def run_lsr(c: dict, work: Path, k: int, settings: dict) -> dict:
         terms, weights = queries[q]
         q_ptr = np.array([0, len(terms)])
         if exhaustive:
-            docs = kernel.score_batch_serial(segment.offsets, segment.doc_ids, segment.impacts, live, q_ptr, terms, weights,
-                                             n, k)[0]
+            docs = kernel.score_batch_serial(ix, live, q_ptr, terms, weights, n, k)[0]
         else:
             docs = kernel.score_batch_blockmax_serial(ix, live, block_size, q_ptr, terms, weights, n, k, scratch, alpha,
                                                       cut)[0]
@@ -252,8 +251,7 @@ def run_lsr(c: dict, work: Path, k: int, settings: dict) -> dict:
 
     def batch():
         if exhaustive:
-            return kernel.score_batch(segment.offsets, segment.doc_ids, segment.impacts, live, q_indptr, q_terms, q_weights,
-                                      n, k, threads)
+            return kernel.score_batch(ix, live, q_indptr, q_terms, q_weights, n, k, threads)
         return kernel.score_batch_blockmax(ix, live, block_size, q_indptr, q_terms, q_weights, n, k, threads, alpha,
                                            cut)
 

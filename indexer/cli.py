@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from lsr.cli_args import add_encoder_arguments, encoder_from_args
-from lsr.index import DEFAULT_BLOCK_SIZE, DEFAULT_DENSE_RATIO, IMPACT_DTYPES
+from lsr.index import DEFAULT_BLOCK_SIZE, DEFAULT_BOUND_RATIO, DEFAULT_DENSE_RATIO, IMPACT_DTYPES
 from lsr.index.dense import DENSE_KINDS
 
 
@@ -27,10 +27,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     index.add_argument("--skip-malformed", action="store_true", help="skip and count malformed corpus lines")
     index.add_argument("--limit", type=int, default=None, help="index only the first N documents")
     index.add_argument("--block-size", type=int, default=DEFAULT_BLOCK_SIZE,
-                       help=f"documents per block for block-max pruning (default {DEFAULT_BLOCK_SIZE})")
+                       help=f"documents per block for block-max pruning, a power of two (default {DEFAULT_BLOCK_SIZE})")
     index.add_argument("--dense-ratio", type=int, default=DEFAULT_DENSE_RATIO,
-                       help="terms in at least 1/R of the documents are also stored as dense rows for the pruned "
-                            f"kernel (default {DEFAULT_DENSE_RATIO}; 0: none)")
+                       help="terms in at least 1/R of the documents are stored as dense rows (one impact a document) "
+                            f"instead of postings (default {DEFAULT_DENSE_RATIO}; 0: none)")
+    index.add_argument("--bound-ratio", type=int, default=DEFAULT_BOUND_RATIO,
+                       help="terms in at least 1/R of the documents also keep a row of block maxima, so their block "
+                            f"bounds are one SIMD pass (default {DEFAULT_BOUND_RATIO}; 0: only the dense terms)")
     index.add_argument("--document-top-k", type=int, default=None, metavar="N",
                        help="static pruning: keep each document's N largest weights (default: all)")
     index.add_argument("--lucene", action="store_true",
@@ -178,6 +181,7 @@ def run_index(args: argparse.Namespace) -> int:
             limit=args.limit, export_jsonl=args.export_jsonl, progress_callback=bar.update,
             batch_size=args.batch_size, impact_dtype=args.impact_dtype, dense_index=args.dense_index, bm25=args.bm25,
             store_documents=args.store_documents, block_size=args.block_size, dense_ratio=args.dense_ratio,
+            bound_ratio=args.bound_ratio,
             lucene=args.lucene, lucene_threads=args.lucene_threads, document_top_k=args.document_top_k,
             chunk_tokens=args.chunk_tokens, chunk_overlap=args.chunk_overlap, chunk_aggregate=args.chunk_aggregate,
             chunk_documents=args.chunk_documents, encode_with=encode_with)

@@ -2,7 +2,7 @@
 embeddings, BM25 postings and stored texts), published as generations, plus the encoder the documents were encoded
 with. This package imports without torch: encoders are loaded only when asked for.
 
-Layout of an index directory (format 2)::
+Layout of an index directory (format 3)::
 
     manifest.json        format, encoder identity, quantization scale, build options, parts, search defaults
     CURRENT              the published generation (generations/gen-NNNNNN.json)
@@ -31,11 +31,11 @@ from lsr.errors import EncoderMismatch, InvalidIndex, InvalidInput, NotFound, Un
 from lsr.index import storage
 from lsr.index.builder import BuildOptions, Staging, build_directory, create_directory
 from lsr.index.manifest import IMPACT_DTYPES, INDEX_FORMAT_VERSION, MANIFEST_FILE, Manifest, SegmentInfo
-from lsr.index.segment import DEFAULT_BLOCK_SIZE, DEFAULT_DENSE_RATIO, Segment, SegmentView, open_segment
+from lsr.index.segment import DEFAULT_BLOCK_SIZE, DEFAULT_BOUND_RATIO, DEFAULT_DENSE_RATIO, Segment, SegmentView, open_segment
 from lsr.sparse import SparseBatch
 
-__all__ = ["DEFAULT_BLOCK_SIZE", "DEFAULT_DENSE_RATIO", "IMPACT_DTYPES", "INDEX_FORMAT_VERSION", "MANIFEST_FILE",
-           "PARTS", "BuildOptions", "Index", "Manifest", "Segment", "SegmentInfo", "Snapshot"]
+__all__ = ["DEFAULT_BLOCK_SIZE", "DEFAULT_BOUND_RATIO", "DEFAULT_DENSE_RATIO", "IMPACT_DTYPES", "INDEX_FORMAT_VERSION",
+           "MANIFEST_FILE", "PARTS", "BuildOptions", "Index", "Manifest", "Segment", "SegmentInfo", "Snapshot"]
 
 PARTS = ("dense", "bm25", "documents")  # optional parts an Index serves (the Lucene part is read by its retriever)
 

@@ -20,7 +20,7 @@ from lsr.index import storage
 from lsr.index.dense import DENSE_KINDS
 from lsr.index.lexical import ANALYZER
 from lsr.index.manifest import IMPACT_DTYPES, MANIFEST_FILE, Manifest
-from lsr.index.segment import DEFAULT_BLOCK_SIZE, DEFAULT_DENSE_RATIO
+from lsr.index.segment import DEFAULT_BLOCK_SIZE, DEFAULT_BOUND_RATIO, DEFAULT_DENSE_RATIO, check_block_size
 from lsr.sparse import SparseBatch
 
 CHUNK_AGGREGATES = ("max", "sum")
@@ -33,6 +33,7 @@ class BuildOptions:
     impact_dtype: str = "uint8"  # uint8: quantized impacts; float32: unquantized (to measure what quantization costs)
     block_size: int = DEFAULT_BLOCK_SIZE
     dense_ratio: int = DEFAULT_DENSE_RATIO
+    bound_ratio: int = DEFAULT_BOUND_RATIO  # terms in >= 1/N of the rows keep a row of block maxima
     document_top_k: int | None = None  # static pruning: keep each document's N largest weights
     batch_size: int = 32  # documents per forward pass
     chunk_documents: int = 2048  # documents encoded (and spooled) at a time
@@ -53,9 +54,10 @@ class BuildOptions:
             raise InvalidInput(f"--document-top-k must be >= 1 (the weights kept per document), got {self.document_top_k}")
         if self.batch_size < 1 or self.chunk_documents < 1:
             raise InvalidInput(f"batch size and chunk size must be >= 1, got {self.batch_size}, {self.chunk_documents}")
-        if self.block_size < 1 or self.dense_ratio < 0:
-            raise InvalidInput(f"--block-size must be >= 1 and --dense-ratio >= 0, got {self.block_size} and "
-                               f"{self.dense_ratio}")
+        if self.dense_ratio < 0 or self.bound_ratio < 0:
+            raise InvalidInput(f"dense_ratio and bound_ratio must be >= 0 (0: none), got {self.dense_ratio} and "
+                               f"{self.bound_ratio}")
+        check_block_size(self.block_size)
         if self.dense_index not in DENSE_KINDS:
             raise InvalidInput(f"dense index kind {self.dense_index!r} is not one of {', '.join(DENSE_KINDS)}")
         if self.lucene and self.impact_dtype != "uint8":

@@ -1,8 +1,11 @@
 """Exact sparse scoring: term-at-a-time accumulation over a query's postings, then top-k partial selection.
 
 score(q, d) = sum_t q_t * impact(d, t). Plain Python/NumPy that numba compiles; it also runs with
-``NUMBA_DISABLE_JIT=1`` (slowly), which a test checks. Queries come flattened as CSR arrays (indptr, terms,
-weights) and a batch is scored in parallel over chunks of queries, each chunk with its own accumulator.
+``NUMBA_DISABLE_JIT=1`` (slowly), which a test checks. Every kernel reads a segment through ``ix``
+(:func:`lsr.index.segment.kernel_arrays`): rare terms as postings of 16-bit row numbers grouped in windows of 65,536
+rows, frequent terms as dense rows with per-block maxima (:func:`lsr.index.segment.compact_postings`). Queries come
+flattened as CSR arrays (indptr, terms, weights) and a batch is scored in parallel over chunks of queries, each
+chunk with its own accumulator.
 
 Ties are broken by the smaller document id, so results are deterministic. ``live`` (uint8, one a row; empty: all
 live) leaves deleted rows out of the top-k: they are still accumulated (the postings are immutable) but never
@@ -130,54 +133,85 @@ def _select_touched(accumulator, touched, n_touched, live, k, heap_scores, heap_
     _drain(heap_scores, heap_docs, size, k, out_docs, out_scores)
 
 
-@numba.njit(cache=True)
-def score_query(offsets, doc_ids, impacts, live, terms, weights, k, accumulator, touched, out_docs, out_scores):
-    """Score one query into ``out_docs``/``out_scores`` (best first, -1 / 0 padded); return postings scanned.
-
-    ``accumulator`` (float32, one slot a document) must be all zero on entry and is left all zero.
-    """
-    n_touched = 0
+@numba.njit(cache=True, inline="always")
+def _accumulate(ix, num_rows, term, weight, row_doc, accumulator, touched, n_touched):  # pragma: no cover - numba
+    """Add ``weight`` x every posting of ``term`` to its document's slot (``row_doc[row]`` when rows are chunks,
+    else the row), registering first-touched documents; returns (documents touched, postings read)."""
+    term_windows, doc_low, impacts, dense_slot, dense_rows, _, _ = ix
+    grouped = len(row_doc) > 0
     postings = 0
-    for j in range(len(terms)):
-        term = terms[j]
-        weight = np.float32(weights[j])
-        start = offsets[term]
-        end = offsets[term + 1]
-        postings += end - start
-        for p in range(start, end):
-            contribution = weight * np.float32(impacts[p])
+    slot = dense_slot[term]
+    if slot >= 0:
+        row = dense_rows[slot]
+        for r in range(num_rows):
+            if row[r] == 0:
+                continue
+            postings += 1
+            contribution = weight * np.float32(row[r])
             if contribution > 0.0:  # (an underflow to 0 must not register the document twice)
-                doc = doc_ids[p]
+                doc = row_doc[r] if grouped else r
                 if accumulator[doc] == 0.0:
                     touched[n_touched] = doc
                     n_touched += 1
                 accumulator[doc] += contribution
+        return n_touched, postings
+    for w in range(term_windows.shape[1] - 1):
+        base = w << 16
+        start = term_windows[term, w]
+        end = term_windows[term, w + 1]
+        postings += end - start
+        for p in range(start, end):
+            contribution = weight * np.float32(impacts[p])
+            if contribution > 0.0:
+                r = base + np.int64(doc_low[p])
+                doc = row_doc[r] if grouped else r
+                if accumulator[doc] == 0.0:
+                    touched[n_touched] = doc
+                    n_touched += 1
+                accumulator[doc] += contribution
+    return n_touched, postings
 
+
+@numba.njit(cache=True)
+def score_query(ix, live, num_rows, terms, weights, k, accumulator, touched, out_docs, out_scores,
+                row_doc):  # pragma: no cover - numba
+    """Score one query into ``out_docs``/``out_scores`` (best first, -1 / 0 padded); return postings read.
+
+    ``accumulator`` (float32, one slot a document) must be all zero on entry and is left all zero. ``row_doc``
+    (empty: rows are documents) maps each row to the document that sums it; ``live`` is then by document."""
+    n_touched = 0
+    postings = 0
+    for j in range(len(terms)):
+        n_touched, read = _accumulate(ix, num_rows, terms[j], np.float32(weights[j]), row_doc, accumulator, touched,
+                                      n_touched)
+        postings += read
     _select_touched(accumulator, touched, n_touched, live, k, np.empty(k, dtype=np.float32),
                     np.empty(k, dtype=np.int64), out_docs, out_scores)
     return postings
 
 
 @numba.njit(cache=True, parallel=True)
-def score_batch(offsets, doc_ids, impacts, live, q_indptr, q_terms, q_weights, num_docs, k, n_chunks):
-    """Score a batch of queries; returns (docs (n, k) int64, scores (n, k) float32, postings (n,) int64)."""
+def score_batch(ix, live, q_indptr, q_terms, q_weights, num_rows, k, n_chunks):
+    """Score a batch of queries exhaustively; returns (docs (n, k) int64, scores (n, k) float32, postings (n,)
+    int64)."""
     n_queries = len(q_indptr) - 1
     out_docs, out_scores, postings, _ = _new_outputs(n_queries, k)
     n_chunks = max(1, min(n_chunks, n_queries))
     per_chunk = (n_queries + n_chunks - 1) // n_chunks
+    no_groups = np.zeros(0, dtype=np.int32)
     for chunk in numba.prange(n_chunks):
-        accumulator = np.zeros(num_docs, dtype=np.float32)
-        touched = np.empty(num_docs, dtype=np.int64)
+        accumulator = np.zeros(num_rows, dtype=np.float32)
+        touched = np.empty(num_rows, dtype=np.int64)
         for q in range(chunk * per_chunk, min(n_queries, (chunk + 1) * per_chunk)):
             start = q_indptr[q]
             end = q_indptr[q + 1]
-            postings[q] = score_query(offsets, doc_ids, impacts, live, q_terms[start:end], q_weights[start:end], k,
-                                      accumulator, touched, out_docs[q], out_scores[q])
+            postings[q] = score_query(ix, live, num_rows, q_terms[start:end], q_weights[start:end], k, accumulator,
+                                      touched, out_docs[q], out_scores[q], no_groups)
     return out_docs, out_scores, postings
 
 
 @numba.njit(cache=True)
-def score_batch_serial(offsets, doc_ids, impacts, live, q_indptr, q_terms, q_weights, num_docs, k, n_chunks=1):
+def score_batch_serial(ix, live, q_indptr, q_terms, q_weights, num_rows, k, n_chunks=1):
     """:func:`score_batch` on the calling thread: no thread-pool launch, for one query or one thread.
 
     A separate function, not ``njit(parallel=False)`` of the same one: numba's on-disk cache does not key on
@@ -185,33 +219,36 @@ def score_batch_serial(offsets, doc_ids, impacts, live, q_indptr, q_terms, q_wei
     """
     n_queries = len(q_indptr) - 1
     out_docs, out_scores, postings, _ = _new_outputs(n_queries, k)
-    accumulator = np.zeros(num_docs, dtype=np.float32)
-    touched = np.empty(num_docs, dtype=np.int64)
+    accumulator = np.zeros(num_rows, dtype=np.float32)
+    touched = np.empty(num_rows, dtype=np.int64)
+    no_groups = np.zeros(0, dtype=np.int32)
     for q in range(n_queries):
         start = q_indptr[q]
         end = q_indptr[q + 1]
-        postings[q] = score_query(offsets, doc_ids, impacts, live, q_terms[start:end], q_weights[start:end], k,
-                                  accumulator, touched, out_docs[q], out_scores[q])
+        postings[q] = score_query(ix, live, num_rows, q_terms[start:end], q_weights[start:end], k, accumulator,
+                                  touched, out_docs[q], out_scores[q], no_groups)
     return out_docs, out_scores, postings
 
 
 # -- Block-max pruning -------------------------------------------------------------------------------------------------
 #
-# Documents are cut into fixed-size blocks of ``block_size`` consecutive ids, and the index stores, per term, the
-# largest impact in every block the term occurs in (:func:`lsr.index.segment.block_metadata`). Frequent terms (in at
-# least 1/``dense_ratio`` of the documents) are also stored as dense rows: one impact per document and one maximum per
-# block, so that both the bounds and the block scores are straight SIMD loops, with no pointer chasing. Rare terms keep
-# a sparse list of (block, max impact, where its postings in that block start), sorted by block.
+# Rows are cut into fixed-size blocks of ``block_size`` (a power of two) consecutive numbers. Frequent terms (in at
+# least 1/``dense_ratio`` of the rows) are stored as dense rows: one impact per row, so that a block's scores are a
+# straight SIMD loop. These and the next most frequent terms (1/``bound_ratio``) also keep a row of block maxima, so
+# that their bounds are one SIMD loop over the blocks. The other terms are stored only as postings (16-bit row
+# numbers in windows of 65,536 rows, and impacts); such a term bounds a block by the sum of its impacts there, which
+# is at least their maximum and, for these terms, almost always the single impact (lsr.index.segment).
 #
-# A query first adds up, per block, sum_t q_t * blockmax(t, b): an upper bound on the score of every document in the
-# block. Blocks are then scored exactly, with a block-sized accumulator, in tiers of decreasing bound (within 10% of
-# the best bound, then 10-20%, ...), which raises the k-th score theta early; a tier never reaches below theta. A block
-# whose bound is below the current theta cannot hold a top-k document and is skipped. Within a tier blocks are scored
-# in increasing id, so a rare term finds its entry for the block by galloping forward from where it found the last
-# one: no per-query scatter of positions over all blocks (which cost more than the scoring itself at 1M documents,
-# and memory of terms x blocks per thread). The result is the exhaustive
-# kernel's top-k, ties included: scores and bounds are accumulated in the same term order, and float rounding is
-# monotone, so a document's float score never exceeds its block's float bound.
+# A query first adds up, per block, an upper bound on the score of every row in the block. Blocks are then scored
+# exactly, with a block-sized accumulator, in tiers of decreasing bound (within 10% of the best bound, then 10-20%,
+# ...), which raises the k-th score theta early; a tier never reaches below theta. A block whose bound is below the
+# current theta cannot hold a top-k document and is skipped. Within a tier blocks are scored in increasing id, so a
+# rare term finds its postings in the block by galloping forward from where it found the last ones: no per-query
+# scatter of positions over all blocks (which cost more than the scoring itself at 1M documents, and memory of
+# terms x blocks per thread). The result is the exhaustive kernel's top-k, ties included: scores and bounds are
+# accumulated in the same term order, each term adding to a bound at least what it adds to any row's score (or
+# several non-negative amounts, one of which is at least that), and float addition is monotone, so a row's float
+# score never exceeds its block's float bound.
 #
 # ``alpha`` < 1 is the explicit approximate knob (as in BMP): a block is skipped when alpha * bound < theta.
 # ``query_cut`` > 0 keeps only the query's heaviest ``query_cut`` terms. Both lose recall, which callers report.
@@ -241,13 +278,24 @@ def _seek(b_ids, e, end, block):  # pragma: no cover - numba
     return lo
 
 
+@numba.njit(cache=True, inline="always")
+def _log2(block_size):  # pragma: no cover - numba
+    shift = 0
+    while (1 << shift) < block_size:
+        shift += 1
+    return shift
+
+
 @numba.njit(cache=True)
 def _score_block(ix, live, block_size, doc_base, terms, weights, use, cursor, block, k, acc, heap_scores, heap_docs,
                  size):  # pragma: no cover - numba
-    """Score every document of ``block`` exactly and offer it to the heap; return (new heap size, postings read).
-    ``cursor[j]``: where rare term j's block list was left; blocks come in increasing id until it is reset."""
-    offsets, doc_ids, impacts, b_offsets, b_ids, b_max, b_starts, dense_slot, dense_rows, dense_max = ix
+    """Score every row of ``block`` exactly and offer it to the heap; return (new heap size, postings read).
+    ``cursor[j]``: where rare term j's postings were left; blocks come in increasing id until it is reset."""
+    term_windows, doc_low, impacts, dense_slot, dense_rows, max_slot, max_rows = ix
     base = block * block_size
+    window = base >> 16
+    low_base = base & 0xFFFF  # the block's first row within its window (a block never straddles two)
+    low_end = low_base + block_size
     postings = 0
     for jj in range(len(use)):
         j = use[jj]
@@ -260,15 +308,16 @@ def _score_block(ix, live, block_size, doc_base, terms, weights, use, cursor, bl
                 acc[i] += weight * np.float32(row[base + i])
             postings += block_size
         else:
-            last = b_offsets[term + 1]
-            e = _seek(b_ids, cursor[j], last, block)
+            bound = max_slot[term]
+            if bound >= 0 and max_rows[bound, block] == 0:
+                continue  # its row of block maxima says the term is not in this block: no search
+            end = term_windows[term, window + 1]
+            e = _seek(doc_low, max(cursor[j], term_windows[term, window]), end, low_base)
             cursor[j] = e
-            if e == last or b_ids[e] != block:
-                continue
-            end = b_starts[e + 1] if e + 1 < last else offsets[term + 1]
-            postings += end - b_starts[e]
-            for p in range(b_starts[e], end):
-                acc[doc_ids[p] - base] += weight * np.float32(impacts[p])
+            while e < end and doc_low[e] < low_end:
+                acc[np.int64(doc_low[e]) - low_base] += weight * np.float32(impacts[e])
+                e += 1
+                postings += 1
     for i in range(block_size):
         score = acc[i]
         if score > 0.0:
@@ -278,18 +327,32 @@ def _score_block(ix, live, block_size, doc_base, terms, weights, use, cursor, bl
     return size, postings
 
 
-_CHUNK = 64  # blocks per chunk: a tier scans the chunks' maxima, then only the chunks that reach it
+_CHUNK = 64  # a tier first reads one maximum a chunk of blocks, then only the blocks of the chunks that reach it
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True, inline="always")
+def _slots(n_blocks):  # pragma: no cover - numba
+    """Bound slots of a segment of ``n_blocks`` blocks: padded to a whole number of chunks (the padding stays 0)."""
+    return (n_blocks + _CHUNK - 1) // _CHUNK * _CHUNK
+
+
+def bound_slots(rows: int, block_size: int) -> int:
+    """The bound slots (``ub`` entries) a segment of ``rows`` rows needs in a kernel's scratch."""
+    return (-(-rows // block_size) + _CHUNK - 1) // _CHUNK * _CHUNK
+
+
+@numba.njit(cache=True)
 def _chunk_maxima(ub, chunk_max):  # pragma: no cover - numba
-    """``chunk_max[c]`` = the largest bound in blocks [c * _CHUNK, (c + 1) * _CHUNK); a SIMD max reduction."""
-    n_blocks = len(ub)
-    for c in range(len(chunk_max)):
-        m = np.float32(0.0)
-        for b in range(c * _CHUNK, min(n_blocks, (c + 1) * _CHUNK)):
-            m = max(m, ub[b])
-        chunk_max[c] = m
+    """``chunk_max[c]`` = the largest bound among blocks c, c + n, c + 2n, ... (n = len(chunk_max)): a chunk is a
+    stride through the blocks, so its maxima are an element-wise max over 64 contiguous slices, which vectorizes (a
+    max *reduction* over 64 neighbours does not, and cost as much as a term's whole bound pass)."""
+    n = len(chunk_max)
+    chunk_max[:] = ub[:n]
+    for i in range(1, _CHUNK):
+        part = ub[i * n:(i + 1) * n]
+        for c in range(n):
+            value = part[c]
+            chunk_max[c] = value if value > chunk_max[c] else chunk_max[c]
 
 
 @numba.njit(cache=True)
@@ -302,27 +365,28 @@ def _terms_used(weights, query_cut):  # pragma: no cover - numba
 
 
 @numba.njit(cache=True)
-def _bounds(ix, terms, weights, use, ub, chunk_max):  # pragma: no cover - numba
-    """The bound of every block of one segment (``ub``, all zero on entry), in query-term order, and the maximum of
-    each chunk of blocks (``chunk_max``); returns the largest bound."""
-    offsets, doc_ids, impacts, b_offsets, b_ids, b_max, b_starts, dense_slot, dense_rows, dense_max = ix
-    n_blocks = len(ub)
+def _bounds(ix, block_size, terms, weights, use, ub, chunk_max):  # pragma: no cover - numba
+    """The bound of every block of one segment (``ub``: its bound slots, all zero on entry), in query-term order, and
+    the maximum of each chunk of blocks (``chunk_max``, :func:`_chunk_maxima`); returns the largest bound."""
+    term_windows, doc_low, impacts, _, _, max_slot, max_rows = ix
+    shift = _log2(block_size)
+    zero = np.float32(0.0)
     for jj in range(len(use)):
         j = use[jj]
         term = terms[j]
         weight = np.float32(weights[j])
-        slot = dense_slot[term]
-        if slot >= 0:
-            row = dense_max[slot]
-            for b in range(n_blocks):
+        slot = max_slot[term]
+        if slot >= 0:  # a row of block maxima: one SIMD pass
+            row = max_rows[slot]
+            for b in range(len(row)):
                 ub[b] += weight * np.float32(row[b])
-        else:
-            for e in range(b_offsets[term], b_offsets[term + 1]):
-                ub[b_ids[e]] += weight * np.float32(b_max[e])
-    # Tiers look for blocks in a band of bounds; scanning every block per tier cost more than the scoring, so the
-    # scan first reads one maximum a chunk of blocks (vectorized), then only the chunks that reach the band.
+            continue
+        for w in range(term_windows.shape[1] - 1):  # a rarer term: the sum of its impacts in the block, >= their max
+            first_block = np.int64(w) << (16 - shift)
+            for p in range(term_windows[term, w], term_windows[term, w + 1]):
+                ub[first_block + (np.int64(doc_low[p]) >> shift)] += weight * np.float32(impacts[p])
     _chunk_maxima(ub, chunk_max)
-    max_ub = np.float32(0.0)
+    max_ub = zero
     for c in range(len(chunk_max)):
         max_ub = max(max_ub, chunk_max[c])
     return max_ub
@@ -340,25 +404,31 @@ def _tier_floor(tier, max_ub, size, k, heap_scores, alpha):  # pragma: no cover 
 
 @numba.njit(cache=True)
 def _band_into(ix, live, block_size, doc_base, terms, weights, use, k, alpha, ub, cursor, candidates, acc, chunk_max,
-               lo, hi, heap_scores, heap_docs, size):  # pragma: no cover - numba
+               chunks, lo, hi, heap_scores, heap_docs, size):  # pragma: no cover - numba
     """Score the blocks of one segment whose bound (:func:`_bounds`) lies in [lo, hi), in increasing id, into a size-k
     heap that may already hold other segments' documents (numbered from ``doc_base`` here); a block the heap's k-th
     score has come to rule out is skipped. Returns (heap size, postings read, blocks scored). ``candidates`` holds
-    one slot a block of the segment, ``acc`` (all zero) one a document of a block and is left zero."""
-    n_blocks = len(ub)
+    one slot a bound slot of the segment, ``chunks`` one a chunk, ``acc`` (all zero) one a document of a block and
+    is left zero."""
+    n_chunks = len(chunk_max)
+    passing = 0  # the chunks that reach the band, in increasing order
+    for c in range(n_chunks):
+        if chunk_max[c] >= lo and chunk_max[c] > 0.0:
+            chunks[passing] = c
+            passing += 1
     n = 0
-    for c in range(len(chunk_max)):
-        if chunk_max[c] < lo or chunk_max[c] <= 0.0:
-            continue
-        for b in range(c * _CHUNK, min(n_blocks, (c + 1) * _CHUNK)):
+    for i in range(_CHUNK):  # chunk c holds blocks c, n_chunks + c, ...: this order lists blocks in increasing id
+        base = i * n_chunks
+        for at in range(passing):
+            b = base + chunks[at]
             if lo <= ub[b] < hi and ub[b] > 0.0:
                 candidates[n] = b
                 n += 1
     if n == 0:
         return size, 0, 0
-    b_offsets = ix[3]
-    for jj in range(len(use)):  # candidates ascend: rare terms walk their block lists from the start
-        cursor[use[jj]] = b_offsets[terms[use[jj]]]
+    term_windows = ix[0]
+    for jj in range(len(use)):  # candidates ascend: rare terms walk their postings from the start
+        cursor[use[jj]] = term_windows[terms[use[jj]], 0]
     postings = 0
     scored = 0
     for i in range(n):
@@ -377,14 +447,15 @@ def score_query_blockmax(ix, live, block_size, num_docs, terms, weights, k, alph
                          acc, out_docs, out_scores):  # pragma: no cover - numba
     """One query, block-max pruned, into ``out_docs``/``out_scores``. Returns (postings read, blocks scored).
 
-    ``ix``: the index arrays (see :func:`lsr.index.segment.kernel_arrays`). Scratch: ``ub`` (float32, one a block, all
-    zero, left so), ``cursor`` (int64, at least one a query term), ``candidates`` (int32, one a block), ``acc``
-    (float32, block_size, all zero, left so)."""
+    ``ix``: the index arrays (see :func:`lsr.index.segment.kernel_arrays`). Scratch: ``ub`` (float32, one a bound slot
+    (:func:`bound_slots`), all zero, left so), ``cursor`` (int64, at least one a query term), ``candidates`` (int32, one
+    a bound slot), ``acc`` (float32, block_size, all zero, left so)."""
     heap_scores = np.empty(k, dtype=np.float32)
     heap_docs = np.empty(k, dtype=np.int64)
-    chunk_max = np.empty((len(ub) + _CHUNK - 1) // _CHUNK, dtype=np.float32)
+    chunk_max = np.empty(len(ub) // _CHUNK, dtype=np.float32)
+    chunks = np.empty(len(ub) // _CHUNK, dtype=np.int32)
     use = _terms_used(weights, query_cut)
-    max_ub = _bounds(ix, terms, weights, use, ub, chunk_max)
+    max_ub = _bounds(ix, block_size, terms, weights, use, ub, chunk_max)
     size = postings = scored = 0
     hi = np.float32(np.inf)
     tier = 0
@@ -394,7 +465,7 @@ def score_query_blockmax(ix, live, block_size, num_docs, terms, weights, k, alph
         if lo >= hi:  # (alpha < 1 can ask for a tier above the last one)
             break
         size, read, count = _band_into(ix, live, block_size, 0, terms, weights, use, k, alpha, ub, cursor, candidates,
-                                       acc, chunk_max, lo, hi, heap_scores, heap_docs, size)
+                                       acc, chunk_max, chunks, lo, hi, heap_scores, heap_docs, size)
         postings += read
         scored += count
         if lo <= 0.0 or (size == k and alpha * lo <= heap_scores[0]):
@@ -412,12 +483,13 @@ def _segments_range(ixs, lives, block_sizes, doc_bases, n_blocks, q_indptr, q_te
     heap_scores = np.empty(k, dtype=np.float32)
     heap_docs = np.empty(k, dtype=np.int64)
     n_segments = len(ixs)
-    block_at = np.zeros(n_segments + 1, dtype=np.int64)  # segment s's blocks in ub: [block_at[s], block_at[s+1])
+    block_at = np.zeros(n_segments + 1, dtype=np.int64)  # segment s's bound slots in ub: [block_at[s], block_at[s+1])
     chunk_at = np.zeros(n_segments + 1, dtype=np.int64)
     for s in range(n_segments):
-        block_at[s + 1] = block_at[s] + n_blocks[s]
-        chunk_at[s + 1] = chunk_at[s] + (n_blocks[s] + _CHUNK - 1) // _CHUNK
+        block_at[s + 1] = block_at[s] + _slots(n_blocks[s])
+        chunk_at[s + 1] = chunk_at[s] + _slots(n_blocks[s]) // _CHUNK
     chunk_max = np.empty(chunk_at[n_segments], dtype=np.float32)
+    chunks = np.empty(chunk_at[n_segments], dtype=np.int32)
     seg_max = np.empty(n_segments, dtype=np.float32)
     for q in range(first, last):
         start = q_indptr[q]
@@ -426,7 +498,7 @@ def _segments_range(ixs, lives, block_sizes, doc_bases, n_blocks, q_indptr, q_te
         use = _terms_used(weights, query_cut)
         max_ub = np.float32(0.0)
         for s in range(n_segments):  # every segment's bounds first ...
-            seg_max[s] = _bounds(ixs[s], terms, weights, use, ub[block_at[s]:block_at[s + 1]],
+            seg_max[s] = _bounds(ixs[s], block_sizes[s], terms, weights, use, ub[block_at[s]:block_at[s + 1]],
                                  chunk_max[chunk_at[s]:chunk_at[s + 1]])
             max_ub = max(max_ub, seg_max[s])
         size = 0
@@ -442,8 +514,8 @@ def _segments_range(ixs, lives, block_sizes, doc_bases, n_blocks, q_indptr, q_te
                     continue
                 size, read, count = _band_into(ixs[s], lives[s], block_sizes[s], doc_bases[s], terms, weights, use, k,
                                                alpha, ub[block_at[s]:block_at[s + 1]], cursor,
-                                               candidates[:n_blocks[s]], acc, chunk_max[chunk_at[s]:chunk_at[s + 1]],
-                                               lo, hi, heap_scores, heap_docs, size)
+                                               candidates, acc, chunk_max[chunk_at[s]:chunk_at[s + 1]], chunks, lo,
+                                               hi, heap_scores, heap_docs, size)
                 postings[q] += read
                 blocks[q] += count
             if lo <= 0.0 or (size == k and alpha * lo <= heap_scores[0]):
@@ -460,8 +532,8 @@ def score_segments_blockmax_serial(ixs, lives, block_sizes, doc_bases, n_blocks,
     documents numbered from ``doc_bases``), one heap a query shared by every segment. Every segment's bounds come
     first; then one walk of tiers of decreasing bound, as over a single segment, each tier over every segment that
     reaches it: the blocks scored are those the same documents in one segment would need, wherever they live (the
-    ties still go to the smaller document number). ``scratch``: ``ub`` with one slot a
-    block of all segments, ``candidates`` one a block of the largest, as :func:`blockmax_scratch`. Returns
+    ties still go to the smaller document number). ``scratch``: ``ub`` with the bound slots (:func:`bound_slots`) of
+    all segments, ``candidates`` those of the largest, as :func:`blockmax_scratch`. Returns
     (documents, scores, postings read, blocks scored); a single Python call whatever the number of segments."""
     n_queries = len(q_indptr) - 1
     out_docs, out_scores, postings, blocks = _new_outputs(n_queries, k)
@@ -482,13 +554,13 @@ def score_segments_blockmax(ixs, lives, block_sizes, doc_bases, n_blocks, q_indp
         max_terms = max(max_terms, q_indptr[q + 1] - q_indptr[q])
     n_chunks = max(1, min(n_chunks, n_queries))
     per_chunk = (n_queries + n_chunks - 1) // n_chunks
-    total_blocks = 0
+    total_slots = 0
     for s in range(len(n_blocks)):
-        total_blocks += n_blocks[s]
+        total_slots += _slots(n_blocks[s])
     for chunk in numba.prange(n_chunks):
-        ub = np.zeros(total_blocks, dtype=np.float32)
+        ub = np.zeros(total_slots, dtype=np.float32)
         cursor = np.empty(max_terms, dtype=np.int64)
-        candidates = np.empty(max_blocks, dtype=np.int32)
+        candidates = np.empty(_slots(max_blocks), dtype=np.int32)
         acc = np.zeros(max_block_size, dtype=np.float32)
         _segments_range(ixs, lives, block_sizes, doc_bases, n_blocks, q_indptr, q_terms, q_weights, k,
                         np.float32(alpha), query_cut, chunk * per_chunk, min(n_queries, (chunk + 1) * per_chunk), ub,
@@ -499,9 +571,9 @@ def score_segments_blockmax(ixs, lives, block_sizes, doc_bases, n_blocks, q_indp
 def blockmax_scratch(num_docs: int, block_size: int, max_terms: int) -> tuple:
     """Per-thread scratch for :func:`score_batch_blockmax_serial`, reusable across calls (the kernel leaves it as it
     found it): allocating and clearing it per query would cost more than scoring a short query."""
-    n_blocks = (num_docs + block_size - 1) // block_size
-    return (np.zeros(n_blocks, dtype=np.float32), np.empty(max(1, max_terms), dtype=np.int64),
-            np.empty(n_blocks, dtype=np.int32), np.zeros(block_size, dtype=np.float32))
+    slots = bound_slots(num_docs, block_size)
+    return (np.zeros(slots, dtype=np.float32), np.empty(max(1, max_terms), dtype=np.int64),
+            np.empty(slots, dtype=np.int32), np.zeros(block_size, dtype=np.float32))
 
 
 @numba.njit(cache=True)
@@ -523,16 +595,16 @@ def score_batch_blockmax(ix, live, block_size, q_indptr, q_terms, q_weights, num
     exhaustive top-k."""
     n_queries = len(q_indptr) - 1
     out_docs, out_scores, postings, blocks = _new_outputs(n_queries, k)
-    n_blocks = (num_docs + block_size - 1) // block_size
+    slots = _slots((num_docs + block_size - 1) // block_size)
     max_terms = 1
     for q in range(n_queries):
         max_terms = max(max_terms, q_indptr[q + 1] - q_indptr[q])
     n_chunks = max(1, min(n_chunks, n_queries))
     per_chunk = (n_queries + n_chunks - 1) // n_chunks
     for chunk in numba.prange(n_chunks):
-        ub = np.zeros(n_blocks, dtype=np.float32)
+        ub = np.zeros(slots, dtype=np.float32)
         cursor = np.empty(max_terms, dtype=np.int64)
-        candidates = np.empty(n_blocks, dtype=np.int32)
+        candidates = np.empty(slots, dtype=np.int32)
         acc = np.zeros(block_size, dtype=np.float32)
         _blockmax_range(ix, live, block_size, num_docs, q_indptr, q_terms, q_weights, k, np.float32(alpha), query_cut,
                         chunk * per_chunk, min(n_queries, (chunk + 1) * per_chunk), ub, cursor, candidates, acc,
@@ -554,7 +626,7 @@ def score_batch_blockmax_serial(ix, live, block_size, q_indptr, q_terms, q_weigh
 
 
 @numba.njit(cache=True)
-def score_batch_grouped(offsets, doc_ids, impacts, live_docs, row_doc, q_indptr, q_terms, q_weights, num_docs,
+def score_batch_grouped(ix, live_docs, row_doc, q_indptr, q_terms, q_weights, num_rows, num_docs,
                         k):  # pragma: no cover - numba
     """Exhaustive scoring where rows are chunks of documents and a document scores the sum over its chunks:
     every posting adds to its document's slot (``row_doc[row]``), deleted documents (``live_docs`` 0) are left out.
@@ -563,22 +635,9 @@ def score_batch_grouped(offsets, doc_ids, impacts, live_docs, row_doc, q_indptr,
     out_docs, out_scores, postings, _ = _new_outputs(n_queries, k)
     accumulator = np.zeros(num_docs, dtype=np.float32)
     touched = np.empty(num_docs, dtype=np.int64)
-    heap_scores = np.empty(k, dtype=np.float32)
-    heap_docs = np.empty(k, dtype=np.int64)
     for q in range(n_queries):
-        n_touched = 0
-        for j in range(q_indptr[q], q_indptr[q + 1]):
-            term = q_terms[j]
-            weight = np.float32(q_weights[j])
-            postings[q] += offsets[term + 1] - offsets[term]
-            for p in range(offsets[term], offsets[term + 1]):
-                contribution = weight * np.float32(impacts[p])
-                if contribution > 0.0:
-                    doc = row_doc[doc_ids[p]]
-                    if accumulator[doc] == 0.0:
-                        touched[n_touched] = doc
-                        n_touched += 1
-                    accumulator[doc] += contribution
-        _select_touched(accumulator, touched, n_touched, live_docs, k, heap_scores, heap_docs, out_docs[q],
-                        out_scores[q])
+        start = q_indptr[q]
+        end = q_indptr[q + 1]
+        postings[q] = score_query(ix, live_docs, num_rows, q_terms[start:end], q_weights[start:end], k, accumulator,
+                                  touched, out_docs[q], out_scores[q], row_doc)
     return out_docs, out_scores, postings

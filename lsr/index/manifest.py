@@ -6,6 +6,11 @@ segment (fixed when the first documents are written, so segments merge without r
 and identity hash, build options (block size, dense ratio, chunking, ...), the optional parts (dense, BM25, stored
 texts, Lucene) and ``search_defaults``: the mode (and fusion) a request without a mode gets. An index of format 1
 (lsr 0.1) is refused with the command that rebuilds it.
+
+Format version 3 (the performance round) changes only the segments' sparse layout (:mod:`lsr.index.segment`): 16-bit
+row numbers in windows, and frequent terms stored once, as dense rows. A format 2 index opens (its segments are read
+into the new layout in memory); the first segment written into it, by an add or a merge, is in the new layout, and
+the manifest says format 3 from then on, so lsr 0.2 refuses it by version rather than failing on a missing file.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from pathlib import Path
 from lsr.errors import InvalidIndex
 from lsr.index.files import write_durably
 
-INDEX_FORMAT_VERSION = 2
+INDEX_FORMAT_VERSION = 3
+READABLE_INDEX_FORMATS = (2, 3)
 MANIFEST_FILE = "manifest.json"
 IMPACT_DTYPES = ("uint8", "float32")
 
@@ -34,6 +40,7 @@ class SegmentInfo:
     max_weight: float  # the largest weight among the segment's vectors (before quantization)
     block_size: int
     dense_ratio: int
+    bound_ratio: int = 0  # 0: written before bound rows (lsr 0.2)
     dropped_postings: int = 0  # weights that quantized to 0
     clipped_postings: int = 0  # weights above the index's max_weight, stored as 255
     truncated_documents: int = 0  # documents longer than the encoder's window, cut (without chunking)
@@ -77,6 +84,12 @@ class Manifest:
         """Write ``manifest.json`` durably (temporary file, fsync, rename, fsync of the directory)."""
         write_durably(directory / MANIFEST_FILE, self.to_json().encode())
 
+    def upgrade(self, directory: Path) -> None:
+        """Before a segment in this lsr's layout is written into an older index: say the newer format, durably."""
+        if self.format_version < INDEX_FORMAT_VERSION:
+            self.format_version = INDEX_FORMAT_VERSION
+            self.save(directory)
+
     @classmethod
     def load(cls, directory: Path) -> Manifest:
         path = directory / MANIFEST_FILE
@@ -87,9 +100,10 @@ class Manifest:
         except json.JSONDecodeError as exc:
             raise InvalidIndex(f"{path} is not valid JSON ({exc.msg}); the index is damaged: rebuild it") from None
         version = data.get("format_version") if isinstance(data, dict) else None
-        if version != INDEX_FORMAT_VERSION:
-            raise InvalidIndex(f"{directory}: index format version {version}, this lsr reads version "
-                               f"{INDEX_FORMAT_VERSION}; rebuild the index with this lsr's `lsr index`")
+        if version not in READABLE_INDEX_FORMATS:
+            raise InvalidIndex(f"{directory}: index format version {version}, this lsr reads versions "
+                               f"{', '.join(map(str, READABLE_INDEX_FORMATS))}; rebuild the index with this lsr's "
+                               "`lsr index`")
         try:
             return cls(**data)
         except TypeError as exc:

@@ -19,6 +19,7 @@ import numpy as np
 from lsr.errors import InvalidInput
 from lsr.index import storage
 from lsr.index.files import fault_point, fsync_directory, fsync_tree
+from lsr.index.segment import DEFAULT_BOUND_RATIO
 from lsr.index.segment_writer import SegmentWriter
 
 
@@ -98,7 +99,7 @@ def merge(writer, max_segments: int | None = None, policy: TieredMergePolicy | N
         out = SegmentWriter(writer.directory / storage.SEGMENTS / f".tmp-spool-{name}", manifest.vocab_size,
                             manifest.impact_dtype, build["block_size"], build["dense_ratio"],
                             (manifest.dense or {}).get("index"), bool(manifest.bm25), bool(manifest.documents),
-                            chunked=bool(manifest.chunking))
+                            chunked=bool(manifest.chunking), bound_ratio=build.get("bound_ratio", DEFAULT_BOUND_RATIO))
         for position in run:
             segment, entry = segments[position], base.segments[position]
             deleted = segment.deletes(entry.deletes)
@@ -111,6 +112,7 @@ def merge(writer, max_segments: int | None = None, policy: TieredMergePolicy | N
             replaced[position] = None
         if out.documents == 0:
             continue
+        manifest.upgrade(writer.directory)
         tmp = writer.directory / storage.SEGMENTS / f".tmp-{name}"
         info = out.write(tmp, name, manifest.scale)
         fsync_tree(tmp)

@@ -4,10 +4,14 @@ it only through the deletes file of a later generation, and merges replace whole
 Layout of a segment folder (``segments/seg-NNNNNN/``); every array is a plain ``.npy``, memory-mapped at load::
 
     info.json           documents, rows, postings, the weights it saw, what quantization dropped or clipped
-    offsets.npy         int64 (vocab_size + 1): the postings of term t are [offsets[t], offsets[t+1])
-    doc_ids.npy         uint32 row numbers, increasing within each term
-    impacts.npy         uint8 (q = round(w * scale), the index's one scale) or float32
-    blocks/             block-max pruning: per-term block maxima, dense rows of frequent terms (:func:`block_metadata`)
+    term_windows.npy    int64 (vocab_size, windows + 1): rare term t's postings in rows [w * 65536, (w + 1) * 65536)
+                        are [term_windows[t, w], term_windows[t, w + 1])
+    doc_low.npy         uint16: each posting's row number modulo 65536, increasing within a term and window
+    impacts.npy         each posting's impact: uint8 (q = round(w * scale), the index's one scale) or float32
+    dense_terms.npy     int32: the terms in at least rows / dense_ratio rows, stored as rows instead of postings
+    dense_rows.npy      (dense terms, rows padded to whole blocks): their impact in every row, 0 where absent
+    max_terms.npy       int32: the dense terms, then the others in at least rows / bound_ratio rows
+    max_rows.npy        (max terms, blocks): their largest impact in every block
     ids.npy             external document ids, by document
     hashes.npy          uint8 (documents, 16): blake2b of (title, text), so an unchanged replace is not re-encoded
     row_doc.npy         int32, by row: the document a row belongs to (only when long documents are chunked)
@@ -17,6 +21,10 @@ Layout of a segment folder (``segments/seg-NNNNNN/``); every array is a plain ``
     lexical/            BM25 postings of the analyzed text (--bm25, :mod:`lsr.index.lexical`)
     del-GGGGGG.npy      uint8 (documents,): 1 = deleted, written by generation G (one file a generation that deleted
                         something here; the generation names the one that applies)
+
+(:func:`compact_postings` explains the sparse side.) A segment written by lsr 0.2 (index format 2) holds classic
+CSR postings instead (``offsets.npy``, uint32 ``doc_ids.npy``, ``impacts.npy`` and ``blocks/``); it is read into
+this layout in memory when opened, and a merge rewrites it in this one.
 
 Rows are what the sparse kernel scores: one a document, or one a chunk when ``--chunk-tokens`` splits long documents;
 every other part is by document.
@@ -37,9 +45,10 @@ from lsr.index.manifest import SegmentInfo
 from lsr.sparse import SparseBatch
 
 DEFAULT_BLOCK_SIZE = 4  # 1M synthetic: 4 -> 0.40 ms mean, 8 -> 0.63, 16 -> 1.25 (benchmarks/blockmax_profile.py)
-DEFAULT_DENSE_RATIO = 16
-POSTING_ARRAYS = ("offsets", "doc_ids", "impacts")
-BLOCK_ARRAYS = ("block_offsets", "block_ids", "block_max", "block_starts", "dense_terms", "dense_rows", "dense_max")
+DEFAULT_DENSE_RATIO = 8
+DEFAULT_BOUND_RATIO = 16
+SPARSE_ARRAYS = ("term_windows", "doc_low", "impacts", "dense_terms", "dense_rows", "max_terms", "max_rows")
+LEGACY_ARRAYS = ("offsets", "doc_ids", "impacts")  # lsr 0.2's CSR postings
 
 
 class Segment:
@@ -56,13 +65,21 @@ class Segment:
             # a plain ndarray over the mapping: np.memmap's Python-level __getitem__ costs a microsecond a slice
             return np.asarray(np.load(folder / f"{name}.npy", mmap_mode=mode, allow_pickle=False))
 
-        self.offsets, self.doc_ids, self.impacts = (load(name) for name in POSTING_ARRAYS)
+        self._block_size = self.info.block_size or DEFAULT_BLOCK_SIZE
+        if (directory / "doc_ids.npy").exists():  # lsr 0.2's layout: converted once, in memory
+            if not is_power_of_two(self._block_size) or self._block_size > 1 << WINDOW_BITS:
+                self._block_size = DEFAULT_BLOCK_SIZE
+            offsets, doc_ids, impacts = (load(name) for name in LEGACY_ARRAYS)
+            dense_ratio = self.info.dense_ratio if self.info.block_size else DEFAULT_DENSE_RATIO
+            self.sparse = compact_postings(offsets, doc_ids, impacts, self.info.rows, self._block_size, dense_ratio,
+                                           max(dense_ratio, DEFAULT_BOUND_RATIO))
+        else:
+            self.sparse = {name: load(name) for name in SPARSE_ARRAYS}
+        self.impacts = self.sparse["impacts"]
         self.ids = load("ids")
         self.hashes = load("hashes")
         self.row_doc = load("row_doc") if (directory / "row_doc.npy").exists() else None
         self.chunks = load("chunks") if (directory / "chunks.npy").exists() else None
-        self.blocks = ({name: load(name, directory / "blocks") for name in BLOCK_ARRAYS}
-                       if (directory / "blocks").is_dir() else None)
         self.dense = load("dense") if (directory / "dense.npy").exists() else None
         self._mmap = mmap
         self._lock = threading.Lock()
@@ -73,51 +90,59 @@ class Segment:
         self._texts = None
         self._hnsw = None
         self._doc_rows: np.ndarray | None = None
-        if len(self.ids) != self.info.documents or len(self.offsets) < 2:
+        if len(self.ids) != self.info.documents or len(self.sparse["term_windows"]) < 1:
             raise InvalidIndex(f"{directory}: {len(self.ids)} ids for {self.info.documents} documents; the segment is "
                                "damaged, rebuild the index")
 
     # -- the sparse side ---------------------------------------------------------------------------------------------
     @property
     def block_size(self) -> int:
-        return self.info.block_size or DEFAULT_BLOCK_SIZE
+        return self._block_size
 
-    def block_arrays(self) -> dict[str, np.ndarray]:
-        with self._lock:
-            if self.blocks is None:
-                self.blocks = block_metadata(self.offsets, self.doc_ids, self.impacts, self.info.rows,
-                                             DEFAULT_BLOCK_SIZE, DEFAULT_DENSE_RATIO)
-            return self.blocks
+    @property
+    def vocab_size(self) -> int:
+        return len(self.sparse["term_windows"])
 
     def kernel_arrays(self) -> tuple:
-        """The block-max kernel's index tuple (:func:`kernel_arrays`), built once."""
+        """The kernels' index tuple (:func:`kernel_arrays`), built once."""
         if self._kernel_arrays is None:
-            blocks = self.block_arrays()
             with self._lock:
                 if self._kernel_arrays is None:
-                    self._kernel_arrays = kernel_arrays(self.offsets, self.doc_ids, self.impacts, blocks)
+                    self._kernel_arrays = kernel_arrays(self.sparse)
         return self._kernel_arrays
+
+    def term_counts(self) -> np.ndarray:
+        """int64 (vocab_size,): how many rows hold each term."""
+        windows = self.sparse["term_windows"]
+        counts = np.asarray(windows[:, -1] - windows[:, 0])
+        for slot, term in enumerate(np.asarray(self.sparse["dense_terms"]).tolist()):
+            counts[term] = int(np.count_nonzero(self.sparse["dense_rows"][slot, : self.info.rows]))
+        return counts
 
     def stored_row(self, row: int, token_ids: np.ndarray) -> np.ndarray:
         """The stored impact of each token in sparse row ``row`` (0 where absent)."""
+        _, doc_low, impacts, dense_slot, dense_rows, _, _ = self.kernel_arrays()
+        windows = self.sparse["term_windows"]
+        window, low = row >> WINDOW_BITS, row & 0xFFFF
         out = np.zeros(len(token_ids), dtype=np.float64)
         for j, token in enumerate(token_ids.tolist()):
-            start, end = int(self.offsets[token]), int(self.offsets[token + 1])
-            postings = self.doc_ids[start:end]
-            at = int(np.searchsorted(postings, row))
-            if at < len(postings) and int(postings[at]) == row:
-                out[j] = float(self.impacts[start + at])
+            slot = int(dense_slot[token])
+            if slot >= 0:
+                out[j] = float(dense_rows[slot, row])
+                continue
+            start, end = int(windows[token, window]), int(windows[token, window + 1])
+            at = start + int(np.searchsorted(doc_low[start:end], low))
+            if at < end and int(doc_low[at]) == low:
+                out[j] = float(impacts[at])
         return out
 
-    def row_vectors(self) -> SparseBatch:
-        """Every row's stored vector (stored impacts, not divided by the scale), in row order: the postings
-        transposed."""
-        import scipy.sparse
+    def postings(self):
+        """Every posting as a scipy CSC matrix (rows x terms) of stored impacts: per term, increasing rows."""
+        return decode_postings(self.sparse, self.info.rows)
 
-        terms = np.repeat(np.arange(len(self.offsets) - 1, dtype=np.int32), np.diff(self.offsets))
-        matrix = scipy.sparse.csr_matrix((np.asarray(self.impacts, dtype=np.float32), (np.asarray(self.doc_ids), terms)),
-                                         shape=(self.info.rows, len(self.offsets) - 1))
-        return SparseBatch.from_scipy(matrix)
+    def row_vectors(self) -> SparseBatch:
+        """Every row's stored vector (stored impacts, not divided by the scale), in row order."""
+        return SparseBatch.from_scipy(self.postings().tocsr())
 
     def doc_rows(self) -> np.ndarray:
         """int64 (documents + 1): the rows of document d are [doc_rows[d], doc_rows[d+1]) (rows of a document are
@@ -261,88 +286,132 @@ def quantize(weights: np.ndarray, scale: float, dtype: str) -> tuple[np.ndarray,
     return np.clip(scaled, 0, 255).astype(np.uint8), clipped
 
 
+WINDOW_BITS = 16  # postings store a row number as (window, low 16 bits): the window is implicit in the term's table
+
+
+def is_power_of_two(n: int) -> bool:
+    return n >= 1 and n & (n - 1) == 0
+
+
+def check_block_size(block_size: int) -> None:
+    if not is_power_of_two(block_size) or block_size > 1 << WINDOW_BITS:
+        raise InvalidInput(f"block size must be a power of two from 1 to {1 << WINDOW_BITS}, got {block_size}: "
+                           f"use {DEFAULT_BLOCK_SIZE} (the default) or another power of two")
+
+
 @numba.njit(cache=True)
-def _count_blocks(offsets, doc_ids, block_size, dense_slot):  # pragma: no cover - numba
-    counts = np.zeros(len(offsets) - 1, dtype=np.int64)
+def _count_windows(offsets, doc_ids, dense_slot, counts):  # pragma: no cover - numba
     for term in range(len(offsets) - 1):
         if dense_slot[term] >= 0:
             continue
-        last = -1
         for p in range(offsets[term], offsets[term + 1]):
-            block = doc_ids[p] // block_size
-            if block != last:
-                counts[term] += 1
-                last = block
-    return counts
+            counts[term, doc_ids[p] >> WINDOW_BITS] += 1
 
 
 @numba.njit(cache=True)
-def _fill_blocks(offsets, doc_ids, impacts, block_size, dense_slot, b_offsets, b_ids, b_max, b_starts, dense_rows,
-                 dense_max):  # pragma: no cover - numba
+def _fill_compact(offsets, doc_ids, impacts, block_size, dense_slot, max_slot, doc_low, impacts_out, dense_rows,
+                  max_rows):  # pragma: no cover - numba
+    out = 0
     for term in range(len(offsets) - 1):
         slot = dense_slot[term]
-        if slot >= 0:
-            for p in range(offsets[term], offsets[term + 1]):
-                doc = doc_ids[p]
-                dense_rows[slot, doc] = impacts[p]
-                block = doc // block_size
-                if impacts[p] > dense_max[slot, block]:
-                    dense_max[slot, block] = impacts[p]
-            continue
-        e = b_offsets[term] - 1
-        last = -1
+        bound = max_slot[term]
         for p in range(offsets[term], offsets[term + 1]):
-            block = doc_ids[p] // block_size
-            if block != last:
-                e += 1
-                b_ids[e] = block
-                b_max[e] = impacts[p]
-                b_starts[e] = p
-                last = block
-            elif impacts[p] > b_max[e]:
-                b_max[e] = impacts[p]
+            doc = doc_ids[p]
+            block = doc // block_size
+            if bound >= 0 and impacts[p] > max_rows[bound, block]:
+                max_rows[bound, block] = impacts[p]
+            if slot >= 0:
+                dense_rows[slot, doc] = impacts[p]
+                continue
+            doc_low[out] = doc & 0xFFFF
+            impacts_out[out] = impacts[p]
+            out += 1
 
 
-def block_metadata(offsets: np.ndarray, doc_ids: np.ndarray, impacts: np.ndarray, doc_count: int, block_size: int,
-                   dense_ratio: int) -> dict[str, np.ndarray]:
-    """The block-max structures the pruned kernel (:func:`lsr.index.kernel.score_batch_blockmax`) reads.
+def compact_postings(offsets: np.ndarray, doc_ids: np.ndarray, impacts: np.ndarray, rows: int, block_size: int,
+                     dense_ratio: int, bound_ratio: int = DEFAULT_BOUND_RATIO) -> dict[str, np.ndarray]:
+    """The stored layout of a segment's sparse side, from CSR postings by term (``offsets``, increasing row numbers
+    ``doc_ids``, ``impacts``).
 
-    Rows are cut into blocks of ``block_size`` consecutive numbers. A term in at least ``doc_count / dense_ratio``
-    rows (``dense_ratio`` 0: none) is *dense*: ``dense_rows[s]`` holds its impact for every row (0 where absent;
-    padded to whole blocks) and ``dense_max[s]`` its largest impact in every block, with ``dense_terms[s]`` the term id.
-    Every other term t lists the blocks holding its postings in ``[block_offsets[t], block_offsets[t+1])``: block id
-    (``block_ids``), its largest impact there (``block_max``) and the position in the postings where that block's
-    postings of t start (``block_starts``). One pass over the postings. Deleting rows leaves every maximum a valid
-    upper bound, so exact pruning survives deletes.
+    Rows are cut into blocks of ``block_size`` (a power of two) consecutive numbers. A term in at least
+    ``rows / dense_ratio`` rows (``dense_ratio`` 0: none) is *dense*: ``dense_rows[s]`` holds its impact for every
+    row (0 where absent; padded to whole blocks), with ``dense_terms[s]`` the term id; its postings are stored nowhere
+    else. Every other term keeps its postings, in increasing row number, as the row's low 16 bits (``doc_low``,
+    uint16) and the impact (``impacts``); the high bits are implicit: ``term_windows[t, w] .. term_windows[t, w + 1]``
+    are the postings of t in rows [w * 65536, (w + 1) * 65536). A block never straddles two windows (block sizes
+    divide 65536).
+
+    Block maxima, for the pruned kernel's bounds: the dense terms and every term in at least ``rows / bound_ratio``
+    rows have a row of them, ``max_rows[s]`` for term ``max_terms[s]`` (the dense terms first, in the same order), so
+    their bounds are one SIMD loop over the blocks. Rarer terms store nothing per block: the kernel bounds a block
+    by the sum of the term's impacts there (at least their maximum; on the 1M synthetic collection 96% of these
+    terms' blocks hold a single posting, where the two are equal). One pass over the postings; deleting rows leaves
+    every bound valid, so exact pruning survives deletes.
     """
-    if block_size < 1:
-        raise InvalidInput(f"block size must be >= 1, got {block_size}")
+    check_block_size(block_size)
     vocab = len(offsets) - 1
     df = np.diff(offsets)
-    dense_terms = (np.flatnonzero(df >= max(1, doc_count / dense_ratio)).astype(np.int32) if dense_ratio > 0
-                   else np.zeros(0, dtype=np.int32))
+
+    def at_least(ratio: int) -> np.ndarray:
+        return df >= max(1, rows / ratio) if ratio > 0 else np.zeros(vocab, dtype=bool)
+
+    dense = at_least(dense_ratio)
+    dense_terms = np.flatnonzero(dense).astype(np.int32)
+    max_terms = np.concatenate([dense_terms, np.flatnonzero(at_least(bound_ratio) & ~dense)]).astype(np.int32)
     dense_slot = np.full(vocab, -1, dtype=np.int32)
     dense_slot[dense_terms] = np.arange(len(dense_terms), dtype=np.int32)
-    counts = _count_blocks(offsets, doc_ids, block_size, dense_slot)
-    b_offsets = np.zeros(len(offsets), dtype=np.int64)
-    np.cumsum(counts, out=b_offsets[1:])
-    n = int(b_offsets[-1])
-    n_blocks = (doc_count + block_size - 1) // block_size
-    start_dtype = np.uint32 if len(doc_ids) < 2**32 else np.int64
+    max_slot = np.full(vocab, -1, dtype=np.int32)
+    max_slot[max_terms] = np.arange(len(max_terms), dtype=np.int32)
+    n_windows = max(1, (rows + (1 << WINDOW_BITS) - 1) >> WINDOW_BITS)
+    counts = np.zeros((vocab, n_windows), dtype=np.int64)
+    _count_windows(offsets, doc_ids, dense_slot, counts)
+    inclusive = np.cumsum(counts.ravel()).reshape(vocab, n_windows)
+    term_windows = np.empty((vocab, n_windows + 1), dtype=np.int64)
+    term_windows[:, :n_windows] = inclusive - counts
+    term_windows[:, n_windows] = inclusive[:, -1]
+    n_rare = int(inclusive[-1, -1]) if vocab else 0
+    n_blocks = (rows + block_size - 1) // block_size
     arrays = {
-        "block_offsets": b_offsets, "block_ids": np.empty(n, dtype=np.uint32),
-        "block_max": np.empty(n, dtype=impacts.dtype), "block_starts": np.empty(n, dtype=start_dtype),
-        "dense_terms": dense_terms, "dense_rows": np.zeros((len(dense_terms), n_blocks * block_size), impacts.dtype),
-        "dense_max": np.zeros((len(dense_terms), n_blocks), dtype=impacts.dtype),
+        "term_windows": term_windows, "doc_low": np.empty(n_rare, dtype=np.uint16),
+        "impacts": np.empty(n_rare, dtype=impacts.dtype), "dense_terms": dense_terms,
+        "dense_rows": np.zeros((len(dense_terms), n_blocks * block_size), impacts.dtype),
+        "max_terms": max_terms, "max_rows": np.zeros((len(max_terms), n_blocks), dtype=impacts.dtype),
     }
-    _fill_blocks(offsets, doc_ids, impacts, block_size, dense_slot, b_offsets, arrays["block_ids"],
-                 arrays["block_max"], arrays["block_starts"], arrays["dense_rows"], arrays["dense_max"])
+    _fill_compact(offsets, doc_ids, impacts, block_size, dense_slot, max_slot, arrays["doc_low"], arrays["impacts"],
+                  arrays["dense_rows"], arrays["max_rows"])
     return arrays
 
 
-def kernel_arrays(offsets, doc_ids, impacts, blocks: dict[str, np.ndarray]) -> tuple:
-    """The tuple :func:`lsr.index.kernel.score_batch_blockmax` takes as ``ix``."""
-    dense_slot = np.full(len(offsets) - 1, -1, dtype=np.int32)
-    dense_slot[blocks["dense_terms"]] = np.arange(len(blocks["dense_terms"]), dtype=np.int32)
-    return (offsets, doc_ids, impacts, blocks["block_offsets"], blocks["block_ids"], blocks["block_max"],
-            blocks["block_starts"], dense_slot, blocks["dense_rows"], blocks["dense_max"])
+def kernel_arrays(arrays: dict[str, np.ndarray]) -> tuple:
+    """The tuple the kernels (:mod:`lsr.index.kernel`) take as ``ix``: (term_windows, doc_low, impacts, dense_slot,
+    dense_rows, max_slot, max_rows); a slot is a term's row in ``dense_rows`` / ``max_rows``, -1 for none."""
+    vocab = len(arrays["term_windows"])
+    dense_slot = np.full(vocab, -1, dtype=np.int32)
+    dense_slot[arrays["dense_terms"]] = np.arange(len(arrays["dense_terms"]), dtype=np.int32)
+    max_slot = np.full(vocab, -1, dtype=np.int32)
+    max_slot[arrays["max_terms"]] = np.arange(len(arrays["max_terms"]), dtype=np.int32)
+    return (arrays["term_windows"], arrays["doc_low"], arrays["impacts"], dense_slot, arrays["dense_rows"], max_slot,
+            arrays["max_rows"])
+
+
+def decode_postings(arrays: dict[str, np.ndarray], rows: int):
+    """The stored layout back as a scipy CSC matrix (rows x terms) of stored impacts (float32): ``indptr`` are the
+    classic per-term offsets, ``indices`` the row numbers, ``data`` the impacts."""
+    import scipy.sparse
+
+    term_windows, doc_low = arrays["term_windows"], np.asarray(arrays["doc_low"])
+    vocab, n_windows = term_windows.shape[0], term_windows.shape[1] - 1
+    per_window = np.diff(term_windows, axis=1).ravel()
+    windows = np.repeat(np.tile(np.arange(n_windows, dtype=np.int64), vocab), per_window)
+    terms = np.repeat(np.arange(vocab, dtype=np.int64), term_windows[:, -1] - term_windows[:, 0])
+    row_parts = [(windows << WINDOW_BITS) | doc_low]
+    term_parts = [terms]
+    value_parts = [np.asarray(arrays["impacts"], dtype=np.float32)]
+    for slot, term in enumerate(np.asarray(arrays["dense_terms"]).tolist()):
+        row = np.asarray(arrays["dense_rows"][slot, :rows])
+        nonzero = np.flatnonzero(row)
+        row_parts.append(nonzero)
+        term_parts.append(np.full(len(nonzero), term, dtype=np.int64))
+        value_parts.append(row[nonzero].astype(np.float32))
+    return scipy.sparse.csc_matrix((np.concatenate(value_parts), (np.concatenate(row_parts),
+                                                                  np.concatenate(term_parts))), shape=(rows, vocab))

@@ -19,7 +19,7 @@ from lsr.errors import InvalidInput
 from lsr.index import lexical
 from lsr.index.documents import DocumentStoreWriter
 from lsr.index.manifest import IMPACT_DTYPES, SegmentInfo
-from lsr.index.segment import Segment, block_metadata, quantize
+from lsr.index.segment import DEFAULT_BOUND_RATIO, Segment, check_block_size, compact_postings, quantize
 from lsr.sparse import SparseBatch
 
 
@@ -44,13 +44,14 @@ class Batch:
 class SegmentWriter:
     def __init__(self, spool: Path, vocab_size: int, impact_dtype: str, block_size: int, dense_ratio: int,
                  dense_kind: str | None = None, lexical_part: bool = False, store_texts: bool = False,
-                 chunked: bool = False) -> None:
+                 chunked: bool = False, bound_ratio: int = DEFAULT_BOUND_RATIO) -> None:
         if impact_dtype not in IMPACT_DTYPES:
             raise InvalidInput(f"impact dtype {impact_dtype!r} is not one of {', '.join(IMPACT_DTYPES)}")
         self.spool = spool
         spool.mkdir(parents=True, exist_ok=True)
+        check_block_size(block_size)
         self.vocab_size, self.impact_dtype = vocab_size, impact_dtype
-        self.block_size, self.dense_ratio = block_size, dense_ratio
+        self.block_size, self.dense_ratio, self.bound_ratio = block_size, dense_ratio, bound_ratio
         self.dense_kind, self.lexical_part, self.chunked = dense_kind, lexical_part, chunked
         self.texts = DocumentStoreWriter(spool / "documents") if store_texts else None
         self.ids: list[str] = []
@@ -151,8 +152,10 @@ class SegmentWriter:
             _fill_postings(indptr, indices, impacts, base, cursor, doc_ids, impacts_out)
             base += len(indptr) - 1
         del batches
-        save = {"offsets": offsets, "doc_ids": doc_ids, "impacts": impacts_out,
-                "ids": np.asarray(self.ids, dtype=str), "hashes": np.concatenate(self._spooled("hashes"))}
+        save = compact_postings(offsets, doc_ids, impacts_out, self.rows, self.block_size, self.dense_ratio,
+                                self.bound_ratio)
+        del doc_ids, impacts_out
+        save.update({"ids": np.asarray(self.ids, dtype=str), "hashes": np.concatenate(self._spooled("hashes"))})
         if self.chunked:
             save["row_doc"] = np.concatenate(self._spooled("row_doc")).astype(np.int32)
             save["chunks"] = np.concatenate(self._spooled("chunks")).astype(np.int32)
@@ -160,10 +163,6 @@ class SegmentWriter:
             save["dense"] = np.concatenate(self._spooled("dense"))
         for key, array in save.items():
             np.save(directory / f"{key}.npy", array, allow_pickle=False)
-        (directory / "blocks").mkdir()
-        for key, array in block_metadata(offsets, doc_ids, impacts_out, self.rows, self.block_size,
-                                         self.dense_ratio).items():
-            np.save(directory / "blocks" / f"{key}.npy", array, allow_pickle=False)
         if self.dense_kind == "hnsw":
             _write_hnsw(save["dense"], directory / "hnsw.index")
         if self.lexical_part:
@@ -174,6 +173,7 @@ class SegmentWriter:
             shutil.move(str(self.spool / "documents"), str(directory / "documents"))
         info = SegmentInfo(name=name, documents=len(self.ids), rows=self.rows, postings=postings,
                            max_weight=self.max_weight, block_size=self.block_size, dense_ratio=self.dense_ratio,
+                           bound_ratio=self.bound_ratio,
                            dropped_postings=total - postings, clipped_postings=clipped,
                            truncated_documents=self.truncated)
         info.save(directory)

@@ -22,7 +22,7 @@ from lsr.errors import BackendUnavailable, InvalidInput, Unavailable
 from lsr.index import storage
 from lsr.index.files import fault_point, fsync_directory, fsync_tree, write_durably
 from lsr.index.manifest import Manifest
-from lsr.index.segment import open_segment
+from lsr.index.segment import DEFAULT_BOUND_RATIO, open_segment
 from lsr.index.segment_writer import Batch, SegmentWriter
 from lsr.sparse import SparseBatch
 
@@ -289,7 +289,8 @@ class IndexWriter:
                                           self.manifest.vocab_size, self.manifest.impact_dtype, build["block_size"],
                                           build["dense_ratio"], (self.manifest.dense or {}).get("index"),
                                           bool(self.manifest.bm25), bool(self.manifest.documents),
-                                          chunked=bool(self.manifest.chunking))
+                                          chunked=bool(self.manifest.chunking),
+                                          bound_ratio=build.get("bound_ratio", DEFAULT_BOUND_RATIO))
         first = self._pending.documents
         self._pending.add(batch)
         for offset, doc_id in enumerate(batch.ids):
@@ -328,6 +329,7 @@ class IndexWriter:
                 self.manifest.scale = (255.0 / self.manifest.max_weight if self.manifest.impact_dtype == "uint8"
                                        else 1.0)
                 self.manifest.save(self.directory)
+            self.manifest.upgrade(self.directory)
             tmp = self.directory / storage.SEGMENTS / f".tmp-{name}"
             info = self._pending.write(tmp, name, self.manifest.scale)
             summary.clipped = info.clipped_postings

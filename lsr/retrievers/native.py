@@ -166,9 +166,9 @@ class NativeRetriever:
             longest = max(8, int(queries.indptr[-1]))  # the batch's non-zeros: at least any query's terms
             scratch = getattr(self._local, "together", None)
             if scratch is None or len(scratch[1]) < longest:
-                scratch = self._local.together = (np.zeros(int(n_blocks.sum()), np.float32),
-                                                  np.empty(longest, np.int64), np.empty(max_blocks, np.int32),
-                                                  np.zeros(max_block_size, np.float32))
+                slots = [kernel.bound_slots(int(n), 1) for n in n_blocks]  # bound slots of each segment
+                scratch = self._local.together = (np.zeros(sum(slots), np.float32), np.empty(longest, np.int64),
+                                                  np.empty(max(slots), np.int32), np.zeros(max_block_size, np.float32))
             docs, scores, postings, _ = kernel.score_segments_blockmax_serial(
                 ixs, lives, block_sizes, bases, n_blocks, *q, k, scratch, alpha, cut)
         elif kernel.PARALLEL_LOCK is not None:
@@ -199,9 +199,8 @@ class NativeRetriever:
             return [empty] * len(queries), np.zeros(len(queries), dtype=np.int64)
         if self.aggregate == "sum":
             docs, scores, postings = kernel.score_batch_grouped(
-                segment.offsets, segment.doc_ids, segment.impacts, self.live_docs[position],
-                np.asarray(segment.row_doc), queries.indptr, queries.indices, queries.weights,
-                segment.info.documents, min(k, live_docs))
+                segment.kernel_arrays(), self.live_docs[position], np.asarray(segment.row_doc), queries.indptr,
+                queries.indices, queries.weights, segment.info.rows, segment.info.documents, min(k, live_docs))
             out = []
             for q in range(len(queries)):
                 found = docs[q][docs[q] >= 0]
@@ -242,8 +241,7 @@ class NativeRetriever:
         if not serial:
             return self._score_parallel(segment, live, q, n_rows, k, threads)
         if self.pruning.method == "exhaustive":
-            return kernel.score_batch_serial(segment.offsets, segment.doc_ids, segment.impacts, live, *q, n_rows, k,
-                                             threads)
+            return kernel.score_batch_serial(segment.kernel_arrays(), live, *q, n_rows, k, threads)
         ix, block_size = segment.kernel_arrays(), segment.block_size
         longest = int(np.diff(vectors.indptr).max()) if len(vectors) else 1
         scratches = getattr(self._local, "scratch", None)
@@ -257,7 +255,7 @@ class NativeRetriever:
 
     def _score_parallel(self, segment, live, q: tuple, n_rows: int, k: int, threads: int) -> tuple:
         if self.pruning.method == "exhaustive":
-            return kernel.score_batch(segment.offsets, segment.doc_ids, segment.impacts, live, *q, n_rows, k, threads)
+            return kernel.score_batch(segment.kernel_arrays(), live, *q, n_rows, k, threads)
         return kernel.score_batch_blockmax(segment.kernel_arrays(), live, segment.block_size, *q, n_rows, k, threads,
                                            self.pruning.alpha, self.pruning.query_cut)[:3]
 
@@ -267,6 +265,6 @@ def frequent_terms(snapshot, n: int) -> list[int]:
     if not snapshot.views:
         return [0] * n
     segment = max((view.segment for view in snapshot.views), key=lambda s: s.info.postings)
-    df = np.diff(np.asarray(segment.offsets))
+    df = segment.term_counts()
     top = np.argsort(-df, kind="stable")[:n]
     return [int(t) for t in top] if len(top) else [0] * n

@@ -58,13 +58,14 @@ def test_postings_round_trip(tmp_path, dtype):
     assert index.doc_count == 40 and manifest.impact_dtype == dtype and index.encoder is None
     assert index.generation == 1 and (tmp_path / "idx" / "CURRENT").read_text().strip() == "gen-000001.json"
     segment = index.segments[0]
-    assert memory_mapped(segment.doc_ids) and memory_mapped(segment.impacts)
+    assert memory_mapped(segment.sparse["doc_low"]) and memory_mapped(segment.impacts)
+    postings = segment.postings()  # per term, increasing rows
     dense = np.zeros((40, 50))
     for term in range(50):
-        start, end = segment.offsets[term], segment.offsets[term + 1]
-        docs = segment.doc_ids[start:end]
+        start, end = postings.indptr[term], postings.indptr[term + 1]
+        docs = postings.indices[start:end]
         assert (np.diff(docs.astype(np.int64)) > 0).all(), "doc ids increase within a posting list"
-        dense[docs, term] = segment.impacts[start:end] / manifest.scale
+        dense[docs, term] = postings.data[start:end] / manifest.scale
     expected = batch.to_scipy(50).toarray()
     step = 0.5 / manifest.scale if dtype == "uint8" else 1e-6
     assert np.abs(dense - expected).max() <= step + 1e-6
@@ -138,7 +139,7 @@ def test_manifest_version_and_missing_index_are_explained(tmp_path):
         Manifest.load(tmp_path / "idx")
     data["format_version"] = 1  # an lsr 0.1 index
     (tmp_path / "idx" / "manifest.json").write_text(json.dumps(data))
-    with pytest.raises(InvalidIndex, match="format version 1, this lsr reads version 2; rebuild"):
+    with pytest.raises(InvalidIndex, match="format version 1, this lsr reads versions 2, 3; rebuild"):
         Index.open(tmp_path / "idx")
 
 
@@ -191,12 +192,14 @@ def test_export_needs_integer_impacts(tmp_path, tiny_mlm_dir, tiny_idf_file):
     assert not (tmp_path / "idx").exists() and not (tmp_path / "v.jsonl").exists()
 
 
-def test_block_metadata_is_stored_and_an_older_index_gets_it_at_load(tmp_path):
-    """The writer stores blocks/ (recorded in the manifest); an index without it (block_size 0, as written before
-    block-max pruning) still searches with the pruned kernel, which computes the same structures at load."""
+def test_an_index_in_lsr_0_2_layout_opens_searches_the_same_and_is_upgraded_by_its_next_write(tmp_path):
+    """A format 2 index (classic CSR postings: offsets, uint32 doc_ids, impacts, blocks/) opens, its segments read
+    into the compact layout in memory with the same kernel arrays as a fresh build; an add writes the new segment
+    in the compact layout and moves the manifest to format 3; a merge rewrites the old segment too."""
     import shutil
 
-    from lsr.index.segment import BLOCK_ARRAYS, DEFAULT_BLOCK_SIZE, kernel_arrays
+    from lsr.index.manifest import INDEX_FORMAT_VERSION
+    from lsr.index.segment import SPARSE_ARRAYS
 
     rng = np.random.default_rng(3)
     batch = random_batch(rng, 200, 40)
@@ -204,19 +207,43 @@ def test_block_metadata_is_stored_and_an_older_index_gets_it_at_load(tmp_path):
     write_index(tmp_path / "idx", batch, ids)
     index = Index.open(tmp_path / "idx")
     segment = index.segments[0]
-    assert segment.info.block_size == DEFAULT_BLOCK_SIZE and sorted(segment.block_arrays()) == sorted(BLOCK_ARRAYS)
-    stored = segment.kernel_arrays()
+    fresh = segment.kernel_arrays()
+    assert not (segment.directory / "doc_ids.npy").exists() and index.manifest.format_version == INDEX_FORMAT_VERSION
 
-    old = tmp_path / "old"
+    old = tmp_path / "old"  # the same segment written as lsr 0.2 wrote it
     shutil.copytree(tmp_path / "idx", old)
-    shutil.rmtree(old / "segments" / segment.name / "blocks")
-    info = json.loads((old / "segments" / segment.name / "info.json").read_text())
-    info["block_size"] = 0
-    (old / "segments" / segment.name / "info.json").write_text(json.dumps(info))
-    computed = Index.open(old).segments[0].kernel_arrays()
-    for a, b in zip(stored, computed):
+    folder = old / "segments" / segment.name
+    postings = segment.postings()
+    for name in SPARSE_ARRAYS:
+        (folder / f"{name}.npy").unlink()
+    np.save(folder / "offsets.npy", postings.indptr.astype(np.int64))
+    np.save(folder / "doc_ids.npy", postings.indices.astype(np.uint32))
+    np.save(folder / "impacts.npy", postings.data.astype(np.uint8))
+    (folder / "blocks").mkdir()
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest["format_version"] = 2
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    reopened = Index.open(old)
+    for a, b in zip(fresh, reopened.segments[0].kernel_arrays()):
         np.testing.assert_array_equal(a, b)
-    assert len(kernel_arrays(segment.offsets, segment.doc_ids, segment.impacts, segment.block_arrays())) == len(stored)
+    from lsr.retrievers.native import NativeRetriever
+
+    query = batch.take(np.array([5]))
+
+    def top(handle):
+        return NativeRetriever(handle.snapshot()).retrieve(query, 5)[0].ids
+
+    assert top(reopened) == top(index)
+
+    reopened.writer().add_vectors(random_batch(rng, 10, 40), [f"n{i}" for i in range(10)])
+    reopened.commit()
+    assert json.loads((old / "manifest.json").read_text())["format_version"] == INDEX_FORMAT_VERSION
+    newest = Index.open(old).segments[-1].directory
+    assert (newest / "doc_low.npy").exists() and not (newest / "doc_ids.npy").exists()
+    reopened.merge(max_segments=1)
+    merged = Index.open(old)
+    assert len(merged.segments) == 1 and (merged.segments[0].directory / "doc_low.npy").exists()
+    assert top(merged) == top(index)
 
 
 def test_an_index_opened_without_its_encoder_saves_it_too(tmp_path, tiny_mlm_dir, tiny_idf_file):

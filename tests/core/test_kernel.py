@@ -9,8 +9,14 @@ import numpy as np
 import pytest
 
 from lsr.index.kernel import score_batch, score_batch_serial
+from lsr.index.segment import compact_postings, decode_postings, kernel_arrays
 
 ALL = np.zeros(0, np.uint8)  # the live-rows mask of a segment with nothing deleted
+
+
+def stored(offsets, doc_ids, impacts, n_rows, block_size=4, dense_ratio=0, bound_ratio=16):
+    """A segment's kernel arrays (``ix``) from CSR postings by term, as the segment writer lays them out."""
+    return kernel_arrays(compact_postings(offsets, doc_ids, impacts, n_rows, block_size, dense_ratio, bound_ratio))
 
 
 def random_collection(seed, n_docs=300, vocab=80, dtype=np.uint8):
@@ -56,10 +62,13 @@ def brute_force(dense, q_indptr, q_terms, q_weights, k):
 @pytest.mark.parametrize("dtype", [np.uint8, np.float32])
 @pytest.mark.parametrize("k", [1, 10, 300])
 @pytest.mark.parametrize("kernel", [score_batch, score_batch_serial])
-def test_kernel_equals_brute_force(dtype, k, kernel):
+@pytest.mark.parametrize("dense_ratio", [0, 16])
+def test_kernel_equals_brute_force(dtype, k, kernel, dense_ratio):
+    """The exhaustive kernel over the stored layout (rare terms as windowed postings, frequent ones as dense rows)
+    ranks as exact dot products do, and counts every posting of the query's terms."""
     (offsets, doc_ids, impacts), dense, (q_indptr, q_terms, q_weights) = random_collection(int(k), dtype=dtype)
-    docs, scores, postings = kernel(offsets, doc_ids, impacts, ALL, q_indptr, q_terms, q_weights, dense.shape[0], k,
-                                    3)
+    ix = stored(offsets, doc_ids, impacts, dense.shape[0], 4, dense_ratio)
+    docs, scores, postings = kernel(ix, ALL, q_indptr, q_terms, q_weights, dense.shape[0], k, 3)
     for q, (expected_docs, expected_scores) in enumerate(brute_force(dense, q_indptr, q_terms, q_weights, k)):
         got = docs[q][docs[q] >= 0]
         assert got.tolist() == expected_docs, f"query {q}"
@@ -73,10 +82,12 @@ def test_kernel_without_jit():
     code = (
         "import numpy as np\n"
         "from tests.core.test_kernel import random_collection, brute_force\n"
+        "from tests.core.test_kernel import stored\n"
         "from lsr.index.kernel import score_batch\n"
         "import numba; assert numba.config.DISABLE_JIT\n"
         "(o, d, i), dense, (qi, qt, qw) = random_collection(5, n_docs=60, vocab=20)\n"
-        "docs, scores, _ = score_batch(o, d, i, np.zeros(0, np.uint8), qi, qt, qw, dense.shape[0], 5, 2)\n"
+        "ix = stored(o, d, i, dense.shape[0], 4, 4)\n"
+        "docs, scores, _ = score_batch(ix, np.zeros(0, np.uint8), qi, qt, qw, dense.shape[0], 5, 2)\n"
         "for q, (exp, _) in enumerate(brute_force(dense, qi, qt, qw, 5)):\n"
         "    assert docs[q][docs[q] >= 0].tolist() == exp, q\n"
         "print('ok')\n"
@@ -93,38 +104,39 @@ def test_ties_are_broken_by_document_id():
     doc_ids = np.array([0, 1, 2, 3], dtype=np.uint32)
     impacts = np.array([5, 7, 7, 7], dtype=np.uint8)
     q = (np.array([0, 1]), np.array([0], dtype=np.int32), np.array([1.0], dtype=np.float32))
-    docs, scores, _ = score_batch_serial(offsets, doc_ids, impacts, ALL, *q, 4, 2, 1)
+    ix = stored(offsets, doc_ids, impacts, 4)
+    docs, scores, _ = score_batch_serial(ix, ALL, *q, 4, 2, 1)
     assert docs[0].tolist() == [1, 2]
-    docs, _, _ = score_batch_serial(offsets, doc_ids, impacts, ALL, *q, 4, 10, 1)
+    docs, _, _ = score_batch_serial(ix, ALL, *q, 4, 10, 1)
     assert docs[0].tolist() == [1, 2, 3, 0, -1, -1, -1, -1, -1, -1]
 
 
 def test_empty_query_returns_no_hits():
     offsets = np.array([0, 1], dtype=np.int64)
-    docs, scores, postings = score_batch_serial(offsets, np.array([0], np.uint32), np.array([3], np.uint8), ALL,
-                                                np.array([0, 0]), np.zeros(0, np.int32), np.zeros(0, np.float32),
-                                                1, 3, 1)
+    ix = stored(offsets, np.array([0], np.uint32), np.array([3], np.uint8), 1)
+    docs, scores, postings = score_batch_serial(ix, ALL, np.array([0, 0]), np.zeros(0, np.int32),
+                                                np.zeros(0, np.float32), 1, 3, 1)
     assert (docs == -1).all() and postings[0] == 0
 
 
 # -- block-max pruning ------------------------------------------------------------------------------------------------
 from lsr.index.kernel import blockmax_scratch, score_batch_blockmax, score_batch_blockmax_serial  # noqa: E402
-from lsr.index.segment import block_metadata, kernel_arrays  # noqa: E402
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.float32])
-@pytest.mark.parametrize("block_size,dense_ratio", [(1, 0), (4, 4), (8, 16), (32, 0), (512, 2)])
+@pytest.mark.parametrize("block_size,dense_ratio,bound_ratio", [(1, 0, 0), (4, 4, 16), (8, 16, 0), (32, 0, 64),
+                                                                (512, 2, 2)])
 @pytest.mark.parametrize("k", [1, 10, 300])
-def test_blockmax_equals_exhaustive(dtype, block_size, dense_ratio, k):
+def test_blockmax_equals_exhaustive(dtype, block_size, dense_ratio, bound_ratio, k):
     """Exact mode returns the exhaustive kernel's top-k bit for bit (ties broken the same way), serial and parallel,
-    whatever the block size and however many terms are stored dense (rare terms' block lists are walked by
-    galloping cursors); the scratch is left clean for the next call."""
+    whatever the block size, however many terms are stored dense and however many have rows of block maxima (the
+    others bound blocks through their leading postings, and are found in a block by galloping cursors); the scratch
+    is left clean for the next call."""
     for seed in range(3):
         (offsets, doc_ids, impacts), dense, (q_indptr, q_terms, q_weights) = random_collection(seed, dtype=dtype)
         n = dense.shape[0]
-        ix = kernel_arrays(offsets, doc_ids, impacts, block_metadata(offsets, doc_ids, impacts, n, block_size,
-                                                                     dense_ratio))
-        expected = score_batch(offsets, doc_ids, impacts, ALL, q_indptr, q_terms, q_weights, n, k, 2)
+        ix = stored(offsets, doc_ids, impacts, n, block_size, dense_ratio, bound_ratio)
+        expected = score_batch(ix, ALL, q_indptr, q_terms, q_weights, n, k, 2)
         scratch = blockmax_scratch(n, block_size, int(np.diff(q_indptr).max()))
         for docs, scores, _, _ in (score_batch_blockmax(ix, ALL, block_size, q_indptr, q_terms, q_weights, n, k, 2),
                                    score_batch_blockmax_serial(ix, ALL, block_size, q_indptr, q_terms, q_weights, n,
@@ -148,7 +160,7 @@ def test_blockmax_prunes_and_the_approximate_knobs_are_subsets():
     q_terms = np.array([3, 9, 20, 41], dtype=np.int32)
     q_weights = np.array([2.0, 1.5, 1.0, 0.5], dtype=np.float32)
     q_indptr = np.array([0, 4])
-    ix = kernel_arrays(offsets, doc_ids, impacts, block_metadata(offsets, doc_ids, impacts, n, 8, 0))
+    ix = stored(offsets, doc_ids, impacts, n, 8, 0)
     exact = score_batch_blockmax(ix, ALL, 8, q_indptr, q_terms, q_weights, n, 10, 1)
     total = sum(offsets[t + 1] - offsets[t] for t in q_terms)
     assert exact[2][0] < total
@@ -173,12 +185,11 @@ def test_deleted_rows_are_skipped_and_blockmax_stays_exact(dtype, block_size, de
         n = dense.shape[0]
         live = (np.random.default_rng(seed).random(n) > 0.33).astype(np.uint8)
         masked = dense * live[:, None]
-        ix = kernel_arrays(offsets, doc_ids, impacts, block_metadata(offsets, doc_ids, impacts, n, block_size,
-                                                                     dense_ratio))
+        ix = stored(offsets, doc_ids, impacts, n, block_size, dense_ratio)
         scratch = blockmax_scratch(n, block_size, int(np.diff(q_indptr).max()))
         for k in (1, 10):
             want = brute_force(masked, q_indptr, q_terms, q_weights, k)
-            for docs, _scores, *_ in (score_batch(offsets, doc_ids, impacts, live, q_indptr, q_terms, q_weights, n, k, 2),
+            for docs, _scores, *_ in (score_batch(ix, live, q_indptr, q_terms, q_weights, n, k, 2),
                                      score_batch_blockmax(ix, live, block_size, q_indptr, q_terms, q_weights, n, k, 2),
                                      score_batch_blockmax_serial(ix, live, block_size, q_indptr, q_terms, q_weights, n,
                                                                  k, scratch)):
@@ -191,7 +202,7 @@ def test_one_call_over_several_segments_equals_the_exhaustive_top_k():
     skipped: the same top-k, ties included, as the exhaustive kernel over the whole collection."""
     from numba.typed import List
 
-    from lsr.index.kernel import score_segments_blockmax
+    from lsr.index.kernel import bound_slots, score_segments_blockmax, score_segments_blockmax_serial
 
     for seed in range(3):
         (offsets, doc_ids, impacts), dense, (q_indptr, q_terms, q_weights) = random_collection(seed)
@@ -205,13 +216,69 @@ def test_one_call_over_several_segments_equals_the_exhaustive_top_k():
             o[1:] = np.cumsum((part > 0).sum(0))
             d = np.concatenate([np.flatnonzero(part[:, t]) for t in range(part.shape[1])]).astype(np.uint32)
             i = np.concatenate([part[part[:, t] > 0, t] for t in range(part.shape[1])]).astype(np.uint8)
-            ixs.append(kernel_arrays(o, d, i, block_metadata(o, d, i, last - first, 4, 4)))
+            ixs.append(stored(o, d, i, last - first, 4, 4))
             lives.append(live[first:last].copy())
             bases.append(first)
             blocks.append((last - first + 3) // 4)
         for k in (1, 10, 40):
-            want = score_batch(offsets, doc_ids, impacts, live, q_indptr, q_terms, q_weights, n, k, 1)
-            got = score_segments_blockmax(ixs, lives, np.full(4, 4), np.array(bases), np.array(blocks), q_indptr,
-                                          q_terms, q_weights, k, 2, max(blocks), 4)
-            np.testing.assert_array_equal(got[0], want[0])
-            np.testing.assert_array_equal(got[1], want[1])
+            want = score_batch(stored(offsets, doc_ids, impacts, n), live, q_indptr, q_terms, q_weights, n, k, 1)
+            slots = [bound_slots(b, 1) for b in blocks]
+            scratch = (np.zeros(sum(slots), np.float32), np.empty(8, np.int64), np.empty(max(slots), np.int32),
+                       np.zeros(4, np.float32))
+            for got in (score_segments_blockmax(ixs, lives, np.full(4, 4), np.array(bases), np.array(blocks), q_indptr,
+                                                q_terms, q_weights, k, 2, max(blocks), 4),
+                        score_segments_blockmax_serial(ixs, lives, np.full(4, 4), np.array(bases), np.array(blocks),
+                                                       q_indptr, q_terms, q_weights, k, scratch)):
+                np.testing.assert_array_equal(got[0], want[0])
+                np.testing.assert_array_equal(got[1], want[1])
+            assert not scratch[0].any()
+
+
+def test_rows_past_one_window_of_65536():
+    """Row numbers are stored as 16 bits within windows of 65,536 rows: a segment of 200,000 rows (four windows, the
+    last partial) decodes back to its postings exactly, and the exhaustive and block-max kernels still return the
+    brute-force top-k, with deleted rows in every window."""
+    rng = np.random.default_rng(11)
+    n, vocab = 200_000, 40
+    rows = np.repeat(np.arange(n), 3)
+    terms = rng.integers(0, vocab, len(rows))
+    terms[::3] = 0  # term 0 in every row: dense under any ratio
+    values = rng.integers(1, 256, len(rows)).astype(np.float32)
+    import scipy.sparse
+
+    matrix = scipy.sparse.csc_matrix((values, (rows, terms)), shape=(n, vocab))
+    matrix.sum_duplicates()
+    matrix.data = np.minimum(matrix.data, 255)
+    offsets, doc_ids, impacts = matrix.indptr.astype(np.int64), matrix.indices.astype(np.uint32), \
+        matrix.data.astype(np.uint8)
+    live = (rng.random(n) > 0.2).astype(np.uint8)
+    q_terms = np.array([0, 3, 17, 39, 5, 8], dtype=np.int32)
+    q_weights = np.array([0.1, 2.0, 1.5, 1.0, 0.5, 0.25], dtype=np.float32)
+    q_indptr = np.array([0, 4, 6])
+    truth = (matrix.toarray().astype(np.float64) * live[:, None])
+    for block_size, dense_ratio, bound_ratio in ((4, 4, 16), (64, 0, 0), (1, 8, 0)):
+        arrays = compact_postings(offsets, doc_ids, impacts, n, block_size, dense_ratio, bound_ratio)
+        assert arrays["term_windows"].shape == (vocab, 5)
+        back = decode_postings(arrays, n)
+        np.testing.assert_array_equal(back.indptr, offsets)
+        np.testing.assert_array_equal(back.indices, doc_ids)
+        np.testing.assert_array_equal(back.data, impacts)
+        ix = kernel_arrays(arrays)
+        scratch = blockmax_scratch(n, block_size, 4)
+        for k in (1, 10):
+            want = brute_force(truth, q_indptr, q_terms, q_weights, k)
+            exhaustive = score_batch(ix, live, q_indptr, q_terms, q_weights, n, k, 2)
+            for q, (expected_docs, _) in enumerate(want):
+                assert exhaustive[0][q][exhaustive[0][q] >= 0].tolist() == expected_docs, (block_size, k, q)
+            for got in (score_batch_blockmax(ix, live, block_size, q_indptr, q_terms, q_weights, n, k, 2),
+                        score_batch_blockmax_serial(ix, live, block_size, q_indptr, q_terms, q_weights, n, k, scratch)):
+                np.testing.assert_array_equal(got[0], exhaustive[0])
+                np.testing.assert_array_equal(got[1], exhaustive[1])
+
+
+@pytest.mark.parametrize("block_size", [0, 3, 12, 1 << 17])
+def test_a_block_size_that_is_not_a_power_of_two_is_refused(block_size):
+    from lsr.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match="power of two"):
+        compact_postings(np.array([0, 1]), np.array([0], np.uint32), np.array([1], np.uint8), 1, block_size, 0)

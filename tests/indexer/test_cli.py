@@ -98,11 +98,11 @@ def test_lsr_index_document_top_k_prunes_every_document(tmp_path, tiny_mlm_dir, 
     assert top3.manifest.build["document_top_k"] == 3 and full.manifest.build["document_top_k"] is None
 
     def vectors(index):
-        seg = index.segments[0]
+        postings = index.segments[0].postings()
         docs: dict[int, dict[int, float]] = {}
-        for term in range(len(seg.offsets) - 1):
-            for p in range(seg.offsets[term], seg.offsets[term + 1]):
-                docs.setdefault(int(seg.doc_ids[p]), {})[term] = float(seg.impacts[p])
+        for term in range(postings.shape[1]):
+            for p in range(postings.indptr[term], postings.indptr[term + 1]):
+                docs.setdefault(int(postings.indices[p]), {})[term] = float(postings.data[p])
         return docs
 
     whole, pruned = vectors(full), vectors(top3)
