@@ -51,7 +51,7 @@ def main() -> None:
         blocks = compact_postings(offsets, doc_ids, impacts, n, block_size, dense_ratio, bound_ratio)
         size_mb = sum(a.nbytes for a in blocks.values()) / 1e6
         ix = kernel_arrays(blocks)
-        scratch = kernel.blockmax_scratch(n, block_size, int(np.diff(qi).max()))
+        scratch = kernel.blockmax_scratch(n, block_size)
         live = np.zeros(0, np.uint8)
         for _ in range(2):  # the first pass compiles and warms the page cache
             latencies, scored, bounds = [], 0, []

@@ -227,7 +227,7 @@ def run_lsr(c: dict, work: Path, k: int, settings: dict) -> dict:
     ix, block_size, n = segment.kernel_arrays(), segment.block_size, segment.info.rows
     alpha, cut = settings.get("alpha", 1.0), settings.get("query_cut", 0)
     queries = c["queries"]
-    scratch = kernel.blockmax_scratch(n, block_size, max(len(t) for t, _ in queries))
+    scratch = kernel.blockmax_scratch(n, block_size)
     live = np.zeros(0, np.uint8)  # nothing deleted
 
     exhaustive = settings.get("pruning") == "exhaustive"  # the reference kernel: every posting of every query term

@@ -137,7 +137,7 @@ def _select_touched(accumulator, touched, n_touched, live, k, heap_scores, heap_
 def _accumulate(ix, num_rows, term, weight, row_doc, accumulator, touched, n_touched):  # pragma: no cover - numba
     """Add ``weight`` x every posting of ``term`` to its document's slot (``row_doc[row]`` when rows are chunks,
     else the row), registering first-touched documents; returns (documents touched, postings read)."""
-    term_windows, doc_low, impacts, dense_slot, dense_rows, _, _ = ix
+    term_windows, doc_low, _, impacts, dense_slot, dense_rows, _, _ = ix
     grouped = len(row_doc) > 0
     postings = 0
     slot = dense_slot[term]
@@ -240,15 +240,14 @@ def score_batch_serial(ix, live, q_indptr, q_terms, q_weights, num_rows, k, n_ch
 # is at least their maximum and, for these terms, almost always the single impact (lsr.index.segment).
 #
 # A query first adds up, per block, an upper bound on the score of every row in the block. Blocks are then scored
-# exactly, with a block-sized accumulator, in tiers of decreasing bound (within 10% of the best bound, then 10-20%,
-# ...), which raises the k-th score theta early; a tier never reaches below theta. A block whose bound is below the
-# current theta cannot hold a top-k document and is skipped. Within a tier blocks are scored in increasing id, so a
-# rare term finds its postings in the block by galloping forward from where it found the last ones: no per-query
-# scatter of positions over all blocks (which cost more than the scoring itself at 1M documents, and memory of
-# terms x blocks per thread). The result is the exhaustive kernel's top-k, ties included: scores and bounds are
-# accumulated in the same term order, each term adding to a bound at least what it adds to any row's score (or
-# several non-negative amounts, one of which is at least that), and float addition is monotone, so a row's float
-# score never exceeds its block's float bound.
+# exactly in tiers of decreasing bound (within 10% of the best bound, then 10-20%, ...), which raises the k-th score
+# theta early; a tier never reaches below theta. A block whose bound is below the current theta cannot hold a top-k
+# document and is skipped. Within a tier, blocks are scored in batches of 32, term by term, so that the cache misses
+# of different blocks overlap (a block at a time, each waited on its own); a rare term finds its postings in a block
+# through a small array of every 64th row number, then one group of 64 postings. The result is the exhaustive
+# kernel's top-k, ties included: scores and bounds are accumulated in the same term order, each term adding to a
+# bound at least what it adds to any row's score (or several non-negative amounts, one of which is at least that),
+# and float addition is monotone, so a row's float score never exceeds its block's float bound.
 #
 # ``alpha`` < 1 is the explicit approximate knob (as in BMP): a block is skipped when alpha * bound < theta.
 # ``query_cut`` > 0 keeps only the query's heaviest ``query_cut`` terms. Both lose recall, which callers report.
@@ -256,26 +255,49 @@ def score_batch_serial(ix, live, q_indptr, q_terms, q_weights, num_rows, k, n_ch
 _TIERS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0)  # lower edges of the tiers, as fractions of the best bound
 
 
+_SKIP_BITS = 6  # ``skips`` holds every 64th row number of ``doc_low`` (lsr.index.segment)
+
+
 @numba.njit(cache=True, inline="always")
-def _seek(b_ids, e, end, block):  # pragma: no cover - numba
-    """The first position in ``b_ids[e:end]`` (sorted) holding a block id >= ``block``, or ``end``: galloping from
-    ``e``, so a walk over increasing blocks costs O(log gap) a step."""
-    if e >= end or b_ids[e] >= block:
-        return e
-    step = 1
-    below = e  # b_ids[below] < block
-    while e + step < end and b_ids[e + step] < block:
-        below = e + step
-        step *= 2
-    lo = below + 1
-    hi = min(e + step, end)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if b_ids[mid] < block:
-            lo = mid + 1
+def _seek(doc_low, skips, lo, end, target):  # pragma: no cover - numba
+    """The first position in ``doc_low[lo:end]`` (increasing) holding a value >= ``target``, or ``end``.
+
+    Galloping from ``lo`` over ``skips``, every 64th entry, which is small and stays in cache during a query, then a
+    binary search in the one group of 64 that holds the answer: about one cache miss, where a search over ``doc_low``
+    itself missed on most of its reads. Searches start from the window's first posting, not from a cursor, so the
+    searches of one batch of blocks do not wait on each other."""
+    if lo >= end or doc_low[lo] >= target:
+        return lo
+    a = lo + 1  # doc_low[lo] < target: the answer is in [a, b]
+    b = end
+    first = (lo + (1 << _SKIP_BITS) - 1) >> _SKIP_BITS  # the groups that start inside [lo, end)
+    last = (end - 1) >> _SKIP_BITS
+    if first <= last:
+        if skips[first] >= target:
+            b = first << _SKIP_BITS
         else:
-            hi = mid
-    return lo
+            below = first  # skips[below] < target
+            step = 1
+            while below + step <= last and skips[below + step] < target:
+                below += step
+                step *= 2
+            g = below + 1
+            h = min(below + step, last + 1)
+            while g < h:  # the first group from ``below`` on that starts at >= target (last + 1: none)
+                mid = (g + h) >> 1
+                if skips[mid] < target:
+                    g = mid + 1
+                else:
+                    h = mid
+            a = ((g - 1) << _SKIP_BITS) + 1
+            b = (g << _SKIP_BITS) if g <= last else end
+    while a < b:
+        mid = (a + b) >> 1
+        if doc_low[mid] < target:
+            a = mid + 1
+        else:
+            b = mid
+    return a
 
 
 @numba.njit(cache=True, inline="always")
@@ -286,16 +308,19 @@ def _log2(block_size):  # pragma: no cover - numba
     return shift
 
 
+_BATCH = 32  # blocks scored together, term by term
+BATCH = _BATCH  # (scratch sizes: ``acc`` holds BATCH x block size scores)
+
+
 @numba.njit(cache=True)
-def _score_block(ix, live, block_size, doc_base, terms, weights, use, cursor, block, k, acc, heap_scores, heap_docs,
-                 size):  # pragma: no cover - numba
-    """Score every row of ``block`` exactly and offer it to the heap; return (new heap size, postings read).
-    ``cursor[j]``: where rare term j's postings were left; blocks come in increasing id until it is reset."""
-    term_windows, doc_low, impacts, dense_slot, dense_rows, max_slot, max_rows = ix
-    base = block * block_size
-    window = base >> 16
-    low_base = base & 0xFFFF  # the block's first row within its window (a block never straddles two)
-    low_end = low_base + block_size
+def _score_blocks(ix, live, block_size, doc_base, terms, weights, use, blocks, k, acc, heap_scores, heap_docs,
+                  size):  # pragma: no cover - numba
+    """Score every row of ``blocks`` (at most ``_BATCH``) exactly and offer each to the heap; return (new heap size,
+    postings read). Term by term over the batch, so the loads of one term in different blocks are independent and
+    overlap (a block at a time, each waited on its own cache misses); every row still adds its terms in query-term
+    order, the exhaustive kernel's. ``acc`` (all zero, ``_BATCH`` x block_size) is left zero."""
+    term_windows, doc_low, skips, impacts, dense_slot, dense_rows, max_slot, max_rows = ix
+    n = len(blocks)
     postings = 0
     for jj in range(len(use)):
         j = use[jj]
@@ -304,26 +329,37 @@ def _score_block(ix, live, block_size, doc_base, terms, weights, use, cursor, bl
         slot = dense_slot[term]
         if slot >= 0:
             row = dense_rows[slot]
-            for i in range(block_size):
-                acc[i] += weight * np.float32(row[base + i])
-            postings += block_size
-        else:
-            bound = max_slot[term]
+            for c in range(n):
+                base = blocks[c] * block_size
+                at = c * block_size
+                for i in range(block_size):
+                    acc[at + i] += weight * np.float32(row[base + i])
+            postings += n * block_size
+            continue
+        bound = max_slot[term]
+        for c in range(n):
+            block = blocks[c]
             if bound >= 0 and max_rows[bound, block] == 0:
                 continue  # its row of block maxima says the term is not in this block: no search
+            base = block * block_size
+            window = base >> 16
+            low_base = base & 0xFFFF  # the block's first row within its window (a block never straddles two)
+            low_end = low_base + block_size
             end = term_windows[term, window + 1]
-            e = _seek(doc_low, max(cursor[j], term_windows[term, window]), end, low_base)
-            cursor[j] = e
+            e = _seek(doc_low, skips, term_windows[term, window], end, low_base)
+            at = c * block_size - low_base
             while e < end and doc_low[e] < low_end:
-                acc[np.int64(doc_low[e]) - low_base] += weight * np.float32(impacts[e])
+                acc[at + np.int64(doc_low[e])] += weight * np.float32(impacts[e])
                 e += 1
                 postings += 1
-    for i in range(block_size):
-        score = acc[i]
-        if score > 0.0:
-            acc[i] = 0.0
-            if len(live) == 0 or live[base + i]:
-                size = _offer(heap_scores, heap_docs, size, k, score, doc_base + base + i)
+    for c in range(n):
+        base = blocks[c] * block_size
+        for i in range(block_size):
+            score = acc[c * block_size + i]
+            if score > 0.0:
+                acc[c * block_size + i] = 0.0
+                if len(live) == 0 or live[base + i]:
+                    size = _offer(heap_scores, heap_docs, size, k, score, doc_base + base + i)
     return size, postings
 
 
@@ -368,18 +404,28 @@ def _terms_used(weights, query_cut):  # pragma: no cover - numba
 def _bounds(ix, block_size, terms, weights, use, ub, chunk_max):  # pragma: no cover - numba
     """The bound of every block of one segment (``ub``: its bound slots, all zero on entry), in query-term order, and
     the maximum of each chunk of blocks (``chunk_max``, :func:`_chunk_maxima`); returns the largest bound."""
-    term_windows, doc_low, impacts, _, _, max_slot, max_rows = ix
+    term_windows, doc_low, _, impacts, _, _, max_slot, max_rows = ix
     shift = _log2(block_size)
     zero = np.float32(0.0)
-    for jj in range(len(use)):
+    n_use = len(use)
+    jj = 0
+    while jj < n_use:
         j = use[jj]
         term = terms[j]
         weight = np.float32(weights[j])
         slot = max_slot[term]
-        if slot >= 0:  # a row of block maxima: one SIMD pass
+        jj += 1
+        if slot >= 0:  # a row of block maxima: one SIMD pass, shared with the next such term when it follows
             row = max_rows[slot]
-            for b in range(len(row)):
-                ub[b] += weight * np.float32(row[b])
+            if jj < n_use and max_slot[terms[use[jj]]] >= 0:  # two in a row: one pass, the same additions in order
+                other = max_rows[max_slot[terms[use[jj]]]]
+                weight2 = np.float32(weights[use[jj]])
+                jj += 1
+                for b in range(len(row)):
+                    ub[b] = (ub[b] + weight * np.float32(row[b])) + weight2 * np.float32(other[b])
+            else:
+                for b in range(len(row)):
+                    ub[b] += weight * np.float32(row[b])
             continue
         for w in range(term_windows.shape[1] - 1):  # a rarer term: the sum of its impacts in the block, >= their max
             first_block = np.int64(w) << (16 - shift)
@@ -403,7 +449,7 @@ def _tier_floor(tier, max_ub, size, k, heap_scores, alpha):  # pragma: no cover 
 
 
 @numba.njit(cache=True)
-def _band_into(ix, live, block_size, doc_base, terms, weights, use, k, alpha, ub, cursor, candidates, acc, chunk_max,
+def _band_into(ix, live, block_size, doc_base, terms, weights, use, k, alpha, ub, candidates, acc, chunk_max,
                chunks, lo, hi, heap_scores, heap_docs, size):  # pragma: no cover - numba
     """Score the blocks of one segment whose bound (:func:`_bounds`) lies in [lo, hi), in increasing id, into a size-k
     heap that may already hold other segments' documents (numbered from ``doc_base`` here); a block the heap's k-th
@@ -426,30 +472,34 @@ def _band_into(ix, live, block_size, doc_base, terms, weights, use, k, alpha, ub
                 n += 1
     if n == 0:
         return size, 0, 0
-    term_windows = ix[0]
-    for jj in range(len(use)):  # candidates ascend: rare terms walk their postings from the start
-        cursor[use[jj]] = term_windows[terms[use[jj]], 0]
     postings = 0
     scored = 0
-    for i in range(n):
-        block = candidates[i]
-        if size == k and alpha * ub[block] < heap_scores[0]:
-            continue
-        size, read = _score_block(ix, live, block_size, doc_base, terms, weights, use, cursor, block, k, acc,
-                                  heap_scores, heap_docs, size)
+    i = 0
+    while i < n:  # batches of up to _BATCH blocks that the k-th score cannot rule out yet, compacted in place
+        first = i
+        m = 0
+        while i < n and m < _BATCH:
+            block = candidates[i]
+            i += 1
+            if size == k and alpha * ub[block] < heap_scores[0]:
+                continue
+            candidates[first + m] = block
+            m += 1
+        size, read = _score_blocks(ix, live, block_size, doc_base, terms, weights, use, candidates[first:first + m], k,
+                                   acc, heap_scores, heap_docs, size)
         postings += read
-        scored += 1
+        scored += m
     return size, postings, scored
 
 
 @numba.njit(cache=True)
-def score_query_blockmax(ix, live, block_size, num_docs, terms, weights, k, alpha, query_cut, ub, cursor, candidates,
+def score_query_blockmax(ix, live, block_size, num_docs, terms, weights, k, alpha, query_cut, ub, candidates,
                          acc, out_docs, out_scores):  # pragma: no cover - numba
     """One query, block-max pruned, into ``out_docs``/``out_scores``. Returns (postings read, blocks scored).
 
     ``ix``: the index arrays (see :func:`lsr.index.segment.kernel_arrays`). Scratch: ``ub`` (float32, one a bound slot
-    (:func:`bound_slots`), all zero, left so), ``cursor`` (int64, at least one a query term), ``candidates`` (int32, one
-    a bound slot), ``acc`` (float32, block_size, all zero, left so)."""
+    (:func:`bound_slots`), all zero, left so), ``candidates`` (int32, one a bound slot), ``acc`` (float32, ``BATCH`` x
+    block_size, all zero, left so)."""
     heap_scores = np.empty(k, dtype=np.float32)
     heap_docs = np.empty(k, dtype=np.int64)
     chunk_max = np.empty(len(ub) // _CHUNK, dtype=np.float32)
@@ -464,7 +514,7 @@ def score_query_blockmax(ix, live, block_size, num_docs, terms, weights, k, alph
         tier += 1
         if lo >= hi:  # (alpha < 1 can ask for a tier above the last one)
             break
-        size, read, count = _band_into(ix, live, block_size, 0, terms, weights, use, k, alpha, ub, cursor, candidates,
+        size, read, count = _band_into(ix, live, block_size, 0, terms, weights, use, k, alpha, ub, candidates,
                                        acc, chunk_max, chunks, lo, hi, heap_scores, heap_docs, size)
         postings += read
         scored += count
@@ -478,7 +528,7 @@ def score_query_blockmax(ix, live, block_size, num_docs, terms, weights, k, alph
 
 @numba.njit(cache=True)
 def _segments_range(ixs, lives, block_sizes, doc_bases, n_blocks, q_indptr, q_terms, q_weights, k, alpha, query_cut,
-                    first, last, ub, cursor, candidates, acc, out_docs, out_scores, postings,
+                    first, last, ub, candidates, acc, out_docs, out_scores, postings,
                     blocks):  # pragma: no cover - numba
     heap_scores = np.empty(k, dtype=np.float32)
     heap_docs = np.empty(k, dtype=np.int64)
@@ -513,7 +563,7 @@ def _segments_range(ixs, lives, block_sizes, doc_bases, n_blocks, q_indptr, q_te
                 if seg_max[s] < lo or seg_max[s] <= 0.0:
                     continue
                 size, read, count = _band_into(ixs[s], lives[s], block_sizes[s], doc_bases[s], terms, weights, use, k,
-                                               alpha, ub[block_at[s]:block_at[s + 1]], cursor,
+                                               alpha, ub[block_at[s]:block_at[s + 1]],
                                                candidates, acc, chunk_max[chunk_at[s]:chunk_at[s + 1]], chunks, lo,
                                                hi, heap_scores, heap_docs, size)
                 postings[q] += read
@@ -537,9 +587,9 @@ def score_segments_blockmax_serial(ixs, lives, block_sizes, doc_bases, n_blocks,
     (documents, scores, postings read, blocks scored); a single Python call whatever the number of segments."""
     n_queries = len(q_indptr) - 1
     out_docs, out_scores, postings, blocks = _new_outputs(n_queries, k)
-    ub, cursor, candidates, acc = scratch
+    ub, candidates, acc = scratch
     _segments_range(ixs, lives, block_sizes, doc_bases, n_blocks, q_indptr, q_terms, q_weights, k, np.float32(alpha),
-                    query_cut, 0, n_queries, ub, cursor, candidates, acc, out_docs, out_scores, postings, blocks)
+                    query_cut, 0, n_queries, ub, candidates, acc, out_docs, out_scores, postings, blocks)
     return out_docs, out_scores, postings, blocks
 
 
@@ -549,9 +599,6 @@ def score_segments_blockmax(ixs, lives, block_sizes, doc_bases, n_blocks, q_indp
     """:func:`score_segments_blockmax_serial` in parallel over chunks of queries, each chunk with its own scratch."""
     n_queries = len(q_indptr) - 1
     out_docs, out_scores, postings, blocks = _new_outputs(n_queries, k)
-    max_terms = 1
-    for q in range(n_queries):
-        max_terms = max(max_terms, q_indptr[q + 1] - q_indptr[q])
     n_chunks = max(1, min(n_chunks, n_queries))
     per_chunk = (n_queries + n_chunks - 1) // n_chunks
     total_slots = 0
@@ -559,31 +606,30 @@ def score_segments_blockmax(ixs, lives, block_sizes, doc_bases, n_blocks, q_indp
         total_slots += _slots(n_blocks[s])
     for chunk in numba.prange(n_chunks):
         ub = np.zeros(total_slots, dtype=np.float32)
-        cursor = np.empty(max_terms, dtype=np.int64)
         candidates = np.empty(_slots(max_blocks), dtype=np.int32)
-        acc = np.zeros(max_block_size, dtype=np.float32)
+        acc = np.zeros(_BATCH * max_block_size, dtype=np.float32)
         _segments_range(ixs, lives, block_sizes, doc_bases, n_blocks, q_indptr, q_terms, q_weights, k,
                         np.float32(alpha), query_cut, chunk * per_chunk, min(n_queries, (chunk + 1) * per_chunk), ub,
-                        cursor, candidates, acc, out_docs, out_scores, postings, blocks)
+                        candidates, acc, out_docs, out_scores, postings, blocks)
     return out_docs, out_scores, postings, blocks
 
 
-def blockmax_scratch(num_docs: int, block_size: int, max_terms: int) -> tuple:
+def blockmax_scratch(num_docs: int, block_size: int) -> tuple:
     """Per-thread scratch for :func:`score_batch_blockmax_serial`, reusable across calls (the kernel leaves it as it
     found it): allocating and clearing it per query would cost more than scoring a short query."""
     slots = bound_slots(num_docs, block_size)
-    return (np.zeros(slots, dtype=np.float32), np.empty(max(1, max_terms), dtype=np.int64),
-            np.empty(slots, dtype=np.int32), np.zeros(block_size, dtype=np.float32))
+    return (np.zeros(slots, dtype=np.float32), np.empty(slots, dtype=np.int32),
+            np.zeros(BATCH * block_size, dtype=np.float32))
 
 
 @numba.njit(cache=True)
 def _blockmax_range(ix, live, block_size, num_docs, q_indptr, q_terms, q_weights, k, alpha, query_cut, first, last,
-                    ub, cursor, candidates, acc, out_docs, out_scores, postings, blocks):  # pragma: no cover - numba
+                    ub, candidates, acc, out_docs, out_scores, postings, blocks):  # pragma: no cover - numba
     for q in range(first, last):
         start = q_indptr[q]
         end = q_indptr[q + 1]
         postings[q], blocks[q] = score_query_blockmax(ix, live, block_size, num_docs, q_terms[start:end],
-                                                      q_weights[start:end], k, alpha, query_cut, ub, cursor, candidates,
+                                                      q_weights[start:end], k, alpha, query_cut, ub, candidates,
                                                       acc, out_docs[q], out_scores[q])
 
 
@@ -596,18 +642,14 @@ def score_batch_blockmax(ix, live, block_size, q_indptr, q_terms, q_weights, num
     n_queries = len(q_indptr) - 1
     out_docs, out_scores, postings, blocks = _new_outputs(n_queries, k)
     slots = _slots((num_docs + block_size - 1) // block_size)
-    max_terms = 1
-    for q in range(n_queries):
-        max_terms = max(max_terms, q_indptr[q + 1] - q_indptr[q])
     n_chunks = max(1, min(n_chunks, n_queries))
     per_chunk = (n_queries + n_chunks - 1) // n_chunks
     for chunk in numba.prange(n_chunks):
         ub = np.zeros(slots, dtype=np.float32)
-        cursor = np.empty(max_terms, dtype=np.int64)
         candidates = np.empty(slots, dtype=np.int32)
-        acc = np.zeros(block_size, dtype=np.float32)
+        acc = np.zeros(_BATCH * block_size, dtype=np.float32)
         _blockmax_range(ix, live, block_size, num_docs, q_indptr, q_terms, q_weights, k, np.float32(alpha), query_cut,
-                        chunk * per_chunk, min(n_queries, (chunk + 1) * per_chunk), ub, cursor, candidates, acc,
+                        chunk * per_chunk, min(n_queries, (chunk + 1) * per_chunk), ub, candidates, acc,
                         out_docs, out_scores, postings, blocks)
     return out_docs, out_scores, postings, blocks
 
@@ -616,12 +658,12 @@ def score_batch_blockmax(ix, live, block_size, q_indptr, q_terms, q_weights, num
 def score_batch_blockmax_serial(ix, live, block_size, q_indptr, q_terms, q_weights, num_docs, k, scratch, alpha=1.0,
                                 query_cut=0):  # pragma: no cover - numba
     """:func:`score_batch_blockmax` on the calling thread with caller-owned ``scratch`` (:func:`blockmax_scratch`,
-    sized for the batch's longest query); see :func:`score_batch_serial` for why it is a separate function."""
+    reused across calls); see :func:`score_batch_serial` for why it is a separate function."""
     n_queries = len(q_indptr) - 1
     out_docs, out_scores, postings, blocks = _new_outputs(n_queries, k)
-    ub, cursor, candidates, acc = scratch
+    ub, candidates, acc = scratch
     _blockmax_range(ix, live, block_size, num_docs, q_indptr, q_terms, q_weights, k, np.float32(alpha), query_cut, 0,
-                    n_queries, ub, cursor, candidates, acc, out_docs, out_scores, postings, blocks)
+                    n_queries, ub, candidates, acc, out_docs, out_scores, postings, blocks)
     return out_docs, out_scores, postings, blocks
 
 

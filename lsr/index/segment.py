@@ -7,6 +7,7 @@ Layout of a segment folder (``segments/seg-NNNNNN/``); every array is a plain ``
     term_windows.npy    int64 (vocab_size, windows + 1): rare term t's postings in rows [w * 65536, (w + 1) * 65536)
                         are [term_windows[t, w], term_windows[t, w + 1])
     doc_low.npy         uint16: each posting's row number modulo 65536, increasing within a term and window
+    skips.npy           uint16: every 64th entry of doc_low (a search reads it first, then one group of 64)
     impacts.npy         each posting's impact: uint8 (q = round(w * scale), the index's one scale) or float32
     dense_terms.npy     int32: the terms in at least rows / dense_ratio rows, stored as rows instead of postings
     dense_rows.npy      (dense terms, rows padded to whole blocks): their impact in every row, 0 where absent
@@ -47,7 +48,8 @@ from lsr.sparse import SparseBatch
 DEFAULT_BLOCK_SIZE = 4  # 1M synthetic: 4 -> 0.40 ms mean, 8 -> 0.63, 16 -> 1.25 (benchmarks/blockmax_profile.py)
 DEFAULT_DENSE_RATIO = 8
 DEFAULT_BOUND_RATIO = 16
-SPARSE_ARRAYS = ("term_windows", "doc_low", "impacts", "dense_terms", "dense_rows", "max_terms", "max_rows")
+SPARSE_ARRAYS = ("term_windows", "doc_low", "skips", "impacts", "dense_terms", "dense_rows", "max_terms", "max_rows")
+SKIP_BITS = 6  # skips.npy keeps every 64th doc_low
 LEGACY_ARRAYS = ("offsets", "doc_ids", "impacts")  # lsr 0.2's CSR postings
 
 
@@ -121,7 +123,7 @@ class Segment:
 
     def stored_row(self, row: int, token_ids: np.ndarray) -> np.ndarray:
         """The stored impact of each token in sparse row ``row`` (0 where absent)."""
-        _, doc_low, impacts, dense_slot, dense_rows, _, _ = self.kernel_arrays()
+        _, doc_low, _, impacts, dense_slot, dense_rows, _, _ = self.kernel_arrays()
         windows = self.sparse["term_windows"]
         window, low = row >> WINDOW_BITS, row & 0xFFFF
         out = np.zeros(len(token_ids), dtype=np.float64)
@@ -339,7 +341,8 @@ def compact_postings(offsets: np.ndarray, doc_ids: np.ndarray, impacts: np.ndarr
     else. Every other term keeps its postings, in increasing row number, as the row's low 16 bits (``doc_low``,
     uint16) and the impact (``impacts``); the high bits are implicit: ``term_windows[t, w] .. term_windows[t, w + 1]``
     are the postings of t in rows [w * 65536, (w + 1) * 65536). A block never straddles two windows (block sizes
-    divide 65536).
+    divide 65536). ``skips`` holds every 64th entry of ``doc_low``, so a search for a block's postings reads a small,
+    cache-resident array first and then one group of 64 postings.
 
     Block maxima, for the pruned kernel's bounds: the dense terms and every term in at least ``rows / bound_ratio``
     rows have a row of them, ``max_rows[s]`` for term ``max_terms[s]`` (the dense terms first, in the same order), so
@@ -379,19 +382,21 @@ def compact_postings(offsets: np.ndarray, doc_ids: np.ndarray, impacts: np.ndarr
     }
     _fill_compact(offsets, doc_ids, impacts, block_size, dense_slot, max_slot, arrays["doc_low"], arrays["impacts"],
                   arrays["dense_rows"], arrays["max_rows"])
+    arrays["skips"] = np.ascontiguousarray(arrays["doc_low"][:: 1 << SKIP_BITS])
     return arrays
 
 
 def kernel_arrays(arrays: dict[str, np.ndarray]) -> tuple:
-    """The tuple the kernels (:mod:`lsr.index.kernel`) take as ``ix``: (term_windows, doc_low, impacts, dense_slot,
-    dense_rows, max_slot, max_rows); a slot is a term's row in ``dense_rows`` / ``max_rows``, -1 for none."""
+    """The tuple the kernels (:mod:`lsr.index.kernel`) take as ``ix``: (term_windows, doc_low, skips, impacts,
+    dense_slot, dense_rows, max_slot, max_rows); a slot is a term's row in ``dense_rows`` / ``max_rows``, -1 for
+    none."""
     vocab = len(arrays["term_windows"])
     dense_slot = np.full(vocab, -1, dtype=np.int32)
     dense_slot[arrays["dense_terms"]] = np.arange(len(arrays["dense_terms"]), dtype=np.int32)
     max_slot = np.full(vocab, -1, dtype=np.int32)
     max_slot[arrays["max_terms"]] = np.arange(len(arrays["max_terms"]), dtype=np.int32)
-    return (arrays["term_windows"], arrays["doc_low"], arrays["impacts"], dense_slot, arrays["dense_rows"], max_slot,
-            arrays["max_rows"])
+    return (arrays["term_windows"], arrays["doc_low"], arrays["skips"], arrays["impacts"], dense_slot,
+            arrays["dense_rows"], max_slot, arrays["max_rows"])
 
 
 def decode_postings(arrays: dict[str, np.ndarray], rows: int):

@@ -163,12 +163,11 @@ class NativeRetriever:
         q = (queries.indptr, queries.indices, queries.weights)
         alpha, cut = self.pruning.alpha, self.pruning.query_cut
         if threads == 1 or len(queries) == 1:
-            longest = max(8, int(queries.indptr[-1]))  # the batch's non-zeros: at least any query's terms
             scratch = getattr(self._local, "together", None)
-            if scratch is None or len(scratch[1]) < longest:
+            if scratch is None:
                 slots = [kernel.bound_slots(int(n), 1) for n in n_blocks]  # bound slots of each segment
-                scratch = self._local.together = (np.zeros(sum(slots), np.float32), np.empty(longest, np.int64),
-                                                  np.empty(max(slots), np.int32), np.zeros(max_block_size, np.float32))
+                scratch = self._local.together = (np.zeros(sum(slots), np.float32), np.empty(max(slots), np.int32),
+                                                  np.zeros(kernel.BATCH * max_block_size, np.float32))
             docs, scores, postings, _ = kernel.score_segments_blockmax_serial(
                 ixs, lives, block_sizes, bases, n_blocks, *q, k, scratch, alpha, cut)
         elif kernel.PARALLEL_LOCK is not None:
@@ -243,13 +242,12 @@ class NativeRetriever:
         if self.pruning.method == "exhaustive":
             return kernel.score_batch_serial(segment.kernel_arrays(), live, *q, n_rows, k, threads)
         ix, block_size = segment.kernel_arrays(), segment.block_size
-        longest = int(np.diff(vectors.indptr).max()) if len(vectors) else 1
         scratches = getattr(self._local, "scratch", None)
         if scratches is None:
             scratches = self._local.scratch = {}
         scratch = scratches.get(segment.directory)
-        if scratch is None or len(scratch[1]) < longest:
-            scratch = scratches[segment.directory] = kernel.blockmax_scratch(n_rows, block_size, max(longest, 8))
+        if scratch is None:
+            scratch = scratches[segment.directory] = kernel.blockmax_scratch(n_rows, block_size)
         return kernel.score_batch_blockmax_serial(ix, live, block_size, *q, n_rows, k, scratch, self.pruning.alpha,
                                                   self.pruning.query_cut)[:3]
 

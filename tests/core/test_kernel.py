@@ -130,20 +130,20 @@ from lsr.index.kernel import blockmax_scratch, score_batch_blockmax, score_batch
 def test_blockmax_equals_exhaustive(dtype, block_size, dense_ratio, bound_ratio, k):
     """Exact mode returns the exhaustive kernel's top-k bit for bit (ties broken the same way), serial and parallel,
     whatever the block size, however many terms are stored dense and however many have rows of block maxima (the
-    others bound blocks through their leading postings, and are found in a block by galloping cursors); the scratch
-    is left clean for the next call."""
+    others bound a block by the sum of their impacts there, and are found in it through their skips); blocks are
+    scored in batches, term by term; the scratch is left clean for the next call."""
     for seed in range(3):
         (offsets, doc_ids, impacts), dense, (q_indptr, q_terms, q_weights) = random_collection(seed, dtype=dtype)
         n = dense.shape[0]
         ix = stored(offsets, doc_ids, impacts, n, block_size, dense_ratio, bound_ratio)
         expected = score_batch(ix, ALL, q_indptr, q_terms, q_weights, n, k, 2)
-        scratch = blockmax_scratch(n, block_size, int(np.diff(q_indptr).max()))
+        scratch = blockmax_scratch(n, block_size)
         for docs, scores, _, _ in (score_batch_blockmax(ix, ALL, block_size, q_indptr, q_terms, q_weights, n, k, 2),
                                    score_batch_blockmax_serial(ix, ALL, block_size, q_indptr, q_terms, q_weights, n,
                                                                k, scratch)):
             np.testing.assert_array_equal(docs, expected[0])
             np.testing.assert_array_equal(scores, expected[1])
-        ub, _, _, acc = scratch  # (the cursors are set by every tier before use)
+        ub, _, acc = scratch  # (candidates are written before they are read)
         assert not ub.any() and not acc.any()
 
 
@@ -186,7 +186,7 @@ def test_deleted_rows_are_skipped_and_blockmax_stays_exact(dtype, block_size, de
         live = (np.random.default_rng(seed).random(n) > 0.33).astype(np.uint8)
         masked = dense * live[:, None]
         ix = stored(offsets, doc_ids, impacts, n, block_size, dense_ratio)
-        scratch = blockmax_scratch(n, block_size, int(np.diff(q_indptr).max()))
+        scratch = blockmax_scratch(n, block_size)
         for k in (1, 10):
             want = brute_force(masked, q_indptr, q_terms, q_weights, k)
             for docs, _scores, *_ in (score_batch(ix, live, q_indptr, q_terms, q_weights, n, k, 2),
@@ -202,7 +202,7 @@ def test_one_call_over_several_segments_equals_the_exhaustive_top_k():
     skipped: the same top-k, ties included, as the exhaustive kernel over the whole collection."""
     from numba.typed import List
 
-    from lsr.index.kernel import bound_slots, score_segments_blockmax, score_segments_blockmax_serial
+    from lsr.index.kernel import BATCH, bound_slots, score_segments_blockmax, score_segments_blockmax_serial
 
     for seed in range(3):
         (offsets, doc_ids, impacts), dense, (q_indptr, q_terms, q_weights) = random_collection(seed)
@@ -223,8 +223,7 @@ def test_one_call_over_several_segments_equals_the_exhaustive_top_k():
         for k in (1, 10, 40):
             want = score_batch(stored(offsets, doc_ids, impacts, n), live, q_indptr, q_terms, q_weights, n, k, 1)
             slots = [bound_slots(b, 1) for b in blocks]
-            scratch = (np.zeros(sum(slots), np.float32), np.empty(8, np.int64), np.empty(max(slots), np.int32),
-                       np.zeros(4, np.float32))
+            scratch = (np.zeros(sum(slots), np.float32), np.empty(max(slots), np.int32), np.zeros(BATCH * 4, np.float32))
             for got in (score_segments_blockmax(ixs, lives, np.full(4, 4), np.array(bases), np.array(blocks), q_indptr,
                                                 q_terms, q_weights, k, 2, max(blocks), 4),
                         score_segments_blockmax_serial(ixs, lives, np.full(4, 4), np.array(bases), np.array(blocks),
@@ -264,7 +263,7 @@ def test_rows_past_one_window_of_65536():
         np.testing.assert_array_equal(back.indices, doc_ids)
         np.testing.assert_array_equal(back.data, impacts)
         ix = kernel_arrays(arrays)
-        scratch = blockmax_scratch(n, block_size, 4)
+        scratch = blockmax_scratch(n, block_size)
         for k in (1, 10):
             want = brute_force(truth, q_indptr, q_terms, q_weights, k)
             exhaustive = score_batch(ix, live, q_indptr, q_terms, q_weights, n, k, 2)
