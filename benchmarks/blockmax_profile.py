@@ -1,9 +1,10 @@
 """Where the block-max kernel's time goes, and how block size / dense ratio move it (a diagnostic).
 
-Reads the lsr index and queries that ``benchmarks/engines.py`` left in its work directory, recomputes the pruning
-structures for every ``BLOCK:DENSE_RATIO`` given, and prints per query: mean and p99 latency of
-``score_query_blockmax``, blocks scored, the time of the bound pass alone (every block bounded, nothing scored), and
-the size of the sparse side (postings, dense rows, block maxima).
+Reads the lsr index and queries that ``benchmarks/engines.py`` left in its work directory, recomputes the sparse
+layout for every ``BLOCK:DENSE_RATIO[:BOUND_RATIO]`` given (bound ratio default 16), and prints per query: mean and
+p99 latency of ``score_query_blockmax``, blocks scored, the time of the bound pass alone (every block bounded, nothing
+scored), and the size of the sparse side (postings, dense rows, block maxima); first, the index's bytes on disk by
+file.
 
     python benchmarks/engines.py --collection synthetic --docs 1000000 --systems lsr --output var/bench/x.json
     python benchmarks/blockmax_profile.py 4:8:16 4:8:0 4:16 8:8
@@ -41,6 +42,10 @@ def main() -> None:
     nq = min(args.queries, len(qi) - 1)
     segment = Index.open(work / "lsr-index", load_encoder=False).segments[0]
     n = segment.info.rows
+    files = sorted((path.stat().st_size, path.name) for path in segment.directory.iterdir() if path.is_file())
+    total = sum(p.stat().st_size for p in (work / "lsr-index").rglob("*") if p.is_file())
+    print(f"the index on disk: {total / 1e6:,.1f} MB; its segment's files: "
+          + ", ".join(f"{name} {size / 1e6:,.1f}" for size, name in reversed(files) if size >= 1e5), flush=True)
     postings = segment.postings()
     offsets, doc_ids, impacts = postings.indptr.astype(np.int64), postings.indices.astype(np.uint32), \
         postings.data.astype(segment.impacts.dtype)
@@ -58,7 +63,7 @@ def main() -> None:
             for q in range(nq):
                 terms, weights = qt[qi[q]:qi[q + 1]], qw[qi[q]:qi[q + 1]]
                 started = time.perf_counter()
-                scored += kernel.score_query_blockmax(ix, live, block_size, n, terms, weights, 10, 1.0, 0, *scratch,
+                scored += kernel.score_query_blockmax(ix, live, block_size, n, terms, weights, 10, np.float32(1.0), 0, *scratch,
                                                       out_docs, out_scores)[1]
                 latencies.append(time.perf_counter() - started)
                 started = time.perf_counter()

@@ -11,8 +11,10 @@ For every segment: the bytes of each array on disk today, and for a candidate la
   document id is the block id plus the position), the block maximum (1 byte), and one impact byte per posting;
 - a term directory (three 8-byte offsets a term), ids and hashes as today.
 
-The layout is not implemented: this measures what it would hold, exactly (gaps, widths and counts come from the
-arrays), not how fast a kernel would read it.
+It reads a segment in round 1's layout (index format 2: offsets.npy, uint32 doc_ids.npy, blocks/); the layout that
+replaced it (format 3, lsr.index.segment) is measured by ``benchmarks/blockmax_profile.py``, which prints the bytes of
+each file. This measures what the candidate would hold, exactly (gaps, widths and counts come from the arrays), not
+how fast a kernel would read it.
 
     python research/index_size.py var/bench/live-index/segments-16 [--ratios 16,8,4]
 """

@@ -40,9 +40,9 @@ def main() -> None:
     if index.manifest.impact_dtype != "float32" or len(index.segments) != 1:
         raise SystemExit("needs a one-segment float32 index: lsr index ... --impact-dtype float32")
     seg = index.segments[0]
-    vocab, n_docs = len(seg.offsets) - 1, seg.info.rows
-    docs = sp.csc_matrix((np.asarray(seg.impacts, np.float32) / index.manifest.scale, np.asarray(seg.doc_ids),
-                          np.asarray(seg.offsets)), shape=(n_docs, vocab)).tocsr()
+    postings = seg.postings()  # scipy CSC (rows x terms) of stored impacts
+    vocab, n_docs = postings.shape[1], seg.info.rows
+    docs = (postings / index.manifest.scale).astype(np.float32).tocsr()
     ids = [str(x) for x in seg.ids]
     position = {d: i for i, d in enumerate(ids)}
     encoder = index.encoder

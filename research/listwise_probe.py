@@ -39,10 +39,8 @@ torch.manual_seed(0)
 beir = "../shared/data/beir/nfcorpus"
 index = Index.open("var/indexes/nf-if-f32", load_encoder=False)
 seg = index.segments[0]
-V, N = len(seg.offsets) - 1, seg.info.rows
-bank = sp.csc_matrix(
-    (np.asarray(seg.impacts, np.float32), np.asarray(seg.doc_ids), np.asarray(seg.offsets)), shape=(N, V)
-).tocsr()
+bank = seg.postings().tocsr()  # rows x terms, stored impacts
+N, V = bank.shape
 ids = [str(x) for x in seg.ids]
 pos = {d: i for i, d in enumerate(ids)}
 enc = load_encoder(

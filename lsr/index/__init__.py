@@ -18,6 +18,7 @@ one) and stages writes (``add``, ``upsert``, ``delete``) until ``commit``.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 import weakref
@@ -246,7 +247,10 @@ class Index:
             for folder in ("encoder", "dense-encoder", "lucene"):
                 if (self.directory / folder).is_dir():
                     shutil.copytree(self.directory / folder, staging.path / folder)
-            self.manifest.save(staging.path)
+            manifest = self.manifest
+            if any(not view.segment.legacy for view in snapshot.views):  # (a writer may have written one since open)
+                manifest = dataclasses.replace(manifest, format_version=INDEX_FORMAT_VERSION)
+            manifest.save(staging.path)
             generation = storage.Generation(snapshot.number, entries, snapshot.generation.next_segment,
                                             snapshot.doc_count, f"saved from {self.directory}")
             storage.publish(staging.path, generation)

@@ -24,6 +24,8 @@ import os
 import numba
 import numpy as np
 
+from lsr.index.segment import SKIP_BITS, WINDOW_BITS
+
 
 def _thread_safe_layer_available() -> bool:
     import importlib
@@ -156,7 +158,7 @@ def _accumulate(ix, num_rows, term, weight, row_doc, accumulator, touched, n_tou
                 accumulator[doc] += contribution
         return n_touched, postings
     for w in range(term_windows.shape[1] - 1):
-        base = w << 16
+        base = w << WINDOW_BITS
         start = term_windows[term, w]
         end = term_windows[term, w + 1]
         postings += end - start
@@ -255,7 +257,8 @@ def score_batch_serial(ix, live, q_indptr, q_terms, q_weights, num_rows, k, n_ch
 _TIERS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0)  # lower edges of the tiers, as fractions of the best bound
 
 
-_SKIP_BITS = 6  # ``skips`` holds every 64th row number of ``doc_low`` (lsr.index.segment)
+_SKIP_BITS = SKIP_BITS  # ``skips`` holds every 64th row number of ``doc_low`` (lsr.index.segment)
+_WINDOW_MASK = (1 << WINDOW_BITS) - 1
 
 
 @numba.njit(cache=True, inline="always")
@@ -342,8 +345,8 @@ def _score_blocks(ix, live, block_size, doc_base, terms, weights, use, blocks, k
             if bound >= 0 and max_rows[bound, block] == 0:
                 continue  # its row of block maxima says the term is not in this block: no search
             base = block * block_size
-            window = base >> 16
-            low_base = base & 0xFFFF  # the block's first row within its window (a block never straddles two)
+            window = base >> WINDOW_BITS
+            low_base = base & _WINDOW_MASK  # the block's first row within its window (a block never straddles two)
             low_end = low_base + block_size
             end = term_windows[term, window + 1]
             e = _seek(doc_low, skips, term_windows[term, window], end, low_base)
@@ -428,7 +431,7 @@ def _bounds(ix, block_size, terms, weights, use, ub, chunk_max):  # pragma: no c
                     ub[b] += weight * np.float32(row[b])
             continue
         for w in range(term_windows.shape[1] - 1):  # a rarer term: the sum of its impacts in the block, >= their max
-            first_block = np.int64(w) << (16 - shift)
+            first_block = np.int64(w) << (WINDOW_BITS - shift)
             for p in range(term_windows[term, w], term_windows[term, w + 1]):
                 ub[first_block + (np.int64(doc_low[p]) >> shift)] += weight * np.float32(impacts[p])
     _chunk_maxima(ub, chunk_max)
@@ -583,7 +586,8 @@ def score_segments_blockmax_serial(ixs, lives, block_sizes, doc_bases, n_blocks,
     first; then one walk of tiers of decreasing bound, as over a single segment, each tier over every segment that
     reaches it: the blocks scored are those the same documents in one segment would need, wherever they live (the
     ties still go to the smaller document number). ``scratch``: ``ub`` with the bound slots (:func:`bound_slots`) of
-    all segments, ``candidates`` those of the largest, as :func:`blockmax_scratch`. Returns
+    all segments, ``candidates`` those of the largest, ``acc`` ``BATCH`` x the largest block size, as
+    :func:`blockmax_scratch`. Returns
     (documents, scores, postings read, blocks scored); a single Python call whatever the number of segments."""
     n_queries = len(q_indptr) - 1
     out_docs, out_scores, postings, blocks = _new_outputs(n_queries, k)

@@ -40,7 +40,7 @@ class SegmentInfo:
     max_weight: float  # the largest weight among the segment's vectors (before quantization)
     block_size: int
     dense_ratio: int
-    bound_ratio: int = 0  # 0: written before bound rows (lsr 0.2)
+    bound_ratio: int = 0  # terms in >= rows / bound_ratio keep block maxima (0: only the dense terms; lsr 0.2)
     dropped_postings: int = 0  # weights that quantized to 0
     clipped_postings: int = 0  # weights above the index's max_weight, stored as 255
     truncated_documents: int = 0  # documents longer than the encoder's window, cut (without chunking)

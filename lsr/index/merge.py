@@ -19,7 +19,7 @@ import numpy as np
 from lsr.errors import InvalidInput
 from lsr.index import storage
 from lsr.index.files import fault_point, fsync_directory, fsync_tree
-from lsr.index.segment import DEFAULT_BOUND_RATIO
+from lsr.index.segment import DEFAULT_BOUND_RATIO, effective_block_size
 from lsr.index.segment_writer import SegmentWriter
 
 
@@ -97,7 +97,7 @@ def merge(writer, max_segments: int | None = None, policy: TieredMergePolicy | N
         next_segment += 1
         build = manifest.build
         out = SegmentWriter(writer.directory / storage.SEGMENTS / f".tmp-spool-{name}", manifest.vocab_size,
-                            manifest.impact_dtype, build["block_size"], build["dense_ratio"],
+                            manifest.impact_dtype, effective_block_size(build["block_size"]), build["dense_ratio"],
                             (manifest.dense or {}).get("index"), bool(manifest.bm25), bool(manifest.documents),
                             chunked=bool(manifest.chunking), bound_ratio=build.get("bound_ratio", DEFAULT_BOUND_RATIO))
         for position in run:

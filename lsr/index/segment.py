@@ -45,10 +45,11 @@ from lsr.errors import InvalidIndex, InvalidInput
 from lsr.index.manifest import SegmentInfo
 from lsr.sparse import SparseBatch
 
-DEFAULT_BLOCK_SIZE = 4  # 1M synthetic: 4 -> 0.40 ms mean, 8 -> 0.63, 16 -> 1.25 (benchmarks/blockmax_profile.py)
+DEFAULT_BLOCK_SIZE = 4  # 1M synthetic: the fastest of 2, 4 and 8 (benchmarks/blockmax_profile.py, README)
 DEFAULT_DENSE_RATIO = 8
 DEFAULT_BOUND_RATIO = 16
 SPARSE_ARRAYS = ("term_windows", "doc_low", "skips", "impacts", "dense_terms", "dense_rows", "max_terms", "max_rows")
+WINDOW_BITS = 16  # postings store a row number as (window, low 16 bits): the window is implicit in the term's table
 SKIP_BITS = 6  # skips.npy keeps every 64th doc_low
 LEGACY_ARRAYS = ("offsets", "doc_ids", "impacts")  # lsr 0.2's CSR postings
 
@@ -67,16 +68,18 @@ class Segment:
             # a plain ndarray over the mapping: np.memmap's Python-level __getitem__ costs a microsecond a slice
             return np.asarray(np.load(folder / f"{name}.npy", mmap_mode=mode, allow_pickle=False))
 
-        self._block_size = self.info.block_size or DEFAULT_BLOCK_SIZE
-        if (directory / "doc_ids.npy").exists():  # lsr 0.2's layout: converted once, in memory
-            if not is_power_of_two(self._block_size) or self._block_size > 1 << WINDOW_BITS:
-                self._block_size = DEFAULT_BLOCK_SIZE
+        self._block_size = effective_block_size(self.info.block_size)
+        self.legacy = (directory / "doc_ids.npy").exists()
+        if self.legacy:  # lsr 0.2's layout: converted once, in memory
             offsets, doc_ids, impacts = (load(name) for name in LEGACY_ARRAYS)
             dense_ratio = self.info.dense_ratio if self.info.block_size else DEFAULT_DENSE_RATIO
             self.sparse = compact_postings(offsets, doc_ids, impacts, self.info.rows, self._block_size, dense_ratio,
                                            max(dense_ratio, DEFAULT_BOUND_RATIO))
+            for array in self.sparse.values():  # typed as the memory-mapped arrays of other segments, so that one
+                array.flags.writeable = not mmap  # kernel call still takes them all
         else:
             self.sparse = {name: load(name) for name in SPARSE_ARRAYS}
+            _check_layout(directory, self.sparse, self.info.rows, self._block_size)
         self.impacts = self.sparse["impacts"]
         self.ids = load("ids")
         self.hashes = load("hashes")
@@ -288,11 +291,35 @@ def quantize(weights: np.ndarray, scale: float, dtype: str) -> tuple[np.ndarray,
     return np.clip(scaled, 0, 255).astype(np.uint8), clipped
 
 
-WINDOW_BITS = 16  # postings store a row number as (window, low 16 bits): the window is implicit in the term's table
 
 
 def is_power_of_two(n: int) -> bool:
     return n >= 1 and n & (n - 1) == 0
+
+
+def effective_block_size(block_size: int) -> int:
+    """The block size a segment is read and written with: its own, or the default for one written before blocks
+    (0) or with a size this layout cannot take (lsr 0.2 took any; blocks here must divide a window)."""
+    ok = is_power_of_two(block_size) and block_size <= 1 << WINDOW_BITS
+    return block_size if ok else DEFAULT_BLOCK_SIZE
+
+
+def _check_layout(directory: Path, arrays: dict[str, np.ndarray], rows: int, block_size: int) -> None:
+    """Refuse a segment whose arrays do not fit together: the kernels trust them (numba checks no bounds)."""
+    windows, n_blocks = arrays["term_windows"], -(-rows // block_size)
+    n_rare = len(arrays["doc_low"])
+    problems = [
+        windows.ndim != 2 or windows.shape[1] != max(1, -(-rows >> WINDOW_BITS)) + 1,
+        windows.size and int(windows[-1, -1]) != n_rare, len(arrays["impacts"]) != n_rare,
+        len(arrays["skips"]) != -(-n_rare >> SKIP_BITS),
+        arrays["dense_rows"].shape != (len(arrays["dense_terms"]), n_blocks * block_size),
+        arrays["max_rows"].shape != (len(arrays["max_terms"]), n_blocks),
+        len(arrays["max_terms"]) < len(arrays["dense_terms"]),
+    ]
+    if any(problems):
+        raise InvalidIndex(f"{directory}: the sparse arrays do not match each other or info.json ({rows} rows, blocks "
+                           f"of {block_size}); the segment is damaged or was written by another tool: rebuild the "
+                           "index")
 
 
 def check_block_size(block_size: int) -> None:

@@ -22,7 +22,7 @@ from lsr.errors import BackendUnavailable, InvalidInput, Unavailable
 from lsr.index import storage
 from lsr.index.files import fault_point, fsync_directory, fsync_tree, write_durably
 from lsr.index.manifest import Manifest
-from lsr.index.segment import DEFAULT_BOUND_RATIO, open_segment
+from lsr.index.segment import DEFAULT_BOUND_RATIO, effective_block_size, open_segment
 from lsr.index.segment_writer import Batch, SegmentWriter
 from lsr.sparse import SparseBatch
 
@@ -286,7 +286,8 @@ class IndexWriter:
             number = self.base.next_segment
             build = self.manifest.build
             self._pending = SegmentWriter(self.directory / storage.SEGMENTS / f".tmp-spool-{number:06d}",
-                                          self.manifest.vocab_size, self.manifest.impact_dtype, build["block_size"],
+                                          self.manifest.vocab_size, self.manifest.impact_dtype,
+                                          effective_block_size(build["block_size"]),
                                           build["dense_ratio"], (self.manifest.dense or {}).get("index"),
                                           bool(self.manifest.bm25), bool(self.manifest.documents),
                                           chunked=bool(self.manifest.chunking),

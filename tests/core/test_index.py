@@ -193,22 +193,21 @@ def test_export_needs_integer_impacts(tmp_path, tiny_mlm_dir, tiny_idf_file):
 
 
 def test_an_index_in_lsr_0_2_layout_opens_searches_the_same_and_is_upgraded_by_its_next_write(tmp_path):
-    """A format 2 index (classic CSR postings: offsets, uint32 doc_ids, impacts, blocks/) opens, its segments read
-    into the compact layout in memory with the same kernel arrays as a fresh build; an add writes the new segment
-    in the compact layout and moves the manifest to format 3; a merge rewrites the old segment too."""
+    """A format 2 index (classic CSR postings: offsets, uint32 doc_ids, impacts, blocks/; here with a block size this
+    layout cannot take, 10, which lsr 0.2 accepted) opens with its segments read into the compact layout in memory;
+    an add writes the new segment in the compact layout, moves the manifest to format 3, and both segments are still
+    searched in one kernel call; a merge rewrites the old segment; every step answers the exhaustive top-k."""
     import shutil
 
     from lsr.index.manifest import INDEX_FORMAT_VERSION
     from lsr.index.segment import SPARSE_ARRAYS
+    from lsr.retrievers.native import NativeRetriever, Pruning
 
     rng = np.random.default_rng(3)
     batch = random_batch(rng, 200, 40)
-    ids = [f"d{i}" for i in range(200)]
-    write_index(tmp_path / "idx", batch, ids)
-    index = Index.open(tmp_path / "idx")
-    segment = index.segments[0]
-    fresh = segment.kernel_arrays()
-    assert not (segment.directory / "doc_ids.npy").exists() and index.manifest.format_version == INDEX_FORMAT_VERSION
+    write_index(tmp_path / "idx", batch, [f"d{i}" for i in range(200)])
+    segment = Index.open(tmp_path / "idx").segments[0]
+    assert not (segment.directory / "doc_ids.npy").exists()
 
     old = tmp_path / "old"  # the same segment written as lsr 0.2 wrote it
     shutil.copytree(tmp_path / "idx", old)
@@ -220,30 +219,52 @@ def test_an_index_in_lsr_0_2_layout_opens_searches_the_same_and_is_upgraded_by_i
     np.save(folder / "doc_ids.npy", postings.indices.astype(np.uint32))
     np.save(folder / "impacts.npy", postings.data.astype(np.uint8))
     (folder / "blocks").mkdir()
+    info = json.loads((folder / "info.json").read_text())
+    info["block_size"] = 10
+    del info["bound_ratio"]
+    (folder / "info.json").write_text(json.dumps(info))
     manifest = json.loads((old / "manifest.json").read_text())
     manifest["format_version"] = 2
+    manifest["build"]["block_size"] = 10
+    del manifest["build"]["bound_ratio"]
     (old / "manifest.json").write_text(json.dumps(manifest))
+    queries = batch.take(np.arange(0, 200, 20))
+
+    def answers(handle, pruning=None):
+        return [(a.ids, a.scores) for a in NativeRetriever(handle.snapshot(), pruning).retrieve(queries, 5)]
+
     reopened = Index.open(old)
-    for a, b in zip(fresh, reopened.segments[0].kernel_arrays()):
-        np.testing.assert_array_equal(a, b)
-    from lsr.retrievers.native import NativeRetriever
-
-    query = batch.take(np.array([5]))
-
-    def top(handle):
-        return NativeRetriever(handle.snapshot()).retrieve(query, 5)[0].ids
-
-    assert top(reopened) == top(index)
+    assert reopened.segments[0].legacy and reopened.segments[0].block_size == 4
+    assert answers(reopened) == answers(reopened, Pruning("exhaustive")) == answers(Index.open(tmp_path / "idx"))
 
     reopened.writer().add_vectors(random_batch(rng, 10, 40), [f"n{i}" for i in range(10)])
     reopened.commit()
     assert json.loads((old / "manifest.json").read_text())["format_version"] == INDEX_FORMAT_VERSION
-    newest = Index.open(old).segments[-1].directory
+    newest = reopened.segments[-1].directory
     assert (newest / "doc_low.npy").exists() and not (newest / "doc_ids.npy").exists()
+    assert NativeRetriever(reopened.snapshot())._together is not None, "old and new segments share one kernel call"
+    assert answers(reopened) == answers(reopened, Pruning("exhaustive"))
+    reopened.save(tmp_path / "copy")
+    assert json.loads((tmp_path / "copy" / "manifest.json").read_text())["format_version"] == INDEX_FORMAT_VERSION
+
     reopened.merge(max_segments=1)
     merged = Index.open(old)
-    assert len(merged.segments) == 1 and (merged.segments[0].directory / "doc_low.npy").exists()
-    assert top(merged) == top(index)
+    assert len(merged.segments) == 1 and not merged.segments[0].legacy
+    assert answers(merged) == answers(merged, Pruning("exhaustive")) == answers(reopened)
+
+
+def test_a_damaged_segment_is_refused_before_a_kernel_reads_it(tmp_path):
+    """The kernels check no bounds, so a segment whose arrays do not fit together (here a truncated doc_low) is
+    refused at open with the fix, not read past its end."""
+    write_index(tmp_path / "idx", random_batch(np.random.default_rng(5), 50, 50), [f"d{i}" for i in range(50)])
+    folder = next((tmp_path / "idx" / "segments").iterdir())
+    doc_low = np.load(folder / "doc_low.npy")
+    np.save(folder / "doc_low.npy", doc_low[:-3])
+    import gc
+
+    gc.collect()  # (the process keeps a segment open while any handle holds it)
+    with pytest.raises(InvalidIndex, match="do not match each other.*rebuild the index"):
+        Index.open(tmp_path / "idx")
 
 
 def test_an_index_opened_without_its_encoder_saves_it_too(tmp_path, tiny_mlm_dir, tiny_idf_file):

@@ -255,7 +255,7 @@ def test_rows_past_one_window_of_65536():
     q_weights = np.array([0.1, 2.0, 1.5, 1.0, 0.5, 0.25], dtype=np.float32)
     q_indptr = np.array([0, 4, 6])
     truth = (matrix.toarray().astype(np.float64) * live[:, None])
-    for block_size, dense_ratio, bound_ratio in ((4, 4, 16), (64, 0, 0), (1, 8, 0)):
+    for block_size, dense_ratio, bound_ratio in ((4, 4, 16), (64, 0, 0), (1, 8, 0), (65536, 0, 0), (65536, 8, 16)):
         arrays = compact_postings(offsets, doc_ids, impacts, n, block_size, dense_ratio, bound_ratio)
         assert arrays["term_windows"].shape == (vocab, 5)
         back = decode_postings(arrays, n)
