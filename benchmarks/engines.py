@@ -106,8 +106,8 @@ def nfcorpus(work: Path, index: str | None, n_queries: int | None) -> dict:
                            check=True, cwd=ROOT)
     source = Index.open(index, mmap=False, parts=())
     segment = source.segments[0]
-    # documents back from the postings: term-major (doc ids, impacts) transposed into document-major CSR
-    vectors = segment.document_vectors(dequantize=False)
+    # documents back from the stored impacts (one row a document: the quickstart index is not chunked)
+    vectors = segment.row_vectors()
     weights = vectors.weights.astype(np.float32) / np.float32(source.manifest.scale)
     encoder = source.encoder
     texts = read_queries(beir)
