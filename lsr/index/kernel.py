@@ -136,6 +136,17 @@ def _select_touched(accumulator, touched, n_touched, live, k, heap_scores, heap_
 
 
 @numba.njit(cache=True, inline="always")
+def _add(accumulator, touched, n_touched, doc, contribution):  # pragma: no cover - numba
+    """Add ``contribution`` to ``doc``'s slot, listing the document when it is first touched; return the count."""
+    if contribution > 0.0:  # (an underflow to 0 must not register the document twice)
+        if accumulator[doc] == 0.0:
+            touched[n_touched] = doc
+            n_touched += 1
+        accumulator[doc] += contribution
+    return n_touched
+
+
+@numba.njit(cache=True, inline="always")
 def _accumulate(ix, num_rows, term, weight, row_doc, accumulator, touched, n_touched):  # pragma: no cover - numba
     """Add ``weight`` x every posting of ``term`` to its document's slot (``row_doc[row]`` when rows are chunks,
     else the row), registering first-touched documents; returns (documents touched, postings read)."""
@@ -149,13 +160,7 @@ def _accumulate(ix, num_rows, term, weight, row_doc, accumulator, touched, n_tou
             if row[r] == 0:
                 continue
             postings += 1
-            contribution = weight * np.float32(row[r])
-            if contribution > 0.0:  # (an underflow to 0 must not register the document twice)
-                doc = row_doc[r] if grouped else r
-                if accumulator[doc] == 0.0:
-                    touched[n_touched] = doc
-                    n_touched += 1
-                accumulator[doc] += contribution
+            n_touched = _add(accumulator, touched, n_touched, row_doc[r] if grouped else r, weight * np.float32(row[r]))
         return n_touched, postings
     for w in range(term_windows.shape[1] - 1):
         base = w << WINDOW_BITS
@@ -163,14 +168,9 @@ def _accumulate(ix, num_rows, term, weight, row_doc, accumulator, touched, n_tou
         end = term_windows[term, w + 1]
         postings += end - start
         for p in range(start, end):
-            contribution = weight * np.float32(impacts[p])
-            if contribution > 0.0:
-                r = base + np.int64(doc_low[p])
-                doc = row_doc[r] if grouped else r
-                if accumulator[doc] == 0.0:
-                    touched[n_touched] = doc
-                    n_touched += 1
-                accumulator[doc] += contribution
+            r = base + np.int64(doc_low[p])
+            n_touched = _add(accumulator, touched, n_touched, row_doc[r] if grouped else r,
+                             weight * np.float32(impacts[p]))
     return n_touched, postings
 
 
