@@ -257,7 +257,6 @@ def score_batch_serial(ix, live, q_indptr, q_terms, q_weights, num_rows, k, n_ch
 _TIERS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0)  # lower edges of the tiers, as fractions of the best bound
 
 
-_SKIP_BITS = SKIP_BITS  # ``skips`` holds every 64th row number of ``doc_low`` (lsr.index.segment)
 _WINDOW_MASK = (1 << WINDOW_BITS) - 1
 
 
@@ -273,11 +272,11 @@ def _seek(doc_low, skips, lo, end, target):  # pragma: no cover - numba
         return lo
     a = lo + 1  # doc_low[lo] < target: the answer is in [a, b]
     b = end
-    first = (lo + (1 << _SKIP_BITS) - 1) >> _SKIP_BITS  # the groups that start inside [lo, end)
-    last = (end - 1) >> _SKIP_BITS
+    first = (lo + (1 << SKIP_BITS) - 1) >> SKIP_BITS  # the groups that start inside [lo, end)
+    last = (end - 1) >> SKIP_BITS
     if first <= last:
         if skips[first] >= target:
-            b = first << _SKIP_BITS
+            b = first << SKIP_BITS
         else:
             below = first  # skips[below] < target
             step = 1
@@ -292,8 +291,8 @@ def _seek(doc_low, skips, lo, end, target):  # pragma: no cover - numba
                     g = mid + 1
                 else:
                     h = mid
-            a = ((g - 1) << _SKIP_BITS) + 1
-            b = (g << _SKIP_BITS) if g <= last else end
+            a = ((g - 1) << SKIP_BITS) + 1
+            b = (g << SKIP_BITS) if g <= last else end
     while a < b:
         mid = (a + b) >> 1
         if doc_low[mid] < target:
@@ -311,17 +310,16 @@ def _log2(block_size):  # pragma: no cover - numba
     return shift
 
 
-_BATCH = 32  # blocks scored together, term by term
-BATCH = _BATCH  # (scratch sizes: ``acc`` holds BATCH x block size scores)
+BATCH = 32  # blocks scored together, term by term (scratch: ``acc`` holds BATCH x block size scores)
 
 
 @numba.njit(cache=True)
 def _score_blocks(ix, live, block_size, doc_base, terms, weights, use, blocks, k, acc, heap_scores, heap_docs,
                   size):  # pragma: no cover - numba
-    """Score every row of ``blocks`` (at most ``_BATCH``) exactly and offer each to the heap; return (new heap size,
+    """Score every row of ``blocks`` (at most ``BATCH``) exactly and offer each to the heap; return (new heap size,
     postings read). Term by term over the batch, so the loads of one term in different blocks are independent and
     overlap (a block at a time, each waited on its own cache misses); every row still adds its terms in query-term
-    order, the exhaustive kernel's. ``acc`` (all zero, ``_BATCH`` x block_size) is left zero."""
+    order, the exhaustive kernel's. ``acc`` (all zero, ``BATCH`` x block_size) is left zero."""
     term_windows, doc_low, skips, impacts, dense_slot, dense_rows, max_slot, max_rows = ix
     n = len(blocks)
     postings = 0
@@ -478,10 +476,10 @@ def _band_into(ix, live, block_size, doc_base, terms, weights, use, k, alpha, ub
     postings = 0
     scored = 0
     i = 0
-    while i < n:  # batches of up to _BATCH blocks that the k-th score cannot rule out yet, compacted in place
+    while i < n:  # batches of up to BATCH blocks that the k-th score cannot rule out yet, compacted in place
         first = i
         m = 0
-        while i < n and m < _BATCH:
+        while i < n and m < BATCH:
             block = candidates[i]
             i += 1
             if size == k and alpha * ub[block] < heap_scores[0]:
@@ -611,7 +609,7 @@ def score_segments_blockmax(ixs, lives, block_sizes, doc_bases, n_blocks, q_indp
     for chunk in numba.prange(n_chunks):
         ub = np.zeros(total_slots, dtype=np.float32)
         candidates = np.empty(_slots(max_blocks), dtype=np.int32)
-        acc = np.zeros(_BATCH * max_block_size, dtype=np.float32)
+        acc = np.zeros(BATCH * max_block_size, dtype=np.float32)
         _segments_range(ixs, lives, block_sizes, doc_bases, n_blocks, q_indptr, q_terms, q_weights, k,
                         np.float32(alpha), query_cut, chunk * per_chunk, min(n_queries, (chunk + 1) * per_chunk), ub,
                         candidates, acc, out_docs, out_scores, postings, blocks)
@@ -651,7 +649,7 @@ def score_batch_blockmax(ix, live, block_size, q_indptr, q_terms, q_weights, num
     for chunk in numba.prange(n_chunks):
         ub = np.zeros(slots, dtype=np.float32)
         candidates = np.empty(slots, dtype=np.int32)
-        acc = np.zeros(_BATCH * block_size, dtype=np.float32)
+        acc = np.zeros(BATCH * block_size, dtype=np.float32)
         _blockmax_range(ix, live, block_size, num_docs, q_indptr, q_terms, q_weights, k, np.float32(alpha), query_cut,
                         chunk * per_chunk, min(n_queries, (chunk + 1) * per_chunk), ub, candidates, acc,
                         out_docs, out_scores, postings, blocks)
