@@ -296,7 +296,7 @@ def run_lucene(c: dict, work: Path, k: int, settings: dict) -> dict:
     start_jvm()
     from pyserini.search.lucene import LuceneImpactSearcher
 
-    from lsr.retrievers.lucene import PassThroughEncoder
+    from lsr.lucene.retriever import PassThroughEncoder
 
     encoder = PassThroughEncoder()  # the pass-through query encoder the lucene backend uses
     for q, (terms, weights) in enumerate(c["queries"]):

@@ -7,9 +7,11 @@ import json
 import sys
 from pathlib import Path
 
-from lsr.cli_args import add_encoder_arguments, encoder_from_args
-from lsr.index import DEFAULT_BLOCK_SIZE, DEFAULT_BOUND_RATIO, DEFAULT_DENSE_RATIO, IMPACT_DTYPES
+from lsr.cli_args import add_encoder_arguments, encoder_from_args, parse_options
+from lsr.index import DEFAULT_BLOCK_SIZE, DEFAULT_BOUND_RATIO, DEFAULT_DENSE_RATIO, FIELD_TYPES, IMPACT_DTYPES
 from lsr.index.dense import DENSE_KINDS
+from lsr.index.metadata import UNKNOWN_POLICIES
+from lsr.retrievers import backend_capabilities, backend_names
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,8 +44,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     index.add_argument("--lucene-threads", type=int, default=None, help="Lucene indexing threads (default: all cores)")
     index.add_argument("--chunk-documents", type=int, default=2048, metavar="N",
                        help="documents encoded (and spooled) at a time; with --ray, one Ray task each (default 2048)")
+    fields = index.add_argument_group("metadata (each corpus line's `metadata` object)")
+    fields.add_argument("--field", action="append", default=[], metavar="NAME:TYPE",
+                        help=f"declare a metadata field, TYPE one of {', '.join(FIELD_TYPES)} (repeatable; default: "
+                             "the types the first documents with metadata suggest, then fixed)")
+    fields.add_argument("--schema", metavar="FILE", help="declare the metadata fields as a JSON object {name: type}")
+    fields.add_argument("--unknown-fields", choices=UNKNOWN_POLICIES, default="error",
+                        help="a document's field the schema lacks: refuse the document (error, default) or drop the "
+                             "field (ignore)")
     scale = index.add_argument_group("scale out: Milvus (extra `milvus`), Ray (extra `ray`)")
-    scale.add_argument("--backend", choices=("native", "milvus"), default="native",
+    scale.add_argument("--backend", choices=[n for n in backend_names() if n == "native" or _mirrors(n)],
+                       default="native",
                        help="milvus: also write the vectors to a Milvus collection (--milvus-uri), searched by "
                             "`--backend milvus`; later writes keep it in step")
     scale.add_argument("--milvus-uri", default=None, metavar="URI",
@@ -96,6 +107,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="merge down to this many segments (default 1); 0: as the tiered merge policy asks")
     merge.add_argument("--wait", type=float, default=0.0, help="seconds to wait for another writer (default 0)")
     merge.set_defaults(handler=run_merge)
+    schema = operations.add_parser("schema", help="show an index's metadata fields, or add and widen them "
+                                                  "(integer -> float, keyword -> keywords)")
+    schema.add_argument("--index", required=True, metavar="DIR", help="the index")
+    schema.add_argument("--add", action="append", default=[], metavar="NAME:TYPE",
+                        help="a new field, or a wider type for one (repeatable); committed as a new generation")
+    schema.add_argument("--wait", type=float, default=0.0, help="seconds to wait for another writer (default 0)")
+    schema.set_defaults(handler=run_schema)
     milvus = operations.add_parser("milvus", help="mirror an index into a Milvus collection (create it, or bring it "
                                                   "up to date), for `--backend milvus`")
     milvus.add_argument("--index", required=True, metavar="DIR", help="the index")
@@ -112,6 +130,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     idf.add_argument("--out", required=True, metavar="FILE", help="JSON file to write")
     idf.add_argument("--skip-malformed", action="store_true", help="skip and count malformed corpus lines")
     idf.set_defaults(handler=run_idf)
+
+
+def _mirrors(name: str) -> bool:
+    try:
+        return backend_capabilities(name).mirror
+    except ImportError:  # a plugin backend that does not import here: not offered
+        return False
 
 
 def positive_int(text: str) -> int:
@@ -131,72 +156,103 @@ def positive_float(text: str) -> float:
 def run_index(args: argparse.Namespace) -> int:
     import time
 
-    from lsr import Index
-    from lsr.corpus import count_documents
-    from lsr.encoders import ENCODER_CONFIG_FILE, load_encoder
     from lsr.errors import InvalidInput
 
     if not args.corpus or not args.out:
         raise InvalidInput("pass --corpus and --out to build an index, or an operation: lsr index "
-                           "add|delete|merge|milvus")
-    if args.backend == "milvus":
-        from lsr.milvus import connect
-
-        if not args.milvus_uri:
-            raise InvalidInput("--backend milvus needs --milvus-uri (a file ending in .db for embedded Milvus Lite, "
-                               "or http://host:19530)")
-        connect(args.milvus_uri)  # a missing extra, a bad path or a server that does not answer: now, not after encoding
-        if args.chunk_tokens:
-            raise InvalidInput("--backend milvus keeps one vector a document: build without --chunk-tokens (chunked "
-                               "indexes are served by the native backend)")
-    previous_id = None
-    if args.backend == "milvus":  # a rebuild over an index that had a collection claims it again
-        try:
-            previous_id = json.loads((Path(args.out) / "milvus.json").read_text()).get("index_id")
-        except (OSError, ValueError):
-            pass
-    encode_with = None
+                           "add|delete|merge|schema|milvus")
+    mirror = _prepare_mirror(args)
+    schema = _schema_from_args(args)
     if args.ray is not None:
-        from lsr.indexer.distributed import connect, ray_chunk_encoder
+        from lsr.indexer.distributed import connect
 
         connect(args.ray or None)  # a cluster that does not answer fails now, not after the encoder loads
-    encoder = encoder_from_args(args)
-    dense = None
-    if args.dense_encoder:
-        plain = not (Path(args.dense_encoder) / ENCODER_CONFIG_FILE).exists()
-        dense = load_encoder(args.dense_encoder, kind="dense" if plain else None, device=args.device,
-                             dtype=args.dtype)
-    from tqdm.auto import tqdm
-
-    total = args.limit if args.limit is not None else count_documents(args.corpus)
+    encoder, dense = _encoders(args)
     started = time.perf_counter()
-    with tqdm(desc="encoding documents", unit="doc", total=total) as bar:
-        if args.ray is not None:
-            def encode_with(directory):
-                return ray_chunk_encoder(directory, args.ray or None, args.batch_size, args.ray_actors,
-                                         args.ray_cpus_per_actor, args.dtype, progress=bar.update,
-                                         window=args.ray_window)
-        index = Index.build(
-            encoder, corpus=args.corpus, path=args.out, dense_encoder=dense, skip_malformed=args.skip_malformed,
-            limit=args.limit, export_jsonl=args.export_jsonl, progress_callback=bar.update,
-            batch_size=args.batch_size, impact_dtype=args.impact_dtype, dense_index=args.dense_index, bm25=args.bm25,
-            store_documents=args.store_documents, block_size=args.block_size, dense_ratio=args.dense_ratio,
-            bound_ratio=args.bound_ratio,
-            lucene=args.lucene, lucene_threads=args.lucene_threads, document_top_k=args.document_top_k,
-            chunk_tokens=args.chunk_tokens, chunk_overlap=args.chunk_overlap, chunk_aggregate=args.chunk_aggregate,
-            chunk_documents=args.chunk_documents, encode_with=encode_with)
+    index = _build(args, encoder, dense, schema)
     seconds = time.perf_counter() - started
     extra = {}
     if args.ray is not None:
         from lsr.indexer.distributed import cluster_summary
 
         extra["ray"] = cluster_summary()
-    if args.backend == "milvus":
-        from lsr.milvus import attach
+    if mirror is not None:
+        from tqdm.auto import tqdm
 
-        with tqdm(desc="writing to Milvus", unit="doc", total=index.doc_count) as bar:
-            extra["milvus"] = attach(index, args.milvus_uri, args.milvus_collection, index_id=previous_id,
-                                     progress=bar.update)
+        backend, prepared = mirror
+        with tqdm(desc=f"writing to {args.backend}", unit="doc", total=index.doc_count) as bar:
+            extra[args.backend] = backend.mirror(index, prepared, progress=bar.update)
+    _print_build(args, index, seconds, extra)
+    return 0
+
+
+def _prepare_mirror(args: argparse.Namespace):
+    """(backend class, what it prepared) for ``--backend NAME`` other than native (a backend that mirrors)."""
+    if args.backend == "native":
+        return None
+    from lsr.retrievers import backend_class, backend_options
+
+    backend = backend_class(args.backend)
+    options = backend_options(args.backend, args, parse_options(getattr(args, "backend_option", []) or []))
+    return backend, backend.prepare_mirror(Path(args.out), {"chunk_tokens": args.chunk_tokens}, **options)
+
+
+def _schema_from_args(args: argparse.Namespace):
+    from lsr.errors import MissingFile
+    from lsr.index.metadata import Schema
+
+    declared: dict = {}
+    if args.schema:
+        path = Path(args.schema)
+        if not path.exists():
+            raise MissingFile(f"--schema {path} does not exist; give a JSON file {{\"field\": \"type\"}}")
+        declared.update(Schema.parse(json.loads(path.read_text(encoding="utf-8"))).fields)
+    declared.update(Schema.parse(args.field).fields)
+    if not declared and args.unknown_fields == "error":
+        return None  # inferred from the first documents
+    return Schema(declared, args.unknown_fields)
+
+
+def _encoders(args: argparse.Namespace) -> tuple:
+    from lsr.encoders import ENCODER_CONFIG_FILE, load_encoder
+
+    encoder = encoder_from_args(args)
+    dense = None
+    if args.dense_encoder:
+        plain = not (Path(args.dense_encoder) / ENCODER_CONFIG_FILE).exists()
+        dense = load_encoder(args.dense_encoder, kind="dense" if plain else None, device=args.device,
+                             dtype=args.dtype)
+    return encoder, dense
+
+
+def _build(args: argparse.Namespace, encoder, dense, schema):
+    from tqdm.auto import tqdm
+
+    from lsr import Index
+    from lsr.corpus import count_documents
+
+    total = args.limit if args.limit is not None else count_documents(args.corpus)
+    with tqdm(desc="encoding documents", unit="doc", total=total) as bar:
+        encode_with = None
+        if args.ray is not None:
+            from lsr.indexer.distributed import ray_chunk_encoder
+
+            def encode_with(directory):
+                return ray_chunk_encoder(directory, args.ray or None, args.batch_size, args.ray_actors,
+                                         args.ray_cpus_per_actor, args.dtype, progress=bar.update,
+                                         window=args.ray_window)
+        return Index.build(
+            encoder, corpus=args.corpus, path=args.out, dense_encoder=dense, skip_malformed=args.skip_malformed,
+            limit=args.limit, export_jsonl=args.export_jsonl, progress_callback=bar.update, schema=schema,
+            batch_size=args.batch_size, impact_dtype=args.impact_dtype, dense_index=args.dense_index, bm25=args.bm25,
+            store_documents=args.store_documents, block_size=args.block_size, dense_ratio=args.dense_ratio,
+            bound_ratio=args.bound_ratio,
+            lucene=args.lucene, lucene_threads=args.lucene_threads, document_top_k=args.document_top_k,
+            chunk_tokens=args.chunk_tokens, chunk_overlap=args.chunk_overlap, chunk_aggregate=args.chunk_aggregate,
+            chunk_documents=args.chunk_documents, encode_with=encode_with)
+
+
+def _print_build(args: argparse.Namespace, index, seconds: float, extra: dict) -> None:
     manifest = index.manifest
     snapshot = index.snapshot()
     stats = index.read_stats
@@ -214,13 +270,13 @@ def run_index(args: argparse.Namespace) -> int:
         "docs_per_second": round(snapshot.doc_count / seconds, 2),
         **({"dense": manifest.dense} if manifest.dense else {}), **({"bm25": manifest.bm25} if manifest.bm25 else {}),
         "documents_stored": manifest.documents, **({"lucene": manifest.lucene} if manifest.lucene else {}),
+        **({"metadata": manifest.metadata} if manifest.metadata else {}),
         "search_defaults": manifest.search_defaults, **extra,
     }, indent=2))
     if built["truncated_documents"]:
         print(f"{built['truncated_documents']} document(s) were longer than the encoder's window "
               f"({manifest.build['max_document_length']} tokens) and cut; --chunk-tokens N keeps their tail",
               file=sys.stderr)
-    return 0
 
 
 def _report(summary, index: str) -> None:
@@ -233,14 +289,18 @@ def _report(summary, index: str) -> None:
 
 
 def run_add(args: argparse.Namespace) -> int:
+    from lsr import Index
     from lsr.corpus import ReadStats, read_corpus
-    from lsr.index.writer import IndexWriter
 
     stats = ReadStats()
-    with IndexWriter(args.index, wait=args.wait) as writer:
+    index = Index.open(args.index, load_encoder=False, parts=())
+    try:
+        writer = index.writer(wait=args.wait)
         writer.add(read_corpus(args.corpus, skip_malformed=args.skip_malformed, stats=stats), upsert=True,
                    batch_size=args.batch_size)
-        summary = writer.commit(operation=f"lsr index add {args.corpus}")
+        summary = index.commit(operation=f"lsr index add {args.corpus}")
+    finally:
+        index.close()
     if stats.skipped:
         print(f"skipped {stats.skipped} malformed line(s); first: {stats.examples[0]}", file=sys.stderr)
     _report(summary, args.index)
@@ -248,27 +308,50 @@ def run_add(args: argparse.Namespace) -> int:
 
 
 def run_delete(args: argparse.Namespace) -> int:
+    from lsr import Index
     from lsr.errors import MissingFile
-    from lsr.index.writer import IndexWriter
 
     path = Path(args.ids)
     if not path.exists():
         raise MissingFile(f"--ids {path} does not exist; give a file of document ids, one a line")
     ids = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    with IndexWriter(args.index, wait=args.wait) as writer:
-        writer.delete(ids)
-        summary = writer.commit(operation=f"lsr index delete {path.name}")
+    index = Index.open(args.index, load_encoder=False, parts=())
+    try:
+        index.writer(wait=args.wait).delete(ids)
+        summary = index.commit(operation=f"lsr index delete {path.name}")
+    finally:
+        index.close()
     _report(summary, args.index)
     return 0
 
 
 def run_merge(args: argparse.Namespace) -> int:
-    from lsr.index.merge import merge
-    from lsr.index.writer import IndexWriter
+    from lsr import Index
 
-    with IndexWriter(args.index, wait=args.wait) as writer:
-        summary = merge(writer, max_segments=args.max_segments or None)
+    index = Index.open(args.index, load_encoder=False, parts=())
+    try:
+        summary = index.merge(max_segments=args.max_segments or None, wait=args.wait)
+    finally:
+        index.close()
     print(json.dumps({"index": args.index, **vars(summary)}, indent=2))
+    return 0
+
+
+def run_schema(args: argparse.Namespace) -> int:
+    from lsr import Index
+
+    index = Index.open(args.index, load_encoder=False, parts=())
+    try:
+        generation = None
+        if args.add:
+            index.writer(wait=args.wait)
+            generation = index.widen_schema(args.add).generation
+        schema = index.schema
+        print(json.dumps({"index": args.index, "fields": schema.fields if schema else {},
+                          "unknown": schema.unknown if schema else "error",
+                          **({"generation": generation} if generation is not None else {})}, indent=2))
+    finally:
+        index.close()
     return 0
 
 

@@ -6,7 +6,7 @@ encodes (``--chunk-documents`` documents each, default 2048). The chunks become 
 ``--ray-cpus-per-actor`` CPUs), each holding the index's encoders, loaded from the index folder (every node must see
 that path: a shared file system, or one machine). The encoded chunks come back in order and the driver writes the
 segment (or the Milvus inserts) as a local build does. Every chunk is encoded by the same code
-(:func:`lsr.index.writer.encode_chunk`) on the same documents in the same order, so on CPU the vectors are the local
+(:func:`lsr.index.encoding.encode_chunk`) on the same documents in the same order, so on CPU the vectors are the local
 build's, bit for bit, and the manifest's identity is the same.
 """
 
@@ -77,7 +77,7 @@ class ChunkEncoder:
         self.batch_size = batch_size
 
     def __call__(self, batch: dict) -> dict:
-        from lsr.index.writer import encode_chunk
+        from lsr.index.encoding import encode_chunk
 
         payloads = [pickle.dumps(encode_chunk(self.encoder, self.dense, self.manifest, list(texts), self.batch_size))
                     for texts in batch["texts"]]

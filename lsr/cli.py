@@ -48,6 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--rrf-k", type=int, default=60, help="hybrid rrf: k in 1/(k + rank) (default 60)")
     evaluate.add_argument("--depth", type=int, default=100,
                           help="hybrid: hits per component before fusion, at least k (default 100)")
+    evaluate.add_argument("--filter", default=None, metavar="JSON|@FILE",
+                          help="search only the documents this filter keeps (the HTTP API's filter language, e.g. "
+                               "'{\"range\": {\"pmid\": {\"gte\": 20000000}}}'); @FILE reads it from a file")
     evaluate.add_argument("--report", metavar="DIR", default=None,
                           help="write a Markdown + HTML report with plots (nDCG@10 against latency, recall@k, "
                                "per-query deltas against a baseline) over every --mode and --compare system")
@@ -164,17 +167,37 @@ def evaluate_once(args: argparse.Namespace, mode: str | None, run_path: str | No
         engine = Engine.open(args.index, encoder=args.encoder, device=args.device, backend=args.backend,
                              parts=[part for part in ("dense", "bm25") if part in needs], **options)
         fusion = fusion_from_args(args, engine) if mode == "hybrid" else None
-        metrics = evaluate(engine, args.beir, split=args.split, k=args.k, run_path=run_path, mode=mode, fusion=fusion)
-        pruning = options.get("pruning")
+        filter_spec = read_filter(args.filter)
+        metrics = evaluate(engine, args.beir, split=args.split, k=args.k, run_path=run_path, mode=mode, fusion=fusion,
+                           filter=filter_spec)
+        pruning = getattr(engine.retrievers.get("sparse"), "pruning", None)
         if "sparse" in engine.retrievers and not engine.retrievers["sparse"].exact:
             # never silent: an approximate top-k's recall against the native exact one
             exact = Engine.open(args.index, encoder=args.encoder, device=args.device, parts=())
-            metrics.update(recall_against_exact(engine, exact, args.beir, args.split, k=args.k))
+            metrics.update(recall_against_exact(engine, exact, args.beir, args.split, k=args.k, filter=filter_spec))
         if pruning is not None and not pruning.exact:
             metrics["pruning"] = {"method": pruning.method, "alpha": pruning.alpha, "query_cut": pruning.query_cut}
     if run_path:
         metrics["run"] = str(run_path)
     return metrics
+
+
+def read_filter(text: str | None):
+    """``--filter``: a JSON object, or ``@FILE`` holding one (parsed here; checked against the index's schema by the
+    engine)."""
+    from lsr.errors import InvalidInput, MissingFile
+
+    if text is None:
+        return None
+    if text.startswith("@"):
+        path = Path(text[1:])
+        if not path.exists():
+            raise MissingFile(f"--filter {text}: {path} does not exist")
+        text = path.read_text(encoding="utf-8")
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise InvalidInput(f"--filter is not valid JSON ({exc}); e.g. '{{\"term\": {{\"lang\": \"en\"}}}}'") from None
 
 
 def run_report(args: argparse.Namespace, modes: list[str | None]) -> int:

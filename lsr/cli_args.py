@@ -33,13 +33,15 @@ def encoder_from_args(args: argparse.Namespace, path: str | None = None):
 
 
 def add_search_arguments(parser: argparse.ArgumentParser) -> None:
-    """--backend and the native kernel's pruning knobs."""
-    from lsr.retrievers.native import PRUNING_METHODS
+    """--backend, its options, and the native kernel's pruning knobs."""
+    from lsr.request import PRUNING_METHODS
 
     parser.add_argument("--backend", choices=backend_names(), default="native",
                         help="sparse search: native (lsr's kernel, default), lucene (Pyserini over the index's "
                              "lucene/ part, built with `lsr index --lucene`) or milvus (the index's Milvus collection, "
                              "made by `lsr index --backend milvus` or `lsr index milvus`; dense from it too)")
+    parser.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="an option of a plugin backend's open() (JSON values are parsed), repeatable")
     group = parser.add_argument_group("sparse top-k (native backend)")
     group.add_argument("--pruning", choices=PRUNING_METHODS, default="blockmax",
                        help="blockmax: block-max pruning, exact (default); exhaustive: every posting (the reference)")
@@ -55,12 +57,26 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
                         help="APPROXIMATE above 0 (a Milvus server only): Milvus's drop_ratio_search (default 0: exact)")
 
 
-def backend_options(args: argparse.Namespace) -> dict:
-    """The options the chosen backend takes from the flags (the native kernel's pruning)."""
-    from lsr.retrievers.native import Pruning
+def parse_options(pairs: list[str], flag: str = "--backend-option") -> dict:
+    """``KEY=VALUE`` pairs as a dict (a value that parses as JSON is taken as such)."""
+    import json
 
-    if args.backend == "milvus":
-        return {"uri": args.milvus_uri, "collection": args.milvus_collection, "drop_ratio": args.milvus_drop_ratio}
-    if args.backend != "native":
-        return {}
-    return {"pruning": Pruning(args.pruning, args.prune_alpha, args.query_cut)}
+    from lsr.errors import InvalidInput
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InvalidInput(f"{flag} {pair!r}: give KEY=VALUE")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
+
+
+def backend_options(args: argparse.Namespace) -> dict:
+    """The options the chosen backend declares, from the flags (and --backend-option)."""
+    from lsr.retrievers import backend_options as declared
+
+    return declared(args.backend, args, parse_options(getattr(args, "backend_option", []) or []))

@@ -23,6 +23,7 @@ class Document:
     id: str
     title: str
     text: str
+    metadata: Mapping | None = None  # a flat JSON object (lsr.index.metadata): checked against the index's schema
 
     @property
     def contents(self) -> str:
@@ -72,8 +73,8 @@ def _parse_document(raw: bytes, where: str) -> Document:
     return document_from_record(record, where)
 
 
-def document_from_record(record: Mapping, where: str) -> Document:
-    """A :class:`Document` from a ``{"_id"|"id"|"docid", "title", "text"|"contents"}`` mapping, or a
+def document_from_record(record: Mapping, where: str, allow_empty: bool = False) -> Document:
+    """A :class:`Document` from a ``{"_id"|"id"|"docid", "title", "text"|"contents", "metadata"}`` mapping, or a
     :class:`CorpusError` naming ``where`` and what is missing."""
     if not isinstance(record, Mapping):
         raise CorpusError(f"{where}: expected a JSON object, got {type(record).__name__}; pass --skip-malformed to skip")
@@ -84,8 +85,12 @@ def document_from_record(record: Mapping, where: str) -> Document:
     text = record.get("text", record.get("contents")) or ""
     if not isinstance(title, str) or not isinstance(text, str):
         raise CorpusError(f"{where}: `title` and `text` must be strings; pass --skip-malformed to skip")
-    document = Document(str(doc_id), title, text)
-    if not document.contents:
+    metadata = record.get("metadata")
+    if metadata is not None and not isinstance(metadata, Mapping):
+        raise CorpusError(f"{where}: `metadata` must be a JSON object of fields, got {type(metadata).__name__}; pass "
+                          "--skip-malformed to skip")
+    document = Document(str(doc_id), title, text, dict(metadata) if metadata else None)
+    if not document.contents and not allow_empty:
         raise CorpusError(f"{where}: document {doc_id!r} has no text (empty title and text); "
                           "remove it or pass --skip-malformed")
     return document
@@ -159,10 +164,12 @@ def read_corpus(path: str | Path, skip_malformed: bool = False, stats: ReadStats
 
 
 def documents_from(documents: Iterable[Document | Mapping] | None = None, ids: Iterable | None = None,
-                   texts: Iterable[str] | None = None, titles: Iterable[str] | None = None) -> Iterator[Document]:
-    """Documents for the Python API: ``documents`` (:class:`Document` objects or ``{"id", "title", "text"}``
-    mappings), or parallel ``ids`` / ``texts`` (/ ``titles``) lists; ids default to "0", "1", ... Every record is
-    checked as a corpus line is (an id, some text), and ids must be unique."""
+                   texts: Iterable[str] | None = None, titles: Iterable[str] | None = None,
+                   metadata: Iterable[Mapping | None] | None = None, allow_empty: bool = False) -> Iterator[Document]:
+    """Documents for the Python API: ``documents`` (:class:`Document` objects or ``{"id", "title", "text",
+    "metadata"}`` mappings), or parallel ``ids`` / ``texts`` (/ ``titles``, ``metadata``) lists; ids default to "0",
+    "1", ... Every record is checked as a corpus line is (an id, some text unless ``allow_empty``: vectors given
+    with their ids), and ids must be unique."""
     if (documents is None) == (texts is None):
         raise CorpusError("pass either documents (an iterable of {'id', 'title', 'text'} mappings) or texts "
                           "(with optional ids and titles)")
@@ -170,15 +177,19 @@ def documents_from(documents: Iterable[Document | Mapping] | None = None, ids: I
         texts = list(texts)
         ids = [str(i) for i in range(len(texts))] if ids is None else list(ids)
         titles = [""] * len(texts) if titles is None else list(titles)
-        if not len(ids) == len(texts) == len(titles):
-            raise CorpusError(f"{len(ids)} ids, {len(texts)} texts and {len(titles)} titles: give one of each per "
-                              "document")
-        documents = ({"id": i, "title": t, "text": x} for i, t, x in zip(ids, titles, texts))
+        metadata = [None] * len(texts) if metadata is None else list(metadata)
+        if not len(ids) == len(texts) == len(titles) == len(metadata):
+            raise CorpusError(f"{len(ids)} ids, {len(texts)} texts, {len(titles)} titles and {len(metadata)} metadata "
+                              "objects: give one of each per document")
+        documents = ({"id": i, "title": t, "text": x, "metadata": m} for i, t, x, m in zip(ids, titles, texts, metadata))
+    elif metadata is not None:
+        raise CorpusError("documents carry their own metadata ({'id', 'text', 'metadata'}); pass metadata=... with "
+                          "texts only")
     seen: set[str] = set()
     for number, record in enumerate(documents):
         where = f"document {number}"
-        document = record if isinstance(record, Document) else document_from_record(record, where)
-        if not document.contents:
+        document = record if isinstance(record, Document) else document_from_record(record, where, allow_empty)
+        if not document.contents and not allow_empty:
             raise CorpusError(f"{where}: document {document.id!r} has no text; remove it")
         if document.id in seen:
             raise CorpusError(f"{where}: duplicate document id {document.id!r}; ids must be unique")

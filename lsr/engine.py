@@ -7,6 +7,10 @@ registered backend (``native``: lsr's kernel, default; ``lucene``: Pyserini over
 Modes: ``sparse``, ``dense``, ``bm25``, or ``hybrid`` (a :class:`~lsr.fusion.Fusion` of two or three components). A
 request without a mode gets the index's default (``manifest.search_defaults``). ``Engine.baseline`` wraps a corpus-level
 BM25 (bm25s or Pyserini) so `lsr eval --baseline` runs through the same code.
+
+Every search is one :class:`~lsr.request.SearchRequest` (k, offset, mode, fusion, filter, what hits carry, pruning),
+resolved once (:meth:`Engine.resolve`) and handed to every retriever asked; ``search(query, k, mode, ...)`` builds one
+from its arguments.
 """
 
 from __future__ import annotations
@@ -14,19 +18,21 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from lsr.errors import InvalidInput, Unavailable
+from lsr.errors import InvalidInput, NotWritable, Unavailable
 from lsr.fusion import Fusion
-from lsr.index import PARTS, Index
-from lsr.index.builder import choose_search_defaults
+from lsr.index import PARTS, Index, choose_search_defaults
+from lsr.index.metadata import Schema
+from lsr.request import MODES, SearchRequest, resolve
 from lsr.results import COMPONENTS, Contribution, Ranked, SearchResult
-from lsr.retrievers import Retriever, check_k, open_backend
+from lsr.retrievers import Capabilities, Retriever, capabilities, open_backend
 from lsr.sparse import SparseBatch
 
-MODES = ("sparse", "dense", "bm25", "hybrid")
+__all__ = ["MODES", "Engine", "SearchRequest"]
 _PART_FOR = {"dense": "--dense-encoder DIR (dense_encoder=...)", "bm25": "--bm25 (bm25=True)"}
 
 
@@ -76,10 +82,10 @@ class State:
 class Engine:
     def __init__(self, index: Index | None = None, retrievers: Mapping[str, Retriever] | None = None, *,
                  backend: str = "native", search_defaults: dict | None = None, **backend_options) -> None:
-        """Serve ``index`` (sparse through ``backend``; dense and BM25 when it has them), or exactly the given
-        ``retrievers`` ({component: retriever}), which override the index's. A write committed through ``index``
-        (or published by another process, after :meth:`refresh`) is served from the next request on; a request in
-        flight finishes on the generation it started with."""
+        """Serve ``index`` (sparse through ``backend``, opened with ``backend_options``; dense and BM25 when it has
+        them), or exactly the given ``retrievers`` ({component: retriever}), which override the index's. A write
+        committed through ``index`` (or published by another process, after :meth:`refresh`) is served from the next
+        request on; a request in flight finishes on the generation it started with."""
         self.index = index
         self.backend = backend
         self._backend_options = backend_options
@@ -151,7 +157,7 @@ class Engine:
         """A BM25 baseline over a whole corpus: ``bm25`` (Pyserini/Lucene, k1 0.9, b 0.4, multifield, BEIR's
         reference) or ``bm25s`` (k1 1.5, b 0.75, stemmed)."""
         if name == "bm25":
-            from lsr.retrievers.bm25 import PyseriniBm25Retriever
+            from lsr.lucene.retriever import PyseriniBm25Retriever
 
             retriever = PyseriniBm25Retriever.for_corpus(corpus)
         elif name == "bm25s":
@@ -182,6 +188,47 @@ class Engine:
     @property
     def exact(self) -> bool:
         return all(r.exact for r in self.retrievers.values())
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the sparse backend can do (writes, in-process answers, filters)."""
+        return capabilities(self.retrievers.get("sparse"))
+
+    def check_writable(self) -> None:
+        """Raise :class:`NotWritable` (naming what to do instead) unless writes to the index are served."""
+        if self.index is None:
+            raise NotWritable("this engine serves no index to write to")
+        sparse = self.retrievers.get("sparse")
+        found = capabilities(sparse)
+        if sparse is not None and not found.writable:
+            raise NotWritable(f"the {self.backend} backend does not take writes: {found.why_not_writable}")
+        check = getattr(sparse, "check_writable", None)
+        if check is not None:
+            check()
+
+    def schema(self) -> Schema:
+        """The metadata schema of the index (no fields when it has none)."""
+        if self.index is None:
+            return Schema()
+        return self.index.schema or Schema()
+
+    def stores_documents(self) -> bool:
+        return self.index is not None and bool(self.index.manifest.documents)
+
+    def resolve(self, request: SearchRequest, state: State | None = None, max_k: int | None = None) -> SearchRequest:
+        """``request`` checked once and completed with this engine's defaults (:func:`lsr.request.resolve`)."""
+        return resolve(request, self, state or self.state(), max_k)
+
+    def light(self, request: SearchRequest) -> bool:
+        """Whether a resolved request costs less than a thread-pool hop: every retriever it asks is light (in
+        process, no model, no I/O wait) and the sparse query needs no model (inference-free)."""
+        retrievers = self.retrievers
+        if not all(capabilities(retrievers.get(c)).light for c in request.components):
+            return False
+        if "sparse" in request.components:
+            encoder = self.index.encoder if self.index is not None else None
+            return encoder is not None and not encoder.needs_model_for_queries
+        return True
 
     def require(self, mode: str, fusion: Fusion | None = None, state: State | None = None) -> None:
         """Raise :class:`InvalidInput` / :class:`Unavailable` (naming the fix) unless ``mode`` can be served."""
@@ -217,87 +264,95 @@ class Engine:
                 self.search("warm up", 1, mode)
         if text_ok:
             self.search_batch(["warm up", "second query"], 1, self.default_mode)
+        if text_ok and self.schema().fields and self.capabilities.filterable:  # the filtered paths, compiled
+            try:
+                self.search("warm up", 1, filter={"exists": {"field": next(iter(self.schema().fields))}})
+            except Unavailable:  # a component of the default mode that cannot filter: filtered requests get 422
+                pass
 
     # -- search -------------------------------------------------------------------------------------------------------
     def search(self, query: str | SparseBatch, k: int = 10, mode: str | None = None, fusion: Fusion | None = None,
-               *, explain: bool = False, return_documents: bool = False) -> SearchResult:
-        """Top-``k`` for one query: a text, or a one-row :class:`SparseBatch` (then the sparse component alone)."""
+               *, request: SearchRequest | None = None, **options) -> SearchResult:
+        """Top-``k`` for one query: a text, or a one-row :class:`SparseBatch` (then the sparse component alone).
+        ``options`` are the other :class:`~lsr.request.SearchRequest` fields (``offset``, ``filter``, ``explain``,
+        ``return_documents``, ``return_metadata``, ``pruning``); or pass a whole ``request``."""
         if isinstance(query, SparseBatch):
             if len(query) != 1 or mode not in (None, "sparse") or fusion is not None:
                 raise InvalidInput("a SparseBatch query is one vector searched by the sparse component; use "
                                    "search_vectors for several")
-            return self.search_vectors(query, k, explain=explain, return_documents=return_documents)[0]
-        return self.search_batch([query], k, mode, fusion, explain=explain, return_documents=return_documents)[0]
+            return self.search_vectors(query, k, request=request, **options)[0]
+        return self.search_batch([query], k, mode, fusion, request=request, **options)[0]
 
     def search_batch(self, queries: Sequence[str], k: int = 10, mode: str | None = None, fusion: Fusion | None = None,
-                     *, threads: int | None = None, explain: bool = False,
-                     return_documents: bool = False) -> list[SearchResult]:
-        """Top-``k`` for each query of a batch, answered together (multi-threaded across queries)."""
+                     *, request: SearchRequest | None = None, **options) -> list[SearchResult]:
+        """Top-``k`` for each query of a batch, answered together (multi-threaded across queries: ``threads``)."""
         if isinstance(queries, str):
             raise InvalidInput("search_batch takes a list of queries; use search() for one")
         if not isinstance(queries, (list, tuple)) or not all(isinstance(q, str) for q in queries):
             raise InvalidInput("queries must be a list of strings")
-        return self._run(EncodedQueries(queries, self), k, mode, fusion, threads, explain, return_documents)
+        request = request or SearchRequest(k=k, mode=mode, fusion=fusion, **options)
+        return self.run(request, EncodedQueries(queries, self))
 
-    def search_vectors(self, vectors: SparseBatch, k: int = 10, *, threads: int | None = None, explain: bool = False,
-                       return_documents: bool = False) -> list[SearchResult]:
+    def search_vectors(self, vectors: SparseBatch, k: int = 10, *, request: SearchRequest | None = None,
+                       **options) -> list[SearchResult]:
         """Top-``k`` for already-encoded sparse queries (token ids + weights), sparse component only."""
-        return self._run(EncodedQueries(None, self, sparse=vectors), k, "sparse", None, threads, explain,
-                         return_documents)
+        request = request or SearchRequest(k=k, mode="sparse", **options)
+        if request.mode not in (None, "sparse"):
+            raise InvalidInput("search_vectors searches the sparse component only")
+        return self.run(replace(request, mode="sparse"), EncodedQueries(None, self, sparse=vectors))
 
-    def _run(self, encoded: EncodedQueries, k: int, mode: str | None, fusion: Fusion | None, threads: int | None,
-             explain: bool, return_documents: bool) -> list[SearchResult]:
-        check_k(k)
+    def run(self, request: SearchRequest, encoded: EncodedQueries, state: State | None = None) -> list[SearchResult]:
+        """Answer ``request`` for every query of ``encoded`` from one generation (``state``, default: the current)."""
+        state = state or self.state()  # one generation for the whole request
+        request = self.resolve(request, state)
         if len(encoded) == 0:
             return []
-        state = self.state()  # one generation for the whole request
-        mode = mode or self.default_mode
-        if mode != "hybrid" and fusion is not None:
-            raise InvalidInput("fusion applies to mode 'hybrid' only")
-        self.require(mode, fusion, state)
-        if mode == "hybrid":
-            fusion = fusion or self.default_fusion()
-        if return_documents and (self.index is None or not self.index.manifest.documents):
-            raise Unavailable("this index stores no texts; rebuild it with `lsr index ... --store-documents`")
-        components = fusion.components if mode == "hybrid" else (mode,)
-        if explain and "sparse" not in components:
-            raise InvalidInput(f"explain lists the sparse tokens behind a score; mode {mode!r} has no sparse component")
-        depth = max(k, fusion.depth) if mode == "hybrid" else k
+        components = request.components
         started = time.perf_counter()
         answers: dict[str, list[Ranked]] = {}
         for component in components:
             retriever = state.retrievers[component]
-            answers[component] = retriever.retrieve(encoded.get(retriever.takes), depth, threads)
-        sparse = encoded.get("sparse") if explain else None
-        fused_lists = []
-        for q in range(len(encoded)):
-            per = {c: answers[c][q] for c in components}
-            if mode == "hybrid":
-                fused = fusion.fuse([list(zip(per[c].ids, per[c].scores)) for c in components], k)
-                fused_lists.append((per, [doc for doc, _ in fused], [score for _, score in fused]))
-            else:
-                fused_lists.append((per, per[mode].ids, per[mode].scores))
+            answers[component] = retriever.retrieve(encoded.get(retriever.takes), request)
+        fused_lists = self._fused(request, answers, len(encoded))
         retrieve_ms = ((time.perf_counter() - started) * 1000 - encoded.encode_ms) / len(encoded)
         encode_ms = encoded.encode_ms / len(encoded)
+        sparse = encoded.get("sparse") if request.explain else None
         out = []
         for q, (per, ids, scores) in enumerate(fused_lists):
-            titles = texts = explanations = chunks = None
+            titles = texts = explanations = chunks = metadata = None
             if "sparse" in per and per["sparse"].chunks is not None:
                 best = dict(zip(per["sparse"].ids, per["sparse"].chunks))
                 chunks = [_chunk(best.get(doc)) for doc in ids]
-            if return_documents:
+            if request.return_documents:
                 records = [state.snapshot.document(doc) for doc in ids]
                 titles = [r["title"] if r is not None else None for r in records]
                 texts = [r["text"] if r is not None else None for r in records]
-            if explain:
+            if request.return_metadata:
+                metadata = [state.snapshot.metadata(doc) or {} for doc in ids]
+            if request.explain:
                 token_ids, weights = sparse.row(q)
                 explanations = [self.explain_vector(token_ids, weights, doc, state.snapshot) for doc in ids]
-            out.append(SearchResult(ids=ids, scores=scores, mode=mode, components=tuple(components),
+            out.append(SearchResult(ids=ids, scores=scores, mode=request.mode, components=tuple(components),
                                     exact=all(per[c].exact for c in components), encode_ms=encode_ms,
                                     retrieve_ms=retrieve_ms, postings=sum(per[c].postings for c in components),
                                     generation=state.snapshot.number if state.snapshot is not None else None,
-                                    titles=titles, texts=texts, explanations=explanations,
-                                    chunks=chunks, per_component=per))
+                                    titles=titles, texts=texts, explanations=explanations, chunks=chunks,
+                                    metadata=metadata, offset=request.offset, per_component=per))
+        return out
+
+    @staticmethod
+    def _fused(request: SearchRequest, answers: dict[str, list[Ranked]], n: int) -> list[tuple]:
+        """Per query: (each component's answer, the page's ids, its scores)."""
+        first, end = request.offset, request.offset + request.k
+        out = []
+        for q in range(n):
+            per = {c: answers[c][q] for c in request.components}
+            if request.mode == "hybrid":
+                fused = request.fusion.fuse([list(zip(per[c].ids, per[c].scores)) for c in request.components], end)
+                out.append((per, [doc for doc, _ in fused[first:]], [score for _, score in fused[first:]]))
+            else:
+                ranked = per[request.mode]
+                out.append((per, ranked.ids[first:end], ranked.scores[first:end]))
         return out
 
     # -- explanations and documents -----------------------------------------------------------------------------------

@@ -44,6 +44,19 @@ class BackendUnavailable(Unavailable):
     committed; retrying later may work (HTTP 503)."""
 
 
+class NotWritable(LsrError, PermissionError):
+    """The index cannot take this write here: a read-only server, a backend that does not take writes (Lucene), a
+    mirror the index does not record (HTTP 409 or 403)."""
+
+
+class IndexLocked(LsrError, RuntimeError):
+    """Another writer holds the index's write lock (HTTP 503, worth retrying)."""
+
+
+class IndexReadOnly(LsrError, PermissionError):
+    """The index directory cannot be written: a read-only volume, or no permission (HTTP 403)."""
+
+
 class MissingFile(LsrError, FileNotFoundError):
     """A path the user gave does not exist."""
 

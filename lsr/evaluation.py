@@ -15,6 +15,7 @@ from lsr.corpus import read_qrels, read_queries
 from lsr.engine import Engine
 from lsr.errors import CorpusError
 from lsr.fusion import Fusion
+from lsr.request import SearchRequest
 
 
 def _rank_scored(run: dict[str, list[str]], qrels: dict[str, dict[str, int]]) -> dict[str, dict[str, float]]:
@@ -104,32 +105,32 @@ def judged_queries(beir_dir: str | Path, split: str, qids: Sequence[str] | None 
 def evaluate(engine: Engine, beir_dir: str | Path, split: str = "test", k: int = 1000,
              run_path: str | Path | None = None, progress: bool = True, ignore_identical_ids: bool = True,
              qids: Sequence[str] | None = None, batch_throughput: bool = True, mode: str | None = None,
-             fusion: Fusion | None = None) -> dict:
+             fusion: Fusion | None = None, filter=None) -> dict:
     """Run every judged query of ``split`` one at a time (timed end to end: encode + retrieve + fuse) and score the
     run.
 
     ``qps`` is sequential single-query throughput (1000 / mean latency); ``qps_batch`` answers all queries in one
     multi-threaded batch. As BEIR does, a hit whose id equals the query id is dropped (``ignore_identical_ids``; each
     query retrieves k + 1 so k remain). ``qids`` restricts the evaluation to those judged queries (training uses a
-    fixed dev slice). ``mode`` and ``fusion`` are those of the HTTP API (default: the index's default).
+    fixed dev slice). ``mode``, ``fusion`` and ``filter`` are those of the HTTP API (default: the index's default
+    mode, no filter): one :class:`~lsr.request.SearchRequest`, resolved once.
     """
-    mode = mode or engine.default_mode
-    if mode == "hybrid":
-        fusion = fusion or engine.default_fusion()
-    engine.require(mode, fusion)
     queries, qrels = judged_queries(beir_dir, split, qids)
     if k < 100:
         print(f"warning: --k {k} < 100, so recall@100 is computed on {k} hits", file=sys.stderr)
     qids = sorted(qrels)
     depth = k + 1 if ignore_identical_ids else k
+    request = engine.resolve(SearchRequest(k=depth, mode=mode, fusion=fusion, filter=filter))
+    mode, fusion = request.mode, request.fusion
+    one, batch = request.with_(threads=1), request
     warm = [queries[qid] for qid in qids[:2]]  # warm-up: compile both kernel variants, page in the index
-    engine.search_batch(warm[:1], depth, mode, fusion, threads=1)
-    engine.search_batch(warm, depth, mode, fusion)
+    engine.search_batch(warm[:1], request=one)
+    engine.search_batch(warm, request=batch)
     run: dict[str, list[tuple[str, float]]] = {}
     latencies, postings, exact = [], [], True
     for qid in tqdm(qids, desc=f"searching {split}", unit="query", disable=not progress):
         started = time.perf_counter()
-        result = engine.search_batch([queries[qid]], depth, mode, fusion, threads=1)[0]
+        result = engine.search_batch([queries[qid]], request=one)[0]
         latencies.append((time.perf_counter() - started) * 1000)
         postings.append(result.postings)
         exact &= result.exact
@@ -138,13 +139,15 @@ def evaluate(engine: Engine, beir_dir: str | Path, split: str = "test", k: int =
     batch_s = float("nan")
     if batch_throughput:
         started = time.perf_counter()
-        engine.search_batch([queries[qid] for qid in qids], depth, mode, fusion)
+        engine.search_batch([queries[qid] for qid in qids], request=batch)
         batch_s = time.perf_counter() - started
     metrics = trec_metrics({qid: [doc for doc, _ in hits] for qid, hits in run.items()}, qrels)
     latency = np.asarray(latencies)
     metrics.update({
         "mode": mode,
         **({"fusion": fusion.describe(k)} if mode == "hybrid" else {}),
+        **({"filter": filter if not isinstance(filter, str) else __import__("json").loads(filter)}
+           if filter is not None else {}),
         "components": {c: engine.retrievers[c].name for c in (fusion.components if mode == "hybrid" else (mode,))},
         "exact": exact,
         "latency_ms_mean": float(latency.mean()),
@@ -181,12 +184,12 @@ def evaluate(engine: Engine, beir_dir: str | Path, split: str = "test", k: int =
 
 
 def recall_against_exact(approximate: Engine, exact: Engine, beir_dir: str | Path, split: str, k: int = 1000,
-                         at: int = 10) -> dict:
+                         at: int = 10, filter=None) -> dict:
     """Mean recall@``at`` of the approximate sparse top-k against the exact one (both retrieving ``k``, as the
     evaluation does), over the split's judged queries; a query with no exact hit counts as recalled."""
     queries, qrels = judged_queries(beir_dir, split)
     texts = [queries[qid] for qid in sorted(qrels)]
-    got = approximate.search_batch(texts, k, "sparse")
-    want = exact.search_batch(texts, k, "sparse")
+    got = approximate.search_batch(texts, k, "sparse", filter=filter)
+    want = exact.search_batch(texts, k, "sparse", filter=filter)
     recalls = [len(set(a.ids[:at]) & set(b.ids[:at])) / len(b.ids[:at]) if b.ids else 1.0 for a, b in zip(got, want)]
     return {f"recall@{at}_vs_exact": float(sum(recalls) / max(1, len(recalls)))}

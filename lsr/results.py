@@ -32,6 +32,7 @@ class Hit:
     explanation: list[Contribution] | None = None  # with explain=True: the sparse tokens it matched
     component_scores: dict[str, float] | None = None  # hybrid: each component's own score (absent: not in its list)
     chunk: dict | None = None  # chunked index (max): the best chunk, {"number", "start", "end"} (characters)
+    metadata: dict | None = None  # with return_metadata=True: the document's metadata
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,8 @@ class SearchResult:
     texts: list[str | None] | None = None
     explanations: list[list[Contribution]] | None = None
     chunks: list[dict | None] | None = None
+    metadata: list[dict] | None = None
+    offset: int = 0  # the rank (from 0) of the first hit: a page
     per_component: dict[str, Ranked] = field(default_factory=dict, repr=False)
 
     @cached_property
@@ -82,8 +85,9 @@ class SearchResult:
         explanations = self.explanations or [None] * n
         components = self.component_scores or [None] * n
         chunks = self.chunks or [None] * n
-        return [Hit(i, s, a, b, e, c, h) for i, s, a, b, e, c, h in
-                zip(self.ids, self.scores, titles, texts, explanations, components, chunks)]
+        metadata = self.metadata or [None] * n
+        return [Hit(i, s, a, b, e, c, h, m) for i, s, a, b, e, c, h, m in
+                zip(self.ids, self.scores, titles, texts, explanations, components, chunks, metadata)]
 
     def __len__(self) -> int:
         return len(self.ids)

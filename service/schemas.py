@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
 
+from lsr import request as core
 from lsr.fusion import Fusion
 
 Mode = Literal["sparse", "dense", "bm25", "hybrid"]
@@ -36,14 +37,44 @@ class FusionIn(Strict):
                       alpha=float(self.alpha) if self.alpha is not None else None, rrf_k=self.rrf_k, depth=self.depth)
 
 
+FILTER_DESCRIPTION = (
+    "only documents whose metadata the filter keeps. One clause: {\"term\": {FIELD: VALUE}} (keyword, keywords, "
+    "boolean, integer), {\"terms\": {FIELD: [VALUES]}}, {\"range\": {FIELD: {\"gte\"|\"gt\"|\"lte\"|\"lt\": "
+    "V}}} (integer, float, datetime), {\"exists\": {\"field\": FIELD}}, or {\"must\": [...], \"should\": [...], "
+    "\"must_not\": [...]} (all of, at least one of, none of; nested up to 8 deep). The answer is the exact top-k of "
+    "the documents kept. A mistake is a 422 naming its path (filter.must[1].range.year).")
+
+
+class PruningIn(Strict):
+    method: Literal["blockmax", "exhaustive"] = "blockmax"
+    alpha: Annotated[Finite, Field(gt=0.0, le=1.0)] = Field(1.0, description="APPROXIMATE below 1")
+    query_cut: StrictInt = Field(0, ge=0, le=1024, description="APPROXIMATE above 0: the heaviest N query terms")
+
+
 class SearchOptions(Strict):
-    k: StrictInt = Field(10, ge=1, description="number of hits (at most the server's max_k, default 1000)")
+    k: StrictInt = Field(10, ge=1, description="number of hits (k + offset at most the server's max_k, default 1000)")
+    offset: StrictInt = Field(0, ge=0, description="a page: skip this many hits (ranks offset+1 .. offset+k of one "
+                                                   "deeper search)")
     mode: Mode | None = Field(None, description="sparse, dense, bm25 or hybrid (default: the index's default, see "
                                                 "GET /readyz); dense/bm25 need those index parts")
     fusion: FusionIn | None = Field(None, description="hybrid only; default: the index's default fusion")
+    filter: dict[str, Any] | None = Field(None, description=FILTER_DESCRIPTION,
+                                          examples=[{"must": [{"term": {"tenant": "acme"}},
+                                                              {"range": {"year": {"gte": 2010}}}]}])
     explain: StrictBool = Field(False, description="add the matching sparse tokens and their query weight x impact")
     return_documents: StrictBool = Field(False, description="add each hit's stored title and text (the index must be "
                                                             "built with --store-documents)")
+    return_metadata: StrictBool = Field(False, description="add each hit's metadata")
+    pruning: PruningIn | None = Field(None, description="the native kernel's top-k (default: the server's)")
+
+    def to_request(self, default_components: tuple[str, ...]) -> core.SearchRequest:
+        """The one request object this body asks for (checked once more by the engine)."""
+        fusion = self.fusion.to_fusion(default_components) if self.fusion is not None else None
+        pruning = core.Pruning(self.pruning.method, float(self.pruning.alpha), self.pruning.query_cut) \
+            if self.pruning is not None else None
+        return core.SearchRequest(k=self.k, offset=self.offset, mode=self.mode, fusion=fusion, filter=self.filter,
+                                  explain=self.explain, return_documents=self.return_documents,
+                                  return_metadata=self.return_metadata, pruning=pruning)
 
 
 class SearchRequest(SearchOptions):
@@ -69,6 +100,7 @@ class HitOut(BaseModel):
     explanation: list[Contribution] | None = None
     component_scores: dict[str, float] | None = Field(None, description="hybrid: each component's own score")
     chunk: dict | None = Field(None, description="chunked index: the best chunk {number, start, end} (characters)")
+    metadata: dict[str, Any] | None = Field(None, description="with return_metadata: the document's metadata")
 
 
 class SearchResponse(BaseModel):
@@ -79,6 +111,7 @@ class SearchResponse(BaseModel):
     exact: bool = Field(description="true when every component returned its exact top-k; false for an approximate "
                                     "pruning setting (prune_alpha < 1, query_cut > 0), HNSW, or the Lucene backend")
     generation: int | None = Field(None, description="the index generation that answered (one for the whole search)")
+    offset: int = Field(0, description="the rank (from 0) of the first hit")
 
 
 class BatchResult(BaseModel):
@@ -92,6 +125,7 @@ class BatchResponse(BaseModel):
     took_ms: float
     exact: bool
     generation: int | None = None
+    offset: int = 0
 
 
 class EncodeRequest(Strict):
@@ -107,8 +141,9 @@ class EncodeResponse(BaseModel):
 
 class DocumentOut(BaseModel):
     id: str
-    title: str
-    text: str
+    title: str | None = Field(None, description="the stored title (an index built with --store-documents)")
+    text: str | None = Field(None, description="the stored text (an index built with --store-documents)")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="the document's metadata")
 
 
 class Health(BaseModel):
@@ -129,12 +164,19 @@ class Ready(BaseModel):
     exact: bool
     documents_stored: bool
     writable: bool
+    filterable: bool = Field(description="whether every component of the default mode applies a filter")
+    metadata: dict[str, str] = Field(default_factory=dict, description="the index's metadata fields and their types")
+
+
+METADATA_DESCRIPTION = ("a flat JSON object: strings, numbers, booleans, ISO 8601 date-times, lists of strings; "
+                        "checked against the index's metadata schema (GET /readyz)")
 
 
 class DocumentIn(Strict):
     id: str = Field(..., min_length=1, max_length=512, description="external document id")
     title: str = Field("", description="optional title (encoded as title + ' ' + text)")
     text: str = Field(..., description="the document's text")
+    metadata: dict[str, Any] | None = Field(None, description=METADATA_DESCRIPTION)
 
 
 class DocumentsIn(Strict):
@@ -144,6 +186,7 @@ class DocumentsIn(Strict):
 class DocumentBody(Strict):
     title: str = Field("", description="optional title")
     text: str = Field(..., description="the document's text")
+    metadata: dict[str, Any] | None = Field(None, description=METADATA_DESCRIPTION)
 
 
 class WriteOut(BaseModel):

@@ -12,7 +12,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from lsr.config_files import read_mapping
 from lsr.errors import MissingFile
-from lsr.retrievers import backend_names
+from lsr.index.listeners import listener_options
+from lsr.retrievers import backend_names, backend_options
 
 CONFIG_FILE_ENV = "LSR_CONFIG_FILE"
 
@@ -42,7 +43,7 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1, description="uvicorn worker processes (each memory-maps the same index)")
     api_key: SecretStr | None = Field(None, description="if set, every route but /healthz and /readyz needs "
                                                         "`Authorization: Bearer <key>`")
-    max_k: int = Field(1000, ge=1, description="largest k a request may ask for")
+    max_k: int = Field(1000, ge=1, description="deepest rank a request may reach: k + offset")
     max_query_chars: int = Field(4096, ge=1, description="longest query, in characters")
     max_batch: int = Field(256, ge=1, description="most queries in one /search/batch call")
     max_body_bytes: int = Field(1_048_576, ge=1, description="largest request body")
@@ -50,6 +51,8 @@ class Settings(BaseSettings):
     backend: str = Field("native", description="sparse search backend: native (lsr's kernel), lucene (Pyserini over "
                                                "the index's lucene/ part), milvus (the index's Milvus collection), "
                                                "or any registered backend")
+    backend_options: dict[str, Any] = Field(default_factory=dict, description="options of a plugin backend's open() "
+                                                                              "(LSR_BACKEND_OPTIONS, JSON)")
     milvus_uri: str | None = Field(None, description="milvus backend: a Milvus Lite file (.db) or a server URI "
                                                      "(default: the one recorded in the index's milvus.json)")
     milvus_collection: str | None = Field(None, description="milvus backend: the collection (default: the recorded one)")
@@ -69,18 +72,13 @@ class Settings(BaseSettings):
         1.0, gt=0.0, le=3600.0, description="seconds between checks for a generation another process published")
     merge: bool = Field(True, description="merge segments in the background after writes, as the tiered policy asks")
 
-    def backend_options(self) -> dict:
-        """What the chosen backend takes from the settings."""
-        if self.backend == "native":
-            return {"pruning": self.pruning_spec()}
-        if self.backend == "milvus":
-            return {"uri": self.milvus_uri, "collection": self.milvus_collection, "drop_ratio": self.milvus_drop_ratio}
-        return {}
+    def open_options(self) -> dict:
+        """What the chosen backend takes from the settings: the options it declares (``Capabilities.options``)."""
+        return backend_options(self.backend, self, self.backend_options)
 
-    def pruning_spec(self):
-        from lsr.retrievers.native import Pruning
-
-        return Pruning(self.pruning, self.prune_alpha, self.query_cut)
+    def writer_options(self) -> dict:
+        """What the index's commit listeners take from the settings (a Milvus mirror's URI)."""
+        return listener_options(self)
 
     @field_validator("backend")
     @classmethod

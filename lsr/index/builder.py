@@ -1,26 +1,35 @@
-"""Building an index: a new directory with the manifest, the encoders, an empty generation 0, then every document
-added through the :class:`~lsr.index.writer.IndexWriter` and committed as generation 1 (one segment).
+"""Building an index, the writer's fast path: a new directory with the manifest, the encoders, an empty generation
+0, then every document added through the :class:`~lsr.index.writer.IndexWriter` and committed as generation 1 (one
+segment). :func:`build` and :func:`create` are what :meth:`lsr.index.Index.build` and :meth:`~lsr.index.Index.create`
+run; :func:`copy_generation` is :meth:`~lsr.index.Index.save`.
 
 A build at a path happens in a temporary sibling directory (``.NAME.tmp-XXXX``) that replaces the path only when
-complete: a failed or interrupted build leaves any previous index there untouched.
+complete: a failed or interrupted build leaves any previous index there untouched. A Lucene part (``lucene=True``) is
+built by the ``lucene`` commit listener when the build commits (:mod:`lsr.index.listeners`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import os
 import shutil
+import tempfile
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from lsr.corpus import Document
+from lsr.corpus import Document, ReadStats, documents_from, read_corpus
 from lsr.errors import InvalidIndex, InvalidInput
 from lsr.index import storage
 from lsr.index.dense import DENSE_KINDS
+from lsr.index.jsonl import write_json_vector_collection
 from lsr.index.lexical import ANALYZER
-from lsr.index.manifest import IMPACT_DTYPES, MANIFEST_FILE, Manifest
+from lsr.index.manifest import IMPACT_DTYPES, INDEX_FORMAT_VERSION, MANIFEST_FILE, Manifest
+from lsr.index.metadata import Schema
 from lsr.index.segment import DEFAULT_BLOCK_SIZE, DEFAULT_BOUND_RATIO, DEFAULT_DENSE_RATIO, check_block_size
+from lsr.index.snapshot import open_snapshot
 from lsr.sparse import SparseBatch
 
 CHUNK_AGGREGATES = ("max", "sum")
@@ -125,8 +134,9 @@ class Staging:
 
 
 def create_directory(directory: Path, encoder, options: BuildOptions, dense_encoder=None, vocab_size: int | None = None,
-                     source: str = "") -> Manifest:
-    """An empty index in ``directory``: manifest, encoders, generation 0 with no segment."""
+                     source: str = "", schema: Schema | None = None) -> Manifest:
+    """An empty index in ``directory``: manifest (with the metadata ``schema``, when declared), encoders, generation 0
+    with no segment."""
     if encoder is not None and getattr(encoder, "vocab_size", None) is None:
         raise InvalidInput("the inverted index needs a sparse encoder (splade or inference-free), not a dense one")
     if dense_encoder is not None and not hasattr(dense_encoder, "dim"):
@@ -159,7 +169,9 @@ def create_directory(directory: Path, encoder, options: BuildOptions, dense_enco
     manifest = Manifest(vocab_size=vocab, impact_dtype=options.impact_dtype, encoder=encoder_info, build=build,
                         dense=dense, bm25={"k1": 1.5, "b": 0.75, "analyzer": ANALYZER} if options.bm25 else None,
                         documents=options.store_documents,
-                        search_defaults=choose_search_defaults(dense is not None, options.bm25, encoder is not None))
+                        search_defaults=choose_search_defaults(dense is not None, options.bm25, encoder is not None),
+                        metadata=schema.to_manifest() if schema is not None and (schema.fields or
+                                                                                  schema.unknown != "error") else None)
     if options.max_weight is not None:
         manifest.max_weight = options.max_weight
         manifest.scale = 255.0 / options.max_weight if options.impact_dtype == "uint8" else 1.0
@@ -173,19 +185,21 @@ def create_directory(directory: Path, encoder, options: BuildOptions, dense_enco
 def build_directory(directory: Path, documents: Iterable[Document] | None, encoder, options: BuildOptions,
                     vectors: SparseBatch | None = None, ids: list[str] | None = None, dense_encoder=None,
                     export_jsonl: Path | None = None, source: str = "", progress: Callable[[int], None] | None = None,
-                    vocab_size: int | None = None, encode_with=None) -> Manifest:
+                    vocab_size: int | None = None, encode_with=None, schema: Schema | None = None) -> Manifest:
     """Write a complete index into ``directory`` (an empty staging folder): generation 1 holds every document."""
     from lsr.index.writer import IndexWriter
 
-    if options.lucene:
-        from lsr.lucene import check_available
-
-        check_available()  # fail before encoding anything
     if vectors is not None and documents is None and (dense_encoder is not None or options.bm25 or
                                                       options.store_documents):
         raise InvalidInput("the dense, BM25 and stored-text parts need the documents' texts: pass them with the vectors")
-    create_directory(directory, encoder, options, dense_encoder, vocab_size, source)
-    with IndexWriter(directory, encoder=encoder, dense_encoder=dense_encoder) as writer:
+    if export_jsonl and options.impact_dtype != "uint8":
+        raise InvalidInput("--export-jsonl writes integer impacts for Lucene (Anserini casts weights to int); build "
+                           "with --impact-dtype uint8 (the default) to export")
+    if (options.lucene or export_jsonl) and encoder is None:
+        raise InvalidInput("a JsonVectorCollection names tokens: index with an encoder to export it")
+    create_directory(directory, encoder, options, dense_encoder, vocab_size, source, schema)
+    listeners = {"lucene": {"build": True, "threads": options.lucene_threads}} if options.lucene else {}
+    with IndexWriter(directory, encoder=encoder, dense_encoder=dense_encoder, listener_options=listeners) as writer:
         if vectors is not None:
             writer.add_vectors(vectors, ids, list(documents) if documents is not None else None)
         else:
@@ -194,30 +208,219 @@ def build_directory(directory: Path, documents: Iterable[Document] | None, encod
         summary = writer.commit(operation="build")
         if summary.generation == 0:
             raise InvalidInput("no documents to index; check the corpus path (and what --skip-malformed skipped)")
-        manifest = writer.manifest
-    if options.lucene or export_jsonl:
-        from lsr.lucene import build_impact_index, write_json_vector_collection
-
-        if options.impact_dtype != "uint8":
-            raise InvalidInput("--export-jsonl writes integer impacts for Lucene (Anserini casts weights to int); "
-                               "build with --impact-dtype uint8 (the default) to export")
-        if encoder is None:
-            raise InvalidInput("a JsonVectorCollection names tokens: index with an encoder to export it")
-        from lsr.index import Index
-
-        snapshot = Index.open(directory, encoder=encoder, parts=("documents",)).snapshot()
-        jsonl = directory / "export.jsonl.tmp"
-        write_json_vector_collection(snapshot, encoder.token_strings(), jsonl)
-        if options.lucene:
-            manifest.lucene = {**build_impact_index(jsonl, directory / "lucene", threads=options.lucene_threads),
-                               "generation": summary.generation}
-            manifest.save(directory)
-        if export_jsonl is not None:
+    manifest = Manifest.load(directory)  # (a listener may have recorded its part)
+    if export_jsonl:
+        snapshot = open_snapshot(directory)
+        try:
             export_jsonl.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(jsonl), str(export_jsonl))
-        else:
-            jsonl.unlink()
+            write_json_vector_collection(snapshot, encoder.token_strings(), export_jsonl)
+        finally:
+            snapshot.release()
     manifest.build["summary"] = {"documents": summary.added, "truncated_documents": summary.truncated,
                                  "clipped_postings": summary.clipped, "seconds": round(summary.seconds, 2)}
     manifest.save(directory)
     return manifest
+
+
+@dataclass
+class Built:
+    """A directory that :func:`build` or :func:`create` wrote, with the encoders it used."""
+
+    directory: Path
+    encoder: object
+    dense_encoder: object
+    scratch: bool  # a private folder of an in-memory index (removed with its handle)
+    stats: ReadStats
+
+
+def build(encoder=None, *, ids: Iterable | None = None, texts: Iterable[str] | None = None,
+          titles: Iterable[str] | None = None, documents: Iterable[Document | Mapping] | None = None,
+          metadata: Iterable[Mapping | None] | None = None, corpus: str | Path | None = None, vectors=None,
+          vocab_size: int | None = None, path: str | Path | None = None, dense_encoder=None, progress: bool = False,
+          skip_malformed: bool = False, limit: int | None = None, export_jsonl: str | Path | None = None,
+          progress_callback=None, encode_with=None, schema=None, unknown_fields: str = "error", **options) -> Built:
+    """Encode documents and build an index: in a private folder (an in-memory index), or at ``path`` (written
+    atomically).
+
+    Documents come as parallel ``ids``/``texts`` (/``titles``, ``metadata``) lists, as ``documents`` (an iterable of
+    ``{"id", "title", "text", "metadata"}`` mappings), or from ``corpus`` (a BEIR folder, a JSONL file or an
+    ir_datasets id: each line's ``metadata`` object is kept); or give precomputed ``vectors``
+    (:class:`~lsr.sparse.SparseBatch`, a SciPy sparse matrix, a NumPy array, or a list of ``{token id: weight}``)
+    with ``ids`` (and the texts too, for the dense, BM25 and stored-text parts). ``schema``: the metadata fields and
+    their types (``{"year": "integer"}``, ``["year:integer"]``, a :class:`~lsr.index.metadata.Schema`; default:
+    inferred from the first documents); ``unknown_fields``: ``error`` or ``ignore`` a field the schema lacks.
+    ``encoder`` defaults to the shipped one when documents are to be encoded. ``options`` are :class:`BuildOptions`
+    fields (``bm25``, ``store_documents``, ``impact_dtype``, ``chunk_tokens``, ``lucene``, ...). ``encode_with``:
+    encode elsewhere, e.g. on a Ray cluster: a callable that takes the index folder being built (its encoders saved
+    there) and returns an ``encode_chunks`` for :meth:`IndexWriter.add <lsr.index.writer.IndexWriter.add>`.
+    """
+    build_options = _options(options)
+    if build_options.lucene and path is None:
+        raise InvalidInput("a Lucene part lives on disk: build with path=... to add one")
+    schema = _schema(schema, unknown_fields)
+    stats = ReadStats()
+    docs, batch, ids = _sources(encoder, ids, texts, titles, documents, metadata, corpus, vectors, skip_malformed,
+                                limit, stats)
+    if batch is None and encoder is None:
+        from lsr.encoders import load_encoder
+
+        encoder = load_encoder()
+    bar = None
+    if progress and progress_callback is None:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(desc="encoding documents", unit="doc", total=limit)
+        progress_callback = bar.update
+    target = Path(path) if path is not None else None
+    staging = Staging(target) if target is not None else None
+    directory = staging.path if staging is not None else Path(tempfile.mkdtemp(prefix="lsr-index-"))
+    try:
+        build_directory(directory, docs, encoder, build_options, vectors=batch, ids=ids, dense_encoder=dense_encoder,
+                        export_jsonl=Path(export_jsonl) if export_jsonl else None,
+                        source=str(corpus) if corpus is not None else "python", vocab_size=vocab_size,
+                        progress=progress_callback, encode_with=encode_with, schema=schema)
+        if bar is not None:
+            bar.close()
+        if staging is not None:
+            staging.publish()
+            directory = target
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True) if staging is None else staging.discard()
+        raise
+    return Built(directory, encoder, dense_encoder, staging is None, stats)
+
+
+def create(encoder=None, *, path: str | Path | None = None, dense_encoder=None, vocab_size: int | None = None,
+           schema=None, unknown_fields: str = "error", **options) -> Built:
+    """An empty index (generation 0), to fill through its writer; in a private folder unless ``path``."""
+    build_options = _options(options)
+    if encoder is None and vocab_size is None:
+        from lsr.encoders import load_encoder
+
+        encoder = load_encoder()
+    target = Path(path) if path is not None else None
+    staging = Staging(target) if target is not None else None
+    directory = staging.path if staging is not None else Path(tempfile.mkdtemp(prefix="lsr-index-"))
+    try:
+        create_directory(directory, encoder, build_options, dense_encoder, vocab_size, "python",
+                         _schema(schema, unknown_fields))
+        if staging is not None:
+            staging.publish()
+            directory = target
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True) if staging is None else staging.discard()
+        raise
+    return Built(directory, encoder, dense_encoder, staging is None, ReadStats())
+
+
+def copy_generation(directory: Path, manifest: Manifest, snapshot, target: Path) -> Path:
+    """Write ``snapshot`` (a generation of ``directory``) to ``target`` atomically: its segments and parts, its
+    encoders, its manifest."""
+    if target.resolve() == directory.resolve():
+        return target
+    staging = Staging(target)
+    try:
+        for name in ("segments", "generations"):
+            (staging.path / name).mkdir()
+        for view in snapshot.views:
+            shutil.copytree(view.segment.directory, staging.path / "segments" / view.segment.name,
+                            ignore=shutil.ignore_patterns("del-*"))
+        for entry in snapshot.generation.segments:
+            if entry.deletes:
+                shutil.copy2(directory / "segments" / entry.name / entry.deletes,
+                             staging.path / "segments" / entry.name / entry.deletes)
+        for folder in ("encoder", "dense-encoder", "lucene"):
+            if (directory / folder).is_dir():
+                shutil.copytree(directory / folder, staging.path / folder)
+        if any(not view.segment.legacy for view in snapshot.views):  # (a writer may have written one since open)
+            manifest = dataclasses.replace(manifest, format_version=INDEX_FORMAT_VERSION)
+        manifest.save(staging.path)
+        generation = storage.Generation(snapshot.number, list(snapshot.generation.segments),
+                                        snapshot.generation.next_segment, snapshot.doc_count, f"saved from {directory}")
+        storage.publish(staging.path, generation)
+        staging.publish()
+    except BaseException:
+        staging.discard()
+        raise
+    return target
+
+
+def resolve_encoders(encoder, directory: Path, manifest: Manifest, device: str | None, dense: bool) -> tuple:
+    """The sparse encoder to search with (the given one, a directory, or the stored one) and the stored dense one."""
+    from lsr.encoders import ENCODER_CONFIG_FILE, load_encoder
+
+    if encoder is None:
+        stored = manifest.encoder.get("directory")
+        encoder = load_encoder(directory / stored, device=device) if stored is not None else None
+    elif isinstance(encoder, (str, Path)):
+        if not (Path(encoder) / ENCODER_CONFIG_FILE).exists():
+            raise InvalidIndex(f"--encoder {encoder} is not an lsr encoder directory (no {ENCODER_CONFIG_FILE}); "
+                               f"queries must use the encoder the index was built with, stored in {directory}/encoder")
+        encoder = load_encoder(encoder, device=device)
+    dense_encoder = None
+    if manifest.dense and dense:
+        dense_encoder = load_encoder(directory / manifest.dense["directory"], device=device)
+        if dense_encoder.identity() != manifest.dense["encoder_identity"]:
+            raise InvalidIndex(f"{directory}/{manifest.dense['directory']} is not the dense encoder the index was "
+                               "built with (identity differs); rebuild the index")
+    return encoder, dense_encoder
+
+
+def _schema(schema, unknown_fields: str) -> Schema | None:
+    if schema is None:
+        return Schema({}, unknown_fields) if unknown_fields != "error" else None
+    if isinstance(schema, Schema):
+        return schema
+    return Schema.parse(schema, unknown_fields)
+
+
+def _options(options: dict) -> BuildOptions:
+    try:
+        return BuildOptions(**options)
+    except TypeError:
+        known = sorted(f.name for f in dataclasses.fields(BuildOptions))
+        raise InvalidInput(f"unknown build options {sorted(set(options) - set(known))}; known: {known}") from None
+
+
+def _sources(encoder, ids, texts, titles, documents, metadata, corpus, vectors, skip_malformed, limit, stats):
+    sources = sum(x is not None for x in (texts, documents, corpus))
+    if sources > 1:
+        raise InvalidInput("give documents one way: texts (with ids), documents, or corpus")
+    if vectors is None and sources == 0:
+        raise InvalidInput("nothing to index: pass texts (with ids), documents, corpus, or vectors (with ids)")
+    if corpus is not None:
+        docs = read_corpus(corpus, skip_malformed=skip_malformed, stats=stats)
+    elif texts is not None or documents is not None:
+        docs = documents_from(documents=documents, ids=ids if texts is not None else None, texts=texts, titles=titles,
+                              metadata=metadata)
+    else:
+        docs = None
+    if docs is not None and limit is not None:
+        docs = itertools.islice(docs, limit)
+    batch = None
+    if vectors is not None:
+        batch = _as_sparse_batch(vectors, encoder)
+        if ids is None:
+            raise InvalidInput("vectors need their document ids: pass ids=[...]")
+        ids = [str(i) for i in ids]
+        if len(ids) != len(batch):
+            raise InvalidInput(f"{len(batch)} vectors for {len(ids)} ids")
+        if len(set(ids)) != len(ids):
+            raise InvalidInput("document ids must be unique")
+        if docs is None and metadata is not None:
+            docs = documents_from(ids=ids, texts=[""] * len(ids), metadata=metadata, allow_empty=True)
+    return docs, batch, ids
+
+
+def _as_sparse_batch(vectors, encoder) -> SparseBatch:
+    if isinstance(vectors, SparseBatch):
+        return vectors
+    if hasattr(vectors, "tocsr"):
+        return SparseBatch.from_scipy(vectors)
+    if hasattr(vectors, "ndim") and vectors.ndim == 2:  # a dense (documents x vocabulary) array
+        return SparseBatch.from_dense(vectors)
+    if isinstance(vectors, (list, tuple)) and all(isinstance(v, Mapping) for v in vectors):
+        vocabulary = encoder.tokenizer.get_vocab() if encoder is not None else None
+        return SparseBatch.from_dicts(vectors, vocabulary)
+    raise InvalidInput("vectors must be a SparseBatch, a SciPy sparse matrix, a (documents x vocabulary) NumPy array, "
+                       "or a list of {token id: weight} dicts")

@@ -402,9 +402,11 @@ def _terms_used(weights, query_cut):  # pragma: no cover - numba
 
 
 @numba.njit(cache=True)
-def _bounds(ix, block_size, terms, weights, use, ub, chunk_max):  # pragma: no cover - numba
+def _bounds(ix, block_size, terms, weights, use, ub, chunk_max, block_live):  # pragma: no cover - numba
     """The bound of every block of one segment (``ub``: its bound slots, all zero on entry), in query-term order, and
-    the maximum of each chunk of blocks (``chunk_max``, :func:`_chunk_maxima`); returns the largest bound."""
+    the maximum of each chunk of blocks (``chunk_max``, :func:`_chunk_maxima`); returns the largest bound. A block
+    that ``block_live`` (uint8 a block; empty: every block) marks 0 holds no row the request may return: its bound is
+    0, so no tier ever scores it."""
     term_windows, doc_low, _, impacts, _, _, max_slot, max_rows = ix
     shift = _log2(block_size)
     zero = np.float32(0.0)
@@ -432,6 +434,9 @@ def _bounds(ix, block_size, terms, weights, use, ub, chunk_max):  # pragma: no c
             first_block = np.int64(w) << (WINDOW_BITS - shift)
             for p in range(term_windows[term, w], term_windows[term, w + 1]):
                 ub[first_block + (np.int64(doc_low[p]) >> shift)] += weight * np.float32(impacts[p])
+    if len(block_live) > 0:
+        for b in range(len(block_live)):
+            ub[b] = ub[b] if block_live[b] != 0 else zero
     _chunk_maxima(ub, chunk_max)
     max_ub = zero
     for c in range(len(chunk_max)):
@@ -506,7 +511,7 @@ def score_query_blockmax(ix, live, block_size, num_docs, terms, weights, k, alph
     chunk_max = np.empty(len(ub) // _CHUNK, dtype=np.float32)
     chunks = np.empty(len(ub) // _CHUNK, dtype=np.int32)
     use = _terms_used(weights, query_cut)
-    max_ub = _bounds(ix, block_size, terms, weights, use, ub, chunk_max)
+    max_ub = _bounds(ix, block_size, terms, weights, use, ub, chunk_max, np.zeros(0, dtype=np.uint8))
     size = postings = scored = 0
     hi = np.float32(np.inf)
     tier = 0
@@ -528,8 +533,8 @@ def score_query_blockmax(ix, live, block_size, num_docs, terms, weights, k, alph
 
 
 @numba.njit(cache=True)
-def _segments_range(ixs, lives, block_sizes, doc_bases, n_blocks, q_indptr, q_terms, q_weights, k, alpha, query_cut,
-                    first, last, ub, candidates, acc, out_docs, out_scores, postings,
+def _segments_range(ixs, lives, block_lives, block_sizes, doc_bases, n_blocks, q_indptr, q_terms, q_weights, k, alpha,
+                    query_cut, first, last, ub, candidates, acc, out_docs, out_scores, postings,
                     blocks):  # pragma: no cover - numba
     heap_scores = np.empty(k, dtype=np.float32)
     heap_docs = np.empty(k, dtype=np.int64)
@@ -550,7 +555,7 @@ def _segments_range(ixs, lives, block_sizes, doc_bases, n_blocks, q_indptr, q_te
         max_ub = np.float32(0.0)
         for s in range(n_segments):  # every segment's bounds first ...
             seg_max[s] = _bounds(ixs[s], block_sizes[s], terms, weights, use, ub[block_at[s]:block_at[s + 1]],
-                                 chunk_max[chunk_at[s]:chunk_at[s + 1]])
+                                 chunk_max[chunk_at[s]:chunk_at[s + 1]], block_lives[s])
             max_ub = max(max_ub, seg_max[s])
         size = 0
         hi = np.float32(np.inf)
@@ -577,7 +582,7 @@ def _segments_range(ixs, lives, block_sizes, doc_bases, n_blocks, q_indptr, q_te
 
 
 @numba.njit(cache=True)
-def score_segments_blockmax_serial(ixs, lives, block_sizes, doc_bases, n_blocks, q_indptr, q_terms, q_weights, k,
+def score_segments_blockmax_serial(ixs, lives, block_lives, block_sizes, doc_bases, n_blocks, q_indptr, q_terms, q_weights, k,
                                    scratch, alpha=1.0, query_cut=0):  # pragma: no cover - numba
     """The block-max top-k over several segments at once (typed lists of their kernel arrays and live masks;
     documents numbered from ``doc_bases``), one heap a query shared by every segment. Every segment's bounds come
@@ -590,14 +595,14 @@ def score_segments_blockmax_serial(ixs, lives, block_sizes, doc_bases, n_blocks,
     n_queries = len(q_indptr) - 1
     out_docs, out_scores, postings, blocks = _new_outputs(n_queries, k)
     ub, candidates, acc = scratch
-    _segments_range(ixs, lives, block_sizes, doc_bases, n_blocks, q_indptr, q_terms, q_weights, k, np.float32(alpha),
-                    query_cut, 0, n_queries, ub, candidates, acc, out_docs, out_scores, postings, blocks)
+    _segments_range(ixs, lives, block_lives, block_sizes, doc_bases, n_blocks, q_indptr, q_terms, q_weights, k,
+                    np.float32(alpha), query_cut, 0, n_queries, ub, candidates, acc, out_docs, out_scores, postings, blocks)
     return out_docs, out_scores, postings, blocks
 
 
 @numba.njit(cache=True, parallel=True)
-def score_segments_blockmax(ixs, lives, block_sizes, doc_bases, n_blocks, q_indptr, q_terms, q_weights, k, n_chunks,
-                            max_blocks, max_block_size, alpha=1.0, query_cut=0):  # pragma: no cover - numba
+def score_segments_blockmax(ixs, lives, block_lives, block_sizes, doc_bases, n_blocks, q_indptr, q_terms, q_weights, k,
+                            n_chunks, max_blocks, max_block_size, alpha=1.0, query_cut=0):  # pragma: no cover - numba
     """:func:`score_segments_blockmax_serial` in parallel over chunks of queries, each chunk with its own scratch."""
     n_queries = len(q_indptr) - 1
     out_docs, out_scores, postings, blocks = _new_outputs(n_queries, k)
@@ -610,10 +615,102 @@ def score_segments_blockmax(ixs, lives, block_sizes, doc_bases, n_blocks, q_indp
         ub = np.zeros(total_slots, dtype=np.float32)
         candidates = np.empty(_slots(max_blocks), dtype=np.int32)
         acc = np.zeros(BATCH * max_block_size, dtype=np.float32)
-        _segments_range(ixs, lives, block_sizes, doc_bases, n_blocks, q_indptr, q_terms, q_weights, k,
+        _segments_range(ixs, lives, block_lives, block_sizes, doc_bases, n_blocks, q_indptr, q_terms, q_weights, k,
                         np.float32(alpha), query_cut, chunk * per_chunk, min(n_queries, (chunk + 1) * per_chunk), ub,
                         candidates, acc, out_docs, out_scores, postings, blocks)
     return out_docs, out_scores, postings, blocks
+
+
+# -- Scoring a few kept rows directly -------------------------------------------------------------------------------------
+#
+# A filter that keeps few rows (lsr.index.selection) is answered without walking blocks: every kept row is scored
+# exactly, term by term in query order (the additions of the exhaustive kernel), a rare term's postings found by
+# galloping from the previous kept row of the same window (rows increase, so the cursor only moves forward). The cost
+# is about (query terms x kept rows x a short search), whatever the size of the segment.
+
+
+@numba.njit(cache=True)
+def _rows_query(ix, kept, doc_base, terms, weights, k, acc, heap_scores, heap_docs, size):  # pragma: no cover
+    """Score the rows ``kept`` (increasing) of one segment for one query and offer them to the heap (rows numbered
+    from ``doc_base``); return (heap size, postings read). ``acc`` (float32, at least len(kept)) is left zero."""
+    term_windows, doc_low, skips, impacts, dense_slot, dense_rows, _, _ = ix
+    m = len(kept)
+    postings = 0
+    for j in range(len(terms)):
+        term = terms[j]
+        weight = np.float32(weights[j])
+        slot = dense_slot[term]
+        if slot >= 0:
+            row = dense_rows[slot]
+            for i in range(m):
+                acc[i] += weight * np.float32(row[kept[i]])
+            postings += m
+            continue
+        i = 0
+        while i < m:  # one window of kept rows at a time
+            window = kept[i] >> WINDOW_BITS
+            p = term_windows[term, window]
+            end = term_windows[term, window + 1]
+            while i < m and (kept[i] >> WINDOW_BITS) == window:
+                if p < end:
+                    low = kept[i] & _WINDOW_MASK
+                    p = _seek(doc_low, skips, p, end, low)
+                    if p < end and np.int64(doc_low[p]) == low:
+                        acc[i] += weight * np.float32(impacts[p])
+                        postings += 1
+                i += 1
+    for i in range(m):
+        score = acc[i]
+        if score > 0.0:
+            acc[i] = 0.0
+            size = _offer(heap_scores, heap_docs, size, k, score, doc_base + kept[i])
+    return size, postings
+
+
+@numba.njit(cache=True)
+def _rows_range(ixs, kepts, doc_bases, q_indptr, q_terms, q_weights, k, first, last, out_docs, out_scores,
+                postings):  # pragma: no cover - numba
+    heap_scores = np.empty(k, dtype=np.float32)
+    heap_docs = np.empty(k, dtype=np.int64)
+    longest = 1
+    for s in range(len(kepts)):
+        longest = max(longest, len(kepts[s]))
+    acc = np.zeros(longest, dtype=np.float32)
+    for q in range(first, last):
+        start = q_indptr[q]
+        end = q_indptr[q + 1]
+        size = 0
+        for s in range(len(ixs)):
+            if len(kepts[s]) == 0:
+                continue
+            size, read = _rows_query(ixs[s], kepts[s], doc_bases[s], q_terms[start:end], q_weights[start:end], k, acc,
+                                     heap_scores, heap_docs, size)
+            postings[q] += read
+        _drain(heap_scores, heap_docs, size, k, out_docs[q], out_scores[q])
+
+
+@numba.njit(cache=True)
+def score_segments_rows_serial(ixs, kepts, doc_bases, q_indptr, q_terms, q_weights, k):  # pragma: no cover - numba
+    """The exact top-k among the kept rows of several segments (typed lists of their kernel arrays and of their kept
+    rows, increasing; rows numbered from ``doc_bases``), ties to the smaller number: the exhaustive kernel's answer
+    over those rows. Returns (documents, scores, postings read)."""
+    n_queries = len(q_indptr) - 1
+    out_docs, out_scores, postings, _ = _new_outputs(n_queries, k)
+    _rows_range(ixs, kepts, doc_bases, q_indptr, q_terms, q_weights, k, 0, n_queries, out_docs, out_scores, postings)
+    return out_docs, out_scores, postings
+
+
+@numba.njit(cache=True, parallel=True)
+def score_segments_rows(ixs, kepts, doc_bases, q_indptr, q_terms, q_weights, k, n_chunks):  # pragma: no cover
+    """:func:`score_segments_rows_serial` in parallel over chunks of queries."""
+    n_queries = len(q_indptr) - 1
+    out_docs, out_scores, postings, _ = _new_outputs(n_queries, k)
+    n_chunks = max(1, min(n_chunks, n_queries))
+    per_chunk = (n_queries + n_chunks - 1) // n_chunks
+    for chunk in numba.prange(n_chunks):
+        _rows_range(ixs, kepts, doc_bases, q_indptr, q_terms, q_weights, k, chunk * per_chunk,
+                    min(n_queries, (chunk + 1) * per_chunk), out_docs, out_scores, postings)
+    return out_docs, out_scores, postings
 
 
 def blockmax_scratch(num_docs: int, block_size: int) -> tuple:

@@ -11,6 +11,10 @@ Format version 3 (the performance round) changes only the segments' sparse layou
 row numbers in windows, and frequent terms stored once, as dense rows. A format 2 index opens (its segments are read
 into the new layout in memory); the first segment written into it, by an add or a merge, is in the new layout, and
 the manifest says format 3 from then on, so lsr 0.2 refuses it by version rather than failing on a missing file.
+
+Format version 4 (filtered search) adds the metadata schema (``metadata``: field -> type, and what an unknown field
+does) and, per segment, optional metadata columns (:mod:`lsr.index.metadata`). Indexes of format 2 and 3 open; their
+first commit says format 4.
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ from pathlib import Path
 from lsr.errors import InvalidIndex
 from lsr.index.files import write_durably
 
-INDEX_FORMAT_VERSION = 3
-READABLE_INDEX_FORMATS = (2, 3)
+INDEX_FORMAT_VERSION = 4
+READABLE_INDEX_FORMATS = (2, 3, 4)
 MANIFEST_FILE = "manifest.json"
 IMPACT_DTYPES = ("uint8", "float32")
 
@@ -68,6 +72,7 @@ class Manifest:
     documents: bool = False  # texts stored per segment (GET /documents/{id}, return_documents)
     lucene: dict | None = None  # Lucene impact index (``lucene/``): rebuild-only, valid for one generation
     search_defaults: dict | None = None  # {"mode": ..., "fusion": {...}}: what a request without a mode gets
+    metadata: dict | None = None  # the metadata schema: {"fields": {name: type}, "unknown": "error"|"ignore"}
     format_version: int = INDEX_FORMAT_VERSION
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 

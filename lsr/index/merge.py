@@ -100,6 +100,7 @@ def merge(writer, max_segments: int | None = None, policy: TieredMergePolicy | N
                             manifest.impact_dtype, effective_block_size(build["block_size"]), build["dense_ratio"],
                             (manifest.dense or {}).get("index"), bool(manifest.bm25), bool(manifest.documents),
                             chunked=bool(manifest.chunking), bound_ratio=build.get("bound_ratio", DEFAULT_BOUND_RATIO))
+        out.schema = writer.schema
         for position in run:
             segment, entry = segments[position], base.segments[position]
             deleted = segment.deletes(entry.deletes)
@@ -130,7 +131,7 @@ def merge(writer, max_segments: int | None = None, policy: TieredMergePolicy | N
     documents = base.documents
     generation = storage.Generation(base.number + 1, entries, next_segment, documents,
                                     "merge " + "; ".join("+".join(run) for run in summary.merged))
-    writer._publish(generation)
+    writer._publish(generation, added=[e.name for e in entries if e.name not in writer._views], moved=True)
     summary.generation = generation.number
     summary.segments_after = len(entries)
     summary.seconds = time.perf_counter() - started

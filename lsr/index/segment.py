@@ -19,6 +19,7 @@ Layout of a segment folder (``segments/seg-NNNNNN/``); every array is a plain ``
     chunks.npy          int32 (rows, 3): chunk number, start and end character of each row (only when chunked)
     dense.npy           float32 (documents, dim): dense embeddings (dense part); hnsw.index with --dense-index hnsw
     documents/          texts.jsonl + offsets.npy: the stored texts (--store-documents)
+    metadata/           the documents' metadata as columns (:mod:`lsr.index.metadata`)
     lexical/            BM25 postings of the analyzed text (--bm25, :mod:`lsr.index.lexical`)
     del-GGGGGG.npy      uint8 (documents,): 1 = deleted, written by generation G (one file a generation that deleted
                         something here; the generation names the one that applies)
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +45,7 @@ import numpy as np
 
 from lsr.errors import InvalidIndex, InvalidInput
 from lsr.index.manifest import SegmentInfo
+from lsr.index.metadata import SegmentMetadata
 from lsr.sparse import SparseBatch
 
 DEFAULT_BLOCK_SIZE = 4  # 1M synthetic: the fastest of 2, 4 and 8 (benchmarks/blockmax_profile.py, README)
@@ -95,6 +98,8 @@ class Segment:
         self._texts = None
         self._hnsw = None
         self._doc_rows: np.ndarray | None = None
+        self.metadata = SegmentMetadata(directory, self.info.documents, mmap)
+        self.cache = LruCache()  # what requests derive from this immutable segment (filter masks, live statistics)
         if len(self.ids) != self.info.documents or len(self.sparse["term_windows"]) < 1:
             raise InvalidIndex(f"{directory}: {len(self.ids)} ids for {self.info.documents} documents; the segment is "
                                "damaged, rebuild the index")
@@ -208,6 +213,42 @@ class Segment:
         return self._hnsw
 
 
+class LruCache:
+    """A small thread-safe least-recently-used map of derived arrays, bounded by entries and bytes."""
+
+    def __init__(self, entries: int = 64, max_bytes: int = 256 << 20) -> None:
+        self.entries, self.max_bytes = entries, max_bytes
+        self._items: OrderedDict = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key, compute):
+        """The value cached under ``key``, computed (outside the lock) and kept when missing."""
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+                return found[0]
+        value = compute()
+        size = _nbytes(value)
+        with self._lock:
+            if key not in self._items and size <= self.max_bytes:
+                self._items[key] = (value, size)
+                self._bytes += size
+                while len(self._items) > self.entries or self._bytes > self.max_bytes:
+                    _, (_, dropped) = self._items.popitem(last=False)
+                    self._bytes -= dropped
+        return value
+
+
+def _nbytes(value) -> int:
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if isinstance(value, (tuple, list)):
+        return sum(_nbytes(v) for v in value)
+    return sum(_nbytes(v) for v in vars(value).values()) if hasattr(value, "__dict__") else 64
+
+
 _OPEN: weakref.WeakValueDictionary[tuple, Segment] = weakref.WeakValueDictionary()  # shared while a snapshot holds it
 _OPEN_LOCK = threading.Lock()
 
@@ -243,6 +284,7 @@ class SegmentView:
     segment: Segment
     deleted: np.ndarray | None  # bool (documents,), None: none deleted
     deleted_count: int = 0
+    deletes: str | None = None  # the deletes file (del-GGGGGG.npy) ``deleted`` was read from
 
     @property
     def live_documents(self) -> int:

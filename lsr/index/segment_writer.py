@@ -8,6 +8,7 @@ nothing is quantized twice), dense rows, texts and BM25 postings are copied too;
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from lsr.errors import InvalidInput
 from lsr.index import lexical
 from lsr.index.documents import DocumentStoreWriter
 from lsr.index.manifest import IMPACT_DTYPES, SegmentInfo
+from lsr.index.metadata import write_columns
 from lsr.index.segment import DEFAULT_BOUND_RATIO, Segment, check_block_size, compact_postings, quantize
 from lsr.sparse import SparseBatch
 
@@ -39,6 +41,7 @@ class Batch:
     analyzed: list[list[str]] | None = None  # BM25 analysis of each document
     truncated: int = 0
     stored: bool = False  # rows hold stored impacts already (a merge), not weights to quantize
+    metadata: list[dict] | None = None  # normalized metadata, one a document (lsr.index.metadata)
 
 
 class SegmentWriter:
@@ -60,6 +63,8 @@ class SegmentWriter:
         self.max_weight = 0.0
         self.truncated = 0
         self.stored = None  # whether the batches carry stored impacts (merges) or weights (new documents)
+        self.schema = None  # the index's metadata schema (lsr.index.metadata.Schema): the columns written
+        self._with_metadata = False
 
     @property
     def documents(self) -> int:
@@ -95,6 +100,11 @@ class SegmentWriter:
         if self.texts is not None:
             for doc_id, title, text in zip(batch.ids, batch.titles or [""] * n, batch.texts or [""] * n):
                 self.texts.add(doc_id, title, text)
+        records = batch.metadata if batch.metadata is not None else [{}] * n
+        if len(records) != n:
+            raise InvalidInput(f"{len(records)} metadata records for {n} documents")
+        self._with_metadata |= any(records)
+        (self.spool / f"{c}-metadata.json").write_text(json.dumps(records, separators=(",", ":")))
         self.chunks += 1
         self.ids.extend(batch.ids)
         self.rows += len(batch.rows)
@@ -111,7 +121,9 @@ class SegmentWriter:
         vectors = segment.row_vectors().take(rows)
         row_doc = np.repeat(np.arange(len(keep)), doc_rows[keep + 1] - doc_rows[keep]) if self.chunked else None
         records = [segment.texts.get(int(d)) for d in keep] if self.texts is not None else None
+        fields = self.schema.fields if self.schema is not None else None
         self.add(Batch(
+            metadata=segment.metadata.records(keep.tolist(), fields, stored=True),
             ids=[str(i) for i in np.asarray(segment.ids)[keep]], hashes=np.asarray(segment.hashes)[keep],
             rows=vectors, row_doc=row_doc, stored=True,
             chunks=np.asarray(segment.chunks)[rows] if self.chunked else None,
@@ -171,6 +183,10 @@ class SegmentWriter:
         if self.texts is not None:
             self.texts.close()
             shutil.move(str(self.spool / "documents"), str(directory / "documents"))
+        if self._with_metadata:
+            records = [r for c in range(self.chunks)
+                       for r in json.loads((self.spool / f"{c:06d}-metadata.json").read_text())]
+            write_columns(directory, self.schema.fields, records)
         info = SegmentInfo(name=name, documents=len(self.ids), rows=self.rows, postings=postings,
                            max_weight=self.max_weight, block_size=self.block_size, dense_ratio=self.dense_ratio,
                            bound_ratio=self.bound_ratio,

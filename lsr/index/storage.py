@@ -26,7 +26,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from lsr.errors import InvalidIndex, LsrError
+from lsr.errors import IndexLocked, IndexReadOnly, InvalidIndex  # noqa: F401  (IndexLocked, IndexReadOnly: here too)
 from lsr.index.files import fsync_directory, write_durably
 
 CURRENT_FILE = "CURRENT"
@@ -34,14 +34,6 @@ LOCK_FILE = "write.lock"
 GENERATIONS = "generations"
 SEGMENTS = "segments"
 _GENERATION_NAME = re.compile(r"^gen-(\d{6,})\.json$")
-
-
-class IndexLocked(LsrError, RuntimeError):
-    """Another writer holds the index's write lock."""
-
-
-class IndexReadOnly(LsrError, PermissionError):
-    """The index directory cannot be written (a read-only volume, or no permission)."""
 
 
 @dataclass

@@ -1,17 +1,24 @@
 """Writing to a live index: adds, replaces (upserts) and deletes, committed as a new generation; merges.
 
-One :class:`IndexWriter` at a time holds ``write.lock``. Operations accumulate until :meth:`IndexWriter.commit`,
-which publishes them together (all or nothing) as the next generation: new documents as one new segment, deletes as
-new deletes files of the segments they hit. A replace whose title and text hash like the live document's is a no-op
-(nothing is re-encoded). Before ``commit`` returns, every file it wrote is on disk (fsync), so a committed write
-survives a crash; what was not committed is gone, and the previous generation is intact.
+One :class:`IndexWriter` at a time holds ``write.lock``; it is the only way to write, from Python
+(:meth:`lsr.index.reader.Index.writer`), the CLI and HTTP alike, and a bulk build is its fast path
+(:mod:`lsr.index.builder`). Operations accumulate until :meth:`IndexWriter.commit`, which publishes them together (all
+or nothing) as the next generation: new documents as one new segment, deletes as new deletes files of the segments
+they hit. A replace whose title, text and metadata hash like the live document's is a no-op (nothing is re-encoded).
+Before ``commit`` returns, every file it wrote is on disk (fsync), so a committed write survives a crash; what was not
+committed is gone, and the previous generation is intact. A write that fails while staging (a document whose metadata
+does not fit the schema, say) drops everything staged since the last commit.
+
+Metadata is checked against the index's schema before anything is encoded; an index without a schema takes the
+types its first documents with metadata suggest, fixed at that commit (:mod:`lsr.index.metadata`). What else follows
+the index (a Milvus mirror, a Lucene part) is a commit listener (:mod:`lsr.index.listeners`): the writer imports none.
 """
 
 from __future__ import annotations
 
-import hashlib
+import itertools
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,18 +27,16 @@ import numpy as np
 from lsr.corpus import Document
 from lsr.errors import BackendUnavailable, InvalidInput, Unavailable
 from lsr.index import storage
+from lsr.index.encoding import EncodedChunk, content_hash, encode_chunk  # noqa: F401  (re-exported)
 from lsr.index.files import fault_point, fsync_directory, fsync_tree, write_durably
+from lsr.index.listeners import Published, attach_listeners
 from lsr.index.manifest import Manifest
+from lsr.index.metadata import Schema
 from lsr.index.segment import DEFAULT_BOUND_RATIO, effective_block_size, open_segment
 from lsr.index.segment_writer import Batch, SegmentWriter
 from lsr.sparse import SparseBatch
 
 CHUNK_DOCUMENTS = 2048  # documents encoded (and spooled) at a time
-
-
-def content_hash(title: str, text: str) -> bytes:
-    """16 bytes of blake2b over the stored fields: equal hashes mean an unchanged document."""
-    return hashlib.blake2b(f"{title}\x00{text}".encode(), digest_size=16).digest()
 
 
 @dataclass
@@ -52,44 +57,13 @@ class WriteSummary:
         self.unknown += other.unknown
 
 
-@dataclass
-class EncodedChunk:
-    """What encoding a chunk of documents gives: sparse rows (one a document, or one a chunk of a long one, with
-    ``row_doc``/``chunks``), dense embeddings, how many documents were cut at the encoder's window."""
-
-    rows: SparseBatch
-    dense: np.ndarray | None = None
-    row_doc: np.ndarray | None = None
-    chunks: np.ndarray | None = None
-    truncated: int = 0
-
-
-def encode_chunk(encoder, dense_encoder, manifest: Manifest, texts: list[str], batch_size: int,
-                 progress=None) -> EncodedChunk:
-    """Encode one chunk of texts as the index's build options say (chunking, static pruning, dense part): what every
-    writer, local or distributed, does with a chunk."""
-    chunking = manifest.chunking
-    row_doc = chunks = None
-    truncated = 0
-    if chunking:
-        rows, row_doc, chunks = encoder.encode_chunks(texts, chunking["tokens"], chunking["overlap"],
-                                                      batch_size=batch_size, progress=progress)
-    else:
-        rows = encoder.encode_documents(texts, batch_size=batch_size, progress=progress)
-        truncated = encoder.count_truncated(texts)
-    top_k = manifest.build.get("document_top_k")
-    if top_k:
-        rows = rows.top_k(top_k)
-    dense = dense_encoder.encode_documents(texts, batch_size=batch_size) if dense_encoder is not None else None
-    return EncodedChunk(rows=rows, dense=dense, row_doc=row_doc, chunks=chunks, truncated=truncated)
-
-
 class IndexWriter:
     """The write side of an index directory. ``encoder`` (sparse) and ``dense_encoder`` encode new documents; they
-    default to the ones stored with the index. ``wait``: seconds to wait for another writer's lock."""
+    default to the ones stored with the index. ``wait``: seconds to wait for another writer's lock.
+    ``listener_options``: per commit listener (:mod:`lsr.index.listeners`), its options."""
 
     def __init__(self, directory: str | Path, encoder=None, dense_encoder=None, wait: float = 0.0,
-                 milvus_uri: str | None = None) -> None:
+                 listener_options: Mapping[str, Mapping] | None = None) -> None:
         self.directory = Path(directory)
         self.manifest = Manifest.load(self.directory)
         self.lock = storage.WriteLock(self.directory, wait=wait)
@@ -98,15 +72,14 @@ class IndexWriter:
             self.base = storage.Generation.read(storage.current_generation_file(self.directory))
             # segments a crashed commit renamed into place but never published, generations no reader holds
             storage.collect_garbage(self.directory, self.base)
-            self._mirror = None
-            if (self.directory / "milvus.json").exists():  # the index's vectors are mirrored in a Milvus collection
-                from lsr.milvus import WriteMirror
-
-                self._mirror = WriteMirror(self.directory, self.manifest, milvus_uri)
-                self._mirror.catch_up()
+            self.listeners = attach_listeners(self.directory, self.manifest, listener_options)
+            for listener in self.listeners:
+                listener.opened(self)
         except BaseException:
             self.lock.release()
             raise
+        self.schema: Schema | None = Schema.from_manifest(self.manifest.metadata)
+        self._schema_changed = False
         self.encoder, self.dense_encoder = encoder, dense_encoder
         self._pending: SegmentWriter | None = None
         self._pending_ids: dict[str, int] = {}  # id -> document number in the pending segment
@@ -140,33 +113,61 @@ class IndexWriter:
         chunks are the ones this process would encode, so the vectors are the same. It is given ``window`` chunks at
         a time (its ``window`` attribute; all of them when it has none), so memory holds one window's texts."""
         summary = WriteSummary()
-        planned = self._plan(documents, upsert, summary)
-        if encode_chunks is None:
-            for staged in planned:
-                self._stage_encoded(staged, self._encode([d for d, _ in staged], batch_size, progress), summary)
-        else:
-            window = getattr(encode_chunks, "window", None) or 0
-            chunks: list = []
-            for staged in planned:
-                chunks.append(staged)
-                if len(chunks) == window:
+        try:
+            planned = self._plan(documents, upsert, summary)
+            if encode_chunks is None:
+                for staged in planned:
+                    self._stage_encoded(staged, self._encode([d for d, _, _ in staged], batch_size, progress), summary)
+            else:
+                window = getattr(encode_chunks, "window", None) or 0
+                chunks: list = []
+                for staged in planned:
+                    chunks.append(staged)
+                    if len(chunks) == window:
+                        self._stage_window(chunks, encode_chunks, summary)
+                        chunks = []
+                if chunks:
                     self._stage_window(chunks, encode_chunks, summary)
-                    chunks = []
-            if chunks:
-                self._stage_window(chunks, encode_chunks, summary)
+        except BaseException:
+            self.rollback()  # nothing of a failed write stays staged (a half-staged batch must not be committed)
+            raise
         self._summary.merge(summary)
         return summary
 
     def _plan(self, documents: Iterable[Document], upsert: bool, summary: WriteSummary):
-        """The documents to encode, in chunks of (document, content hash); counts and tombstones as it goes."""
+        """The documents to encode, in chunks of (document, content hash, normalized metadata); counts and
+        tombstones as it goes. Metadata is checked against the schema (inferred from the first chunk that carries
+        some, on an index without one) before any document of the chunk is staged."""
         seen: set[str] = set()
-        staged: list[tuple[Document, bytes]] = []
-        for document in documents:
+        size = self.manifest.build.get("chunk_documents", CHUNK_DOCUMENTS)
+        documents = iter(documents)
+        while True:
+            raw = list(itertools.islice(documents, size))
+            if not raw:
+                return
+            normalized = self._normalize(raw)
+            staged = [item for item in self._plan_chunk(raw, normalized, upsert, summary, seen)]
+            if staged:
+                yield staged
+
+    def _normalize(self, documents: list[Document]) -> list[dict]:
+        with_metadata = [(d.id, d.metadata) for d in documents if d.metadata]
+        if with_metadata and self.schema is None:
+            self.schema = Schema.infer(with_metadata)
+            self._schema_changed = True
+        normalized = [self.schema.normalize(d.id, d.metadata) if d.metadata else {} for d in documents]
+        for document, values in zip(documents, normalized):
+            for listener in self.listeners:
+                listener.check_document(document.id, values)
+        return normalized
+
+    def _plan_chunk(self, documents: list[Document], normalized: list[dict], upsert: bool, summary: WriteSummary,
+                    seen: set[str]):
+        for document, metadata in zip(documents, normalized):
             if document.id in seen:
                 raise InvalidInput(f"document id {document.id!r} appears twice in one write; send it once")
             seen.add(document.id)
-            self._check_id(document.id)
-            digest = content_hash(document.title, document.text)
+            digest = content_hash(document.title, document.text, metadata)
             pending = self._pending_ids.get(document.id)
             live = self._live(document.id) if pending is None else None
             if (pending is not None or live is not None) and not upsert:
@@ -184,28 +185,25 @@ class IndexWriter:
                 summary.replaced += 1
             else:
                 summary.added += 1
-            staged.append((document, digest))
-            if len(staged) == self.manifest.build.get("chunk_documents", CHUNK_DOCUMENTS):
-                yield staged
-                staged = []
-        if staged:
-            yield staged
+            yield document, digest, metadata
 
     def _stage_window(self, chunks: list, encode_chunks, summary: WriteSummary) -> None:
-        encoded = encode_chunks([[d for d, _ in staged] for staged in chunks])
+        encoded = encode_chunks([[d for d, _, _ in staged] for staged in chunks])
         for staged, chunk in zip(chunks, encoded, strict=True):
             self._stage_encoded(staged, chunk, summary)
 
-    def _stage_encoded(self, staged: list[tuple[Document, bytes]], chunk: EncodedChunk, summary: WriteSummary) -> None:
-        documents = [d for d, _ in staged]
+    def _stage_encoded(self, staged: list[tuple[Document, bytes, dict]], chunk: EncodedChunk,
+                       summary: WriteSummary) -> None:
+        documents = [d for d, _, _ in staged]
         if len(chunk.rows) != (len(documents) if chunk.row_doc is None else len(chunk.row_doc)):
             raise InvalidInput("an encoded chunk does not match its documents (rows); the encoder is broken")
         summary.truncated += chunk.truncated
-        self._stage(Batch(ids=[d.id for d in documents], hashes=np.frombuffer(b"".join(h for _, h in staged),
+        self._stage(Batch(ids=[d.id for d in documents], hashes=np.frombuffer(b"".join(h for _, h, _ in staged),
                                                                              np.uint8).reshape(-1, 16),
                           rows=chunk.rows, row_doc=chunk.row_doc, chunks=chunk.chunks,
                           titles=[d.title for d in documents], texts=[d.text for d in documents], dense=chunk.dense,
-                          analyzed=self._analyze(documents), truncated=chunk.truncated))
+                          analyzed=self._analyze(documents), truncated=chunk.truncated,
+                          metadata=[m for _, _, m in staged]))
 
     def add_vectors(self, vectors: SparseBatch, ids: Sequence[str], documents: Sequence[Document] | None = None,
                     dense: np.ndarray | None = None) -> WriteSummary:
@@ -215,13 +213,14 @@ class IndexWriter:
         if len(set(ids)) != len(ids):
             raise InvalidInput("document ids must be unique")
         for doc_id in ids:
-            self._check_id(doc_id)
             if doc_id in self._pending_ids or self._live(doc_id) is not None:
                 raise InvalidInput(f"document {doc_id!r} is already in the index; delete it first")
         documents = list(documents) if documents is not None else [Document(i, "", "") for i in ids]
         if [d.id for d in documents] != ids:
             raise InvalidInput("the documents given with the vectors must have the vectors' ids, in the same order")
-        hashes = np.frombuffer(b"".join(content_hash(d.title, d.text) for d in documents), np.uint8).reshape(-1, 16)
+        metadata = self._normalize(documents)
+        hashes = np.frombuffer(b"".join(content_hash(d.title, d.text, m) for d, m in zip(documents, metadata)),
+                               np.uint8).reshape(-1, 16)
         if self.manifest.chunking:
             raise InvalidInput("a chunked index encodes its documents itself; add texts, not vectors")
         step = self.manifest.build.get("chunk_documents", CHUNK_DOCUMENTS)
@@ -233,7 +232,7 @@ class IndexWriter:
                 embeddings = self._encoders(sparse=False)[1].encode_documents([d.contents for d in documents[part]])
             self._stage(Batch(ids=ids[part], hashes=hashes[part], rows=rows,
                               titles=[d.title for d in documents[part]], texts=[d.text for d in documents[part]],
-                              dense=embeddings, analyzed=self._analyze(documents[part])))
+                              dense=embeddings, analyzed=self._analyze(documents[part]), metadata=metadata[part]))
         summary.added = len(ids)
         self._summary.merge(summary)
         return summary
@@ -292,6 +291,7 @@ class IndexWriter:
                                           bool(self.manifest.bm25), bool(self.manifest.documents),
                                           chunked=bool(self.manifest.chunking),
                                           bound_ratio=build.get("bound_ratio", DEFAULT_BOUND_RATIO))
+        self._pending.schema = self.schema
         first = self._pending.documents
         self._pending.add(batch)
         for offset, doc_id in enumerate(batch.ids):
@@ -300,7 +300,16 @@ class IndexWriter:
     # -- publishing ----------------------------------------------------------------------------------------------------
     @property
     def has_changes(self) -> bool:
-        return self._pending is not None or any(self._tombstones.values())
+        return self._pending is not None or any(self._tombstones.values()) or self._schema_changed
+
+    def widen_schema(self, fields: Mapping[str, str]) -> Schema:
+        """Add metadata fields or widen existing ones (:meth:`Schema.widen`); published by the next commit (segments
+        keep their columns and are read as the wider types)."""
+        self.schema = (self.schema or Schema()).widen(fields)
+        self._schema_changed = True
+        if self._pending is not None:
+            self._pending.schema = self.schema
+        return self.schema
 
     def commit(self, operation: str | None = None) -> WriteSummary:
         """Publish every staged operation as the next generation (nothing staged: nothing written)."""
@@ -323,6 +332,10 @@ class IndexWriter:
             if entry.deleted < segment.info.documents:  # a segment with no live document leaves the generation
                 entries.append(entry)
         next_segment = self.base.next_segment
+        self.manifest.upgrade(self.directory)
+        if self._schema_changed:  # the schema the new documents were checked against, before the commit point
+            self.manifest.metadata = self.schema.to_manifest()
+            self.manifest.save(self.directory)
         if self._pending is not None:
             name = storage.segment_name(next_segment)
             if self.manifest.scale is None:  # the first documents of the index fix its quantization
@@ -330,7 +343,6 @@ class IndexWriter:
                 self.manifest.scale = (255.0 / self.manifest.max_weight if self.manifest.impact_dtype == "uint8"
                                        else 1.0)
                 self.manifest.save(self.directory)
-            self.manifest.upgrade(self.directory)
             tmp = self.directory / storage.SEGMENTS / f".tmp-{name}"
             info = self._pending.write(tmp, name, self.manifest.scale)
             summary.clipped = info.clipped_postings
@@ -352,8 +364,13 @@ class IndexWriter:
         deleted_ids = self._deleted_ids()
         live = sum(self._segment_documents(e) - e.deleted for e in entries)
         default = f"add {summary.added}, replace {summary.replaced}, delete {summary.deleted}"
+        if self._schema_changed and not summary.added and not summary.replaced and not summary.deleted:
+            default = f"schema: {self.schema.describe()}"
         generation = storage.Generation(number, entries, next_segment, live, operation or default)
-        self._publish(generation, added=[e.name for e in entries if e.name not in self._views], deleted_ids=deleted_ids)
+        schema = self.schema if self._schema_changed else None
+        self._schema_changed = False
+        self._publish(generation, added=[e.name for e in entries if e.name not in self._views], deleted_ids=deleted_ids,
+                      schema=schema)
         summary.generation = number
         summary.seconds = time.perf_counter() - started
         return summary
@@ -373,15 +390,6 @@ class IndexWriter:
         write_durably(segment_directory / name, buffer.getvalue())
         return name
 
-    def _check_id(self, doc_id: str) -> None:
-        """An id the index takes but its Milvus mirror would refuse is refused before anything is written."""
-        if self._mirror is not None:
-            from lsr.milvus import ID_MAX
-
-            if len(doc_id.encode()) > ID_MAX:
-                raise InvalidInput(f"document id {doc_id[:40]!r}... is {len(doc_id.encode())} bytes; this index is "
-                                   f"mirrored in Milvus, whose keys hold at most {ID_MAX} bytes: shorten the id")
-
     def _deleted_ids(self) -> list[str]:
         """The ids whose live version this commit deletes and does not add again."""
         out = []
@@ -390,10 +398,10 @@ class IndexWriter:
             out += [str(ids[local]) for local in sorted(locals_) if str(ids[local]) not in self._pending_ids]
         return out
 
-    def _publish(self, generation: storage.Generation, added: Sequence[str] = (),
-                 deleted_ids: Sequence[str] = ()) -> None:
-        """Make ``generation`` the current one; then a Milvus mirror deletes ``deleted_ids`` and upserts the
-        documents of the ``added`` segments (a merge adds none: its documents are already there)."""
+    def _publish(self, generation: storage.Generation, added: Sequence[str] = (), deleted_ids: Sequence[str] = (),
+                 moved: bool = False, schema: Schema | None = None) -> None:
+        """Make ``generation`` the current one; then tell every listener (a mirror deletes ``deleted_ids`` and
+        upserts the documents of the ``added`` segments; a merge's segments hold documents already there)."""
         previous = self.base.number
         storage.publish(self.directory, generation)
         self.base = generation
@@ -401,14 +409,26 @@ class IndexWriter:
                        for e in generation.segments}
         self._pending, self._pending_ids, self._superseded, self._tombstones = None, {}, set(), {}
         storage.collect_garbage(self.directory, generation)
-        if self._mirror is not None:
-            fault_point("published-before-milvus")
+        event = Published(self.directory, self.manifest, previous, generation, list(added), list(deleted_ids),
+                          generation.operation, moved, schema)
+        for listener in self.listeners:
+            fault_point(f"published-before-{listener.name}")
             try:
-                self._mirror.published(previous, list(added), list(deleted_ids))
-            except Exception as exc:  # noqa: BLE001 - whatever the client raised, the native part is committed
-                raise BackendUnavailable(f"generation {generation.number} is committed to {self.directory}, but Milvus "
-                                  f"({self._mirror.mirror.uri}) did not take it: {str(exc).strip()[:300]}; the next "
-                                  "write (or `lsr index milvus --index DIR`) brings the collection up to date") from exc
+                listener.published(event)
+            except Exception as exc:  # noqa: BLE001 - whatever the listener raised, the index is committed
+                if getattr(listener, "critical", False):
+                    raise
+                where = listener.describe() if hasattr(listener, "describe") else listener.name
+                raise BackendUnavailable(f"generation {generation.number} is committed to {self.directory}, but "
+                                         f"{where} did not take it: {str(exc).strip()[:300]}; the next write brings it "
+                                         "up to date") from exc
+
+    def merge(self, max_segments: int | None = None, policy=None):
+        """Merge segments (:func:`lsr.index.merge.merge`): down to ``max_segments``, or as the tiered ``policy``
+        asks; published at once."""
+        from lsr.index.merge import merge
+
+        return merge(self, max_segments=max_segments, policy=policy)
 
     def rollback(self) -> None:
         """Drop every staged operation."""
@@ -418,6 +438,8 @@ class IndexWriter:
             shutil.rmtree(self._pending.spool, ignore_errors=True)
         self._pending, self._pending_ids, self._superseded, self._tombstones = None, {}, set(), {}
         self._summary = WriteSummary()
+        self.schema = Schema.from_manifest(self.manifest.metadata)
+        self._schema_changed = False
 
     def close(self) -> None:
         self.rollback()

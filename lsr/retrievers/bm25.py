@@ -1,15 +1,15 @@
-"""Lexical retrievers: the index's BM25 part (bm25s) and BM25 through Pyserini (Lucene), the BEIR reference."""
+"""Lexical retrievers: the index's BM25 part and bm25s over a corpus (BM25 through Pyserini, the BEIR reference,
+is :class:`lsr.lucene.retriever.PyseriniBm25Retriever`)."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
-from pathlib import Path
 
-from lsr.corpus import read_corpus
 from lsr.index.segment import gather
+from lsr.index.selection import select
+from lsr.request import SearchRequest, as_request
 from lsr.results import Ranked
-from lsr.retrievers import check_batch
+from lsr.retrievers import Capabilities
 
 
 class _OneQueryAtATime:
@@ -18,12 +18,14 @@ class _OneQueryAtATime:
     component = "bm25"
     takes = "text"
     exact = True
+    capabilities = Capabilities(why_not_filterable="a corpus-level BM25 baseline holds no metadata; filter the "
+                                                   "index's own BM25 part (lsr index --bm25)")
 
     def warm_up(self) -> None:
         self.retrieve(["warm up"], 1)
 
-    def retrieve(self, queries: Sequence[str], k: int, threads: int | None = None) -> list[Ranked]:
-        check_batch(queries, k)
+    def retrieve(self, queries: Sequence[str], request: SearchRequest | int, threads: int | None = None) -> list[Ranked]:
+        k = as_request(request, threads).depth
         return [self._one(query, k) for query in queries]
 
     def _one(self, query: str, k: int) -> Ranked:
@@ -45,52 +47,6 @@ class Bm25sRetriever(_OneQueryAtATime):
         return Ranked(ids=[d for d, kept in zip(ids, keep) if kept], scores=scores[keep].astype(float).tolist())
 
 
-class PyseriniBm25Retriever(_OneQueryAtATime):
-    """BM25 as BEIR reports it: Pyserini's Lucene BM25 (k1 0.9, b 0.4) over a multifield index (title and text as
-    separate fields, equal boosts). The Lucene index is built once into ``index_dir`` and reused."""
-
-    name = "pyserini-bm25"
-
-    def __init__(self, index_dir: str | Path) -> None:
-        from lsr.lucene import start_jvm
-
-        start_jvm()
-        from pyserini.search.lucene import LuceneSearcher
-
-        self.searcher = LuceneSearcher(str(index_dir))
-        self.searcher.set_bm25(0.9, 0.4)
-        self.fields = {"contents": 1.0, "title": 1.0}
-        self.index_dir = Path(index_dir)
-        self.build_s: float | None = None
-
-    @classmethod
-    def for_corpus(cls, corpus: str | Path, index_dir: str | Path | None = None) -> PyseriniBm25Retriever:
-        """Open (building it first if needed) the multifield BM25 index of ``corpus`` (default location:
-        ``var/lucene-bm25/<corpus folder name>``)."""
-        from lsr.lucene import build_bm25_index, check_available
-
-        check_available()
-        index_dir = Path(index_dir or Path("var/lucene-bm25") / Path(corpus).resolve().name)
-        build_s = None
-        if not index_dir.exists():
-            tmp = index_dir.with_name(index_dir.name + ".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            records = ({"id": d.id, "contents": d.text, "title": d.title} for d in read_corpus(corpus))
-            build_s = build_bm25_index(records, tmp)
-            tmp.rename(index_dir)
-        retriever = cls(index_dir)
-        retriever.build_s = build_s
-        return retriever
-
-    @property
-    def doc_count(self) -> int:
-        return self.searcher.num_docs
-
-    def _one(self, query: str, k: int) -> Ranked:
-        hits = self.searcher.search(query, k=k, fields=self.fields)
-        return Ranked(ids=[h.docid for h in hits], scores=[float(h.score) for h in hits])
-
-
 class LexicalRetriever:
     """The index's BM25 part over a snapshot: per-segment postings, statistics (N, df, average length) from the
     live documents of that snapshot, bm25s's scores to the bit (:mod:`lsr.index.lexical`). Only documents sharing a
@@ -100,7 +56,7 @@ class LexicalRetriever:
     takes = "text"
     name = "bm25"
     exact = True
-    light = True  # in-process postings (see lsr.retrievers.Retriever)
+    capabilities = Capabilities(writable=True, light=True, filterable=True)  # in-process postings
 
     def __init__(self, snapshot) -> None:
         import threading
@@ -133,11 +89,14 @@ class LexicalRetriever:
     def warm_up(self) -> None:
         self.retrieve(["warm up"], 1)
 
-    def retrieve(self, queries: Sequence[str], k: int, threads: int | None = None) -> list[Ranked]:
+    def retrieve(self, queries: Sequence[str], request: SearchRequest | int, threads: int | None = None) -> list[Ranked]:
+        """BM25 over the documents the filter keeps; the statistics stay those of every live document."""
         from lsr.index.lexical import idf, score_segment
 
         np = self._np
-        check_batch(queries, k)
+        request = as_request(request, threads)
+        k = request.depth
+        live = self.live if request.filter is None else [select(view, request.filter).doc_mask() for view in self.views]
         out = []
         for tokens in self._analyzer()(list(queries)):
             lookups = [view.segment.lexical.lookup(tokens) for view in self.views]
@@ -151,7 +110,7 @@ class LexicalRetriever:
                 n = len(lexical.lengths)
                 acc = np.zeros(n, dtype=np.float32)
                 touched = np.empty(n, dtype=np.int64)
-                count = score_segment(lexical.offsets, lexical.docs, lexical.tfs, lexical.lengths, self.live[position],
+                count = score_segment(lexical.offsets, lexical.docs, lexical.tfs, lexical.lengths, live[position],
                                       ids, idfs, self.k1, self.b, self.avg_length, acc, touched)
                 local = touched[:count]
                 values = acc[local]

@@ -6,53 +6,29 @@ scratch for the single-query kernel.
 Chunked indexes (``--chunk-tokens``) score rows (chunks): with ``max`` aggregation a document scores as its best
 chunk, found exactly by asking each segment for more rows until k distinct documents are in hand; with ``sum`` a
 document scores the sum over its chunks, accumulated per document by the exhaustive kernel.
+
+A filter (``request.filter``) becomes, per segment, the rows it keeps among the live ones (:mod:`lsr.index.selection`,
+cached on the segment). When few rows are kept over all segments, they are scored directly
+(:func:`~lsr.index.kernel.score_segments_rows`: cost proportional to the kept rows, not the index); otherwise the
+block-max kernel skips every block that holds no kept row and offers only kept rows to the top-k. Both return the
+exhaustive kernel's top-k over the kept rows, ties included.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
 
 import numpy as np
 
 from lsr.errors import InvalidInput
 from lsr.index import kernel
 from lsr.index.segment import gather
+from lsr.index.selection import select
+from lsr.request import PRUNING_METHODS, Pruning, SearchRequest, as_request  # noqa: F401  (re-exported)
 from lsr.results import Ranked
-from lsr.retrievers import check_batch
+from lsr.retrievers import Capabilities
 from lsr.sparse import SparseBatch
-
-PRUNING_METHODS = ("blockmax", "exhaustive")
-
-
-@dataclass(frozen=True)
-class Pruning:
-    """How the sparse kernel finds the top k.
-
-    ``method``: ``blockmax`` (default: block-max pruning that returns exactly the exhaustive top-k) or ``exhaustive``
-    (term-at-a-time over every posting; the reference). Approximate knobs, off by default and always reported
-    (``exact`` is False): ``alpha`` < 1 skips a block when alpha x its bound < the k-th score; ``query_cut`` > 0 keeps
-    only the query's heaviest ``query_cut`` terms.
-    """
-
-    method: str = "blockmax"
-    alpha: float = 1.0
-    query_cut: int = 0
-
-    def __post_init__(self) -> None:
-        if self.method not in PRUNING_METHODS:
-            raise InvalidInput(f"pruning must be one of {', '.join(PRUNING_METHODS)}, got {self.method!r}")
-        if not 0.0 < self.alpha <= 1.0:  # (False for NaN too)
-            raise InvalidInput(f"prune alpha must be in (0, 1] (1 = exact), got {self.alpha}")
-        if self.query_cut < 0:
-            raise InvalidInput(f"query cut must be >= 0 (0 = keep every query term), got {self.query_cut}")
-        if self.method == "exhaustive" and not self.exact:
-            raise InvalidInput("alpha and query_cut are block-max knobs; the exhaustive kernel is always exact")
-
-    @property
-    def exact(self) -> bool:
-        return self.alpha == 1.0 and self.query_cut == 0
 
 
 def default_threads() -> int:
@@ -62,7 +38,8 @@ def default_threads() -> int:
 class NativeRetriever:
     component = "sparse"
     takes = "sparse"
-    light = True  # the memory-mapped kernel (see lsr.retrievers.Retriever)
+    capabilities = Capabilities(writable=True, light=True, filterable=True,
+                                options={"pruning": "pruning", "prune_alpha": "prune_alpha", "query_cut": "query_cut"})
 
     def __init__(self, snapshot, pruning: Pruning | None = None, threads: int | None = None) -> None:
         self.snapshot = snapshot
@@ -70,8 +47,7 @@ class NativeRetriever:
         self.pruning = pruning or Pruning()
         chunking = self.index.manifest.chunking
         self.aggregate = chunking["aggregate"] if chunking else None
-        if self.aggregate == "sum" and self.pruning.method == "blockmax" and not self.pruning.exact:
-            raise InvalidInput("chunk sums are scored exhaustively; the approximate pruning knobs do not apply")
+        self._check_pruning(self.pruning)
         self.threads = threads or default_threads()
         self.name = f"native/{'exhaustive' if self.aggregate == 'sum' else self.pruning.method}"
         self.exact = self.pruning.exact
@@ -85,8 +61,11 @@ class NativeRetriever:
         if self.pruning.method == "blockmax" and self.aggregate != "sum":
             for view in self.views:
                 view.segment.kernel_arrays()  # load before the first query
-        self._together = self._segment_lists() if self.pruning.method == "blockmax" and self.aggregate is None \
-            else None
+        self._together = self._segment_lists() if self.aggregate is None else None
+
+    def _check_pruning(self, pruning: Pruning) -> None:
+        if self.aggregate == "sum" and pruning.method == "blockmax" and not pruning.exact:
+            raise InvalidInput("chunk sums are scored exhaustively; the approximate pruning knobs do not apply")
 
     def _segment_lists(self):
         """Every segment's kernel arrays in typed lists, for one kernel call over all of them (a shared heap, no
@@ -101,18 +80,23 @@ class NativeRetriever:
         block_sizes = np.array([s.block_size for s in segments], dtype=np.int64)
         n_blocks = (rows + block_sizes - 1) // block_sizes
         try:
-            ixs, lives = List(), List()
+            ixs, lives, block_lives = List(), List(), List()
             for segment, live in zip(segments, self.live_rows):
                 ixs.append(segment.kernel_arrays())
                 lives.append(live)
+                block_lives.append(np.zeros(0, dtype=np.uint8))
         except NumbaError:
             return None
         bases = np.zeros(len(segments), dtype=np.int64)
         np.cumsum(rows[:-1], out=bases[1:])
-        return ixs, lives, block_sizes, bases, n_blocks, int(n_blocks.max()), int(block_sizes.max())
+        return ixs, lives, block_lives, block_sizes, bases, n_blocks, int(n_blocks.max()), int(block_sizes.max())
 
     @classmethod
-    def open(cls, snapshot, pruning: Pruning | None = None, threads: int | None = None) -> NativeRetriever:
+    def open(cls, snapshot, pruning: Pruning | str | None = None, prune_alpha: float | None = None,
+             query_cut: int | None = None, threads: int | None = None) -> NativeRetriever:
+        """``pruning``: a :class:`Pruning`, or its method with ``prune_alpha`` and ``query_cut`` (settings, flags)."""
+        if not isinstance(pruning, Pruning):
+            pruning = Pruning(pruning or "blockmax", 1.0 if prune_alpha is None else prune_alpha, query_cut or 0)
         return cls(snapshot, pruning, threads)
 
     def warm_up(self) -> None:
@@ -124,25 +108,45 @@ class NativeRetriever:
                                        for t in frequent_terms(self.snapshot, 2)])
         self.retrieve(probe.take([0]), 1, threads=1)
         self.retrieve(probe, 1, threads=max(2, self.threads))
+        if self._together is not None:  # the filtered kernels: every row kept, scored directly and by blocks
+            from numba.typed import List
 
-    def retrieve(self, queries: SparseBatch, k: int, threads: int | None = None) -> list[Ranked]:
-        check_batch(queries, k)
+            ixs, _, _, _, bases, *_ = self._together
+            kepts = List([np.zeros(0, dtype=np.int64) for _ in self.views])
+            q = (probe.indptr, probe.indices, probe.weights)
+            kernel.score_segments_rows_serial(ixs, kepts, bases, *q, 1)
+            kernel.score_segments_rows(ixs, kepts, bases, *q, 1, 2)
+
+    def retrieve(self, queries: SparseBatch, request: SearchRequest | int, threads: int | None = None) -> list[Ranked]:
+        request = as_request(request, threads)
         queries.validate(self.index.vocab_size)
         queries = queries.positive()
-        threads = threads or self.threads
-        if self._together is not None:
-            return self._retrieve_together(queries, k, threads)
+        k = request.depth
+        threads = request.threads or self.threads
+        pruning = request.pruning or self.pruning
+        if pruning is not self.pruning:
+            self._check_pruning(pruning)
+        if request.filter is not None:
+            return self._retrieve_filtered(queries, k, threads, pruning, request.filter)
+        if self._together is not None and pruning.method == "blockmax":
+            return self._retrieve_together(queries, k, threads, pruning, self._together, self._live_total)
+        return self._retrieve_each(queries, k, threads, pruning, self.live_rows, self.live_docs)
+
+    def _retrieve_each(self, queries: SparseBatch, k: int, threads: int, pruning: Pruning, live_rows: list,
+                       live_docs: list, kept: list[int] | None = None) -> list[Ranked]:
+        """Segment by segment, then merged: the exhaustive kernel, chunked indexes, segments of unlike types."""
         found, postings = [], np.zeros(len(queries), dtype=np.int64)
         for position in range(len(self.views)):
-            hits, read = self._segment_top(position, queries, k, threads)
+            hits, read = self._segment_top(position, queries, k, threads, pruning, live_rows[position],
+                                           live_docs[position], None if kept is None else kept[position])
             found.append(hits)
             postings += read
         out = []
         for q in range(len(queries)):
             parts = [per_segment[q] for per_segment in found]  # (scores, local documents, rows) of each segment
-            scores = np.concatenate([p[0] for p in parts])
-            locals_ = np.concatenate([p[1] for p in parts])
-            rows = np.concatenate([p[2] for p in parts])
+            scores = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0)
+            locals_ = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
+            rows = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, np.int64)
             positions = np.repeat(np.arange(len(parts)), [len(p[0]) for p in parts])
             if len(parts) > 1:  # merge: score, then the documents' order
                 order = np.lexsort((locals_, positions, -scores))[:k]
@@ -150,18 +154,53 @@ class NativeRetriever:
             chunks = None
             if self.aggregate == "max":
                 chunks = [tuple(c) for c in self._gather(positions, rows, "chunks")]
-            out.append(Ranked(ids=self._gather(positions, locals_, "ids"), scores=scores.tolist(), exact=self.exact,
+            out.append(Ranked(ids=self._gather(positions, locals_, "ids"), scores=scores.tolist(), exact=pruning.exact,
                               postings=int(postings[q]), chunks=chunks))
         return out
+
+    def _retrieve_filtered(self, queries: SparseBatch, k: int, threads: int, pruning: Pruning,
+                           clause) -> list[Ranked]:
+        """The top-k of the rows ``clause`` keeps: scored directly when few, else block-max over the kept rows."""
+        selections = [select(view, clause) for view in self.views]
+        kept = [s.documents for s in selections]
+        total = sum(kept)
+        if total == 0:
+            return [Ranked(ids=[], scores=[], exact=pruning.exact) for _ in range(len(queries))]
+        together = self._together
+        if together is not None and pruning.method == "blockmax":
+            from numba.typed import List
+
+            ixs, _, _, block_sizes, bases, n_blocks, max_blocks, max_block_size = together
+            if all(s.sparse for s in selections) and pruning.exact:
+                return self._retrieve_rows(queries, k, threads, ixs, List([s.kept_rows() for s in selections]), bases,
+                                           total)
+            masked = (ixs, List([s.live_rows() for s in selections]), List([s.block_live() for s in selections]),
+                      block_sizes, bases, n_blocks, max_blocks, max_block_size)
+            return self._retrieve_together(queries, k, threads, pruning, masked, total)
+        return self._retrieve_each(queries, k, threads, pruning, [s.live_rows() for s in selections],
+                                   [s.doc_mask().astype(np.uint8) for s in selections], kept)
+
+    def _retrieve_rows(self, queries: SparseBatch, k: int, threads: int, ixs, kepts, bases, total: int) -> list[Ranked]:
+        k = max(1, min(k, total))
+        q = (queries.indptr, queries.indices, queries.weights)
+        if threads == 1 or len(queries) == 1:
+            docs, scores, postings = kernel.score_segments_rows_serial(ixs, kepts, bases, *q, k)
+        elif kernel.PARALLEL_LOCK is not None:
+            with kernel.PARALLEL_LOCK:
+                docs, scores, postings = kernel.score_segments_rows(ixs, kepts, bases, *q, k, threads)
+        else:
+            docs, scores, postings = kernel.score_segments_rows(ixs, kepts, bases, *q, k, threads)
+        return self._ranked(docs, scores, postings, bases, True)
 
     def _gather(self, positions: np.ndarray, numbers: np.ndarray, field: str) -> list:
         return gather(self.views, positions, numbers, field)
 
-    def _retrieve_together(self, queries: SparseBatch, k: int, threads: int) -> list[Ranked]:
-        ixs, lives, block_sizes, bases, n_blocks, max_blocks, max_block_size = self._together
-        k = max(1, min(k, self._live_total))
+    def _retrieve_together(self, queries: SparseBatch, k: int, threads: int, pruning: Pruning, together: tuple,
+                           total: int) -> list[Ranked]:
+        ixs, lives, block_lives, block_sizes, bases, n_blocks, max_blocks, max_block_size = together
+        k = max(1, min(k, total))
         q = (queries.indptr, queries.indices, queries.weights)
-        alpha, cut = self.pruning.alpha, self.pruning.query_cut
+        alpha, cut = pruning.alpha, pruning.query_cut
         if threads == 1 or len(queries) == 1:
             scratch = getattr(self._local, "together", None)
             if scratch is None:
@@ -169,36 +208,43 @@ class NativeRetriever:
                 scratch = self._local.together = (np.zeros(sum(slots), np.float32), np.empty(max(slots), np.int32),
                                                   np.zeros(kernel.BATCH * max_block_size, np.float32))
             docs, scores, postings, _ = kernel.score_segments_blockmax_serial(
-                ixs, lives, block_sizes, bases, n_blocks, *q, k, scratch, alpha, cut)
+                ixs, lives, block_lives, block_sizes, bases, n_blocks, *q, k, scratch, alpha, cut)
         elif kernel.PARALLEL_LOCK is not None:
             with kernel.PARALLEL_LOCK:
                 docs, scores, postings, _ = kernel.score_segments_blockmax(
-                    ixs, lives, block_sizes, bases, n_blocks, *q, k, threads, max_blocks, max_block_size, alpha, cut)
+                    ixs, lives, block_lives, block_sizes, bases, n_blocks, *q, k, threads, max_blocks, max_block_size,
+                    alpha, cut)
         else:
             docs, scores, postings, _ = kernel.score_segments_blockmax(
-                ixs, lives, block_sizes, bases, n_blocks, *q, k, threads, max_blocks, max_block_size, alpha, cut)
+                ixs, lives, block_lives, block_sizes, bases, n_blocks, *q, k, threads, max_blocks, max_block_size,
+                alpha, cut)
+        return self._ranked(docs, scores, postings, bases, pruning.exact)
+
+    def _ranked(self, docs, scores, postings, bases, exact: bool) -> list[Ranked]:
         out = []
-        for row in range(len(queries)):
+        for row in range(len(docs)):
             found = docs[row][docs[row] >= 0]
             positions = np.searchsorted(bases, found, side="right") - 1
             values = (scores[row][: len(found)].astype(np.float64) / self.scale).tolist()
             out.append(Ranked(ids=self._gather(positions, found - bases[positions], "ids"), scores=values,
-                              exact=self.exact, postings=int(postings[row])))
+                              exact=exact, postings=int(postings[row])))
         return out
 
     # -- one segment ---------------------------------------------------------------------------------------------------
-    def _segment_top(self, position: int, queries: SparseBatch, k: int, threads: int) -> tuple[list[tuple], np.ndarray]:
-        """Per query, the segment's top-k live documents as arrays (scores in lsr's units, local documents, best
-        rows); and the postings read per query."""
+    def _segment_top(self, position: int, queries: SparseBatch, k: int, threads: int, pruning: Pruning,
+                     live_rows: np.ndarray, live_mask: np.ndarray,
+                     kept: int | None = None) -> tuple[list[tuple], np.ndarray]:
+        """Per query, the segment's top-k live (and kept) documents as arrays (scores in lsr's units, local
+        documents, best rows); and the postings read per query."""
         view = self.views[position]
         segment = view.segment
-        live_docs = view.live_documents
+        live_docs = view.live_documents if kept is None else kept
         empty = (np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64))
         if live_docs == 0:
             return [empty] * len(queries), np.zeros(len(queries), dtype=np.int64)
         if self.aggregate == "sum":
             docs, scores, postings = kernel.score_batch_grouped(
-                segment.kernel_arrays(), self.live_docs[position], np.asarray(segment.row_doc), queries.indptr,
+                segment.kernel_arrays(), live_mask, np.asarray(segment.row_doc), queries.indptr,
                 queries.indices, queries.weights, segment.info.rows, segment.info.documents, min(k, live_docs))
             out = []
             for q in range(len(queries)):
@@ -211,7 +257,7 @@ class NativeRetriever:
         rows = want if row_doc is None else min(segment.info.rows, want * max(1, -(-segment.info.rows //
                                                                                    segment.info.documents)))
         while True:
-            docs, scores, postings = self._score(position, queries, max(1, rows), threads)
+            docs, scores, postings = self._score(position, queries, max(1, rows), threads, pruning, live_rows)
             out, short = [], False
             for q in range(len(queries)):
                 found = docs[q][docs[q] >= 0]
@@ -228,18 +274,19 @@ class NativeRetriever:
                 return out, postings
             rows = min(segment.info.rows, rows * 2)
 
-    def _score(self, position: int, vectors: SparseBatch, k: int, threads: int) -> tuple:
+    def _score(self, position: int, vectors: SparseBatch, k: int, threads: int, pruning: Pruning,
+               live: np.ndarray) -> tuple:
         """(rows, scores, postings read) of one segment for every query of the batch."""
-        segment, live = self.views[position].segment, self.live_rows[position]
+        segment = self.views[position].segment
         q = (vectors.indptr, vectors.indices, vectors.weights)
         n_rows = segment.info.rows
         serial = threads == 1 or len(vectors) == 1
         if not serial and kernel.PARALLEL_LOCK is not None:  # no thread-safe threading layer: one launch at a time
             with kernel.PARALLEL_LOCK:
-                return self._score_parallel(segment, live, q, n_rows, k, threads)
+                return self._score_parallel(segment, live, q, n_rows, k, threads, pruning)
         if not serial:
-            return self._score_parallel(segment, live, q, n_rows, k, threads)
-        if self.pruning.method == "exhaustive":
+            return self._score_parallel(segment, live, q, n_rows, k, threads, pruning)
+        if pruning.method == "exhaustive":
             return kernel.score_batch_serial(segment.kernel_arrays(), live, *q, n_rows, k, threads)
         ix, block_size = segment.kernel_arrays(), segment.block_size
         scratches = getattr(self._local, "scratch", None)
@@ -248,14 +295,14 @@ class NativeRetriever:
         scratch = scratches.get(segment.directory)
         if scratch is None:
             scratch = scratches[segment.directory] = kernel.blockmax_scratch(n_rows, block_size)
-        return kernel.score_batch_blockmax_serial(ix, live, block_size, *q, n_rows, k, scratch, self.pruning.alpha,
-                                                  self.pruning.query_cut)[:3]
+        return kernel.score_batch_blockmax_serial(ix, live, block_size, *q, n_rows, k, scratch, pruning.alpha,
+                                                  pruning.query_cut)[:3]
 
-    def _score_parallel(self, segment, live, q: tuple, n_rows: int, k: int, threads: int) -> tuple:
-        if self.pruning.method == "exhaustive":
+    def _score_parallel(self, segment, live, q: tuple, n_rows: int, k: int, threads: int, pruning: Pruning) -> tuple:
+        if pruning.method == "exhaustive":
             return kernel.score_batch(segment.kernel_arrays(), live, *q, n_rows, k, threads)
         return kernel.score_batch_blockmax(segment.kernel_arrays(), live, segment.block_size, *q, n_rows, k, threads,
-                                           self.pruning.alpha, self.pruning.query_cut)[:3]
+                                           pruning.alpha, pruning.query_cut)[:3]
 
 
 def frequent_terms(snapshot, n: int) -> list[int]:

@@ -139,7 +139,7 @@ def test_manifest_version_and_missing_index_are_explained(tmp_path):
         Manifest.load(tmp_path / "idx")
     data["format_version"] = 1  # an lsr 0.1 index
     (tmp_path / "idx" / "manifest.json").write_text(json.dumps(data))
-    with pytest.raises(InvalidIndex, match="format version 1, this lsr reads versions 2, 3; rebuild"):
+    with pytest.raises(InvalidIndex, match="format version 1, this lsr reads versions 2, 3, 4; rebuild"):
         Index.open(tmp_path / "idx")
 
 

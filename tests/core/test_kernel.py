@@ -220,17 +220,51 @@ def test_one_call_over_several_segments_equals_the_exhaustive_top_k():
             lives.append(live[first:last].copy())
             bases.append(first)
             blocks.append((last - first + 3) // 4)
+        no_blocks = List([np.zeros(0, np.uint8) for _ in lives])
+        flagged = List([np.pad(live_, (0, -len(live_) % 4)).reshape(-1, 4).max(1).astype(np.uint8) for live_ in lives])
         for k in (1, 10, 40):
             want = score_batch(stored(offsets, doc_ids, impacts, n), live, q_indptr, q_terms, q_weights, n, k, 1)
             slots = [bound_slots(b, 1) for b in blocks]
             scratch = (np.zeros(sum(slots), np.float32), np.empty(max(slots), np.int32), np.zeros(BATCH * 4, np.float32))
-            for got in (score_segments_blockmax(ixs, lives, np.full(4, 4), np.array(bases), np.array(blocks), q_indptr,
-                                                q_terms, q_weights, k, 2, max(blocks), 4),
-                        score_segments_blockmax_serial(ixs, lives, np.full(4, 4), np.array(bases), np.array(blocks),
-                                                       q_indptr, q_terms, q_weights, k, scratch)):
+            for block_lives in (no_blocks, flagged):  # blocks flagged empty of live rows are skipped: the same top-k
+                for got in (score_segments_blockmax(ixs, lives, block_lives, np.full(4, 4), np.array(bases),
+                                                    np.array(blocks), q_indptr, q_terms, q_weights, k, 2, max(blocks), 4),
+                            score_segments_blockmax_serial(ixs, lives, block_lives, np.full(4, 4), np.array(bases),
+                                                           np.array(blocks), q_indptr, q_terms, q_weights, k, scratch)):
+                    np.testing.assert_array_equal(got[0], want[0])
+                    np.testing.assert_array_equal(got[1], want[1])
+                assert not scratch[0].any()
+
+
+def test_scoring_the_kept_rows_directly_equals_the_exhaustive_top_k_over_them():
+    """A few kept rows (a selective filter) scored directly, term by term with galloping searches, in several
+    segments at once: the exhaustive kernel's top-k over those rows, scores to the bit and ties included."""
+    from numba.typed import List
+
+    from lsr.index.kernel import score_segments_rows, score_segments_rows_serial
+
+    for seed in range(4):
+        (offsets, doc_ids, impacts), dense, (q_indptr, q_terms, q_weights) = random_collection(seed)
+        n = dense.shape[0]
+        rng = np.random.default_rng(100 + seed)
+        keep = (rng.random(n) < (0.02, 0.1, 0.5, 1.0)[seed]).astype(np.uint8)
+        cuts = [0, 70, 71, 190, n]
+        ixs, kepts, bases = List(), List(), []
+        for first, last in zip(cuts[:-1], cuts[1:]):
+            part = dense[first:last]
+            o = np.zeros(part.shape[1] + 1, dtype=np.int64)
+            o[1:] = np.cumsum((part > 0).sum(0))
+            d = np.concatenate([np.flatnonzero(part[:, t]) for t in range(part.shape[1])]).astype(np.uint32)
+            i = np.concatenate([part[part[:, t] > 0, t] for t in range(part.shape[1])]).astype(np.uint8)
+            ixs.append(stored(o, d, i, last - first, 4, 4))
+            kepts.append(np.flatnonzero(keep[first:last]).astype(np.int64))
+            bases.append(first)
+        for k in (1, 10, 40):
+            want = score_batch(stored(offsets, doc_ids, impacts, n), keep, q_indptr, q_terms, q_weights, n, k, 1)
+            for got in (score_segments_rows_serial(ixs, kepts, np.array(bases), q_indptr, q_terms, q_weights, k),
+                        score_segments_rows(ixs, kepts, np.array(bases), q_indptr, q_terms, q_weights, k, 2)):
                 np.testing.assert_array_equal(got[0], want[0])
                 np.testing.assert_array_equal(got[1], want[1])
-            assert not scratch[0].any()
 
 
 def test_rows_past_one_window_of_65536():

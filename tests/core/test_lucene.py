@@ -106,7 +106,7 @@ def test_jvm_bootstrap_drops_only_the_missing_vector_module(tmp_path):
 def test_pyserini_bm25_baseline_on_a_tiny_beir_folder(tmp_path):
     from lsr.engine import Engine
     from lsr.evaluation import evaluate
-    from lsr.retrievers.bm25 import PyseriniBm25Retriever
+    from lsr.lucene.retriever import PyseriniBm25Retriever
 
     beir = tmp_path / "beir"
     (beir / "qrels").mkdir(parents=True)
@@ -151,9 +151,9 @@ def test_engines_benchmark_runs_end_to_end_at_a_tiny_size(tmp_path):
 def test_lucene_and_pyserini_bm25_answer_through_the_protocol(lucene_index, tmp_path):
     """The two Lucene retrievers take the same batch the engine hands every retriever: one Ranked a query."""
     from lsr import Engine
+    from lsr.lucene.retriever import PyseriniBm25Retriever
     from lsr.results import Ranked
     from lsr.retrievers import Retriever
-    from lsr.retrievers.bm25 import PyseriniBm25Retriever
 
     queries = ["statin breast cancer", "fish oil", "zzzz"]
     native = Engine.open(lucene_index)
@@ -199,7 +199,7 @@ def test_the_lucene_part_is_rebuild_only(lucene_index, tmp_path):
     shutil.copytree(lucene_index, copy)
     with TestClient(create_app(Settings(index=str(copy), backend="lucene"))) as http:
         response = http.put("/documents/x", json={"text": "statin"})
-        assert response.status_code == 409 and "rebuild-only" in response.json()["detail"]
+        assert response.status_code == 409 and "rebuild-only" in str(response.json()["detail"])
     index = Index.open(copy)
     index.add(ids=["x"], texts=["statin women"])
     index.commit()

@@ -79,7 +79,7 @@ def test_every_route(client):
     document = client.post("/encode", json={"text": "fish oil", "side": "document"}, headers=AUTH).json()
     assert document["model_used"] is True and document["nnz"] == len(document["vector"]) > 0
     assert client.get("/documents/d4", headers=AUTH).json() == {"id": "d4", "title": "Salt",
-                                                                "text": "salt sugar and blood pressure"}
+                                                                "text": "salt sugar and blood pressure", "metadata": {}}
 
 
 def test_api_key(client):
@@ -184,7 +184,8 @@ def test_documents_stay_consistent_when_the_served_index_is_rebuilt(tmp_path, ti
                    for i, d in enumerate(TINY_DOCS)]
         build(tmp_path / "idx", tiny_mlm_dir, tiny_idf_file, documents=rebuilt, store_documents=True)
         assert served.get("/documents/d3").json() == before == {"id": "d3", "title": "",
-                                                               "text": "green tea and coffee in the diet"}
+                                                               "text": "green tea and coffee in the diet",
+                                                               "metadata": {}}
         assert served.post("/search", json={"query": "green tea coffee", "k": 1,
                                             "return_documents": True}).json()["hits"] == hits_before
         assert served.get("/documents/n1").status_code == 404  # the new index is not served until a reload
@@ -275,18 +276,21 @@ def test_lsr_serve_names_a_bad_setting_in_one_line(monkeypatch, capsys, full_ind
 def test_light_searches_run_on_the_event_loop_and_the_rest_in_the_thread_pool(client, monkeypatch):
     """Which path a /search takes (the answers are the same either way): the thread pool is asked only for what is
     not light, and what runs there answers as before."""
-    import lsr.service.app as app_module
+    import lsr.service.search as app_module
     from lsr.engine import Engine
+    from lsr.request import SearchRequest as Request_
     from lsr.service.schemas import SearchRequest
 
     engine: Engine = client.app.state.engine
     light = SearchRequest(query="statin breast cancer", k=10, mode="sparse")
-    assert app_module.light_request(engine, light)
-    assert app_module.runs_on_the_loop(engine, "sparse", None)  # inference-free: a tokenizer and the kernel
-    assert app_module.runs_on_the_loop(engine, "bm25", None)
-    assert not app_module.runs_on_the_loop(engine, "dense", None)  # a model
-    for heavy in ({"explain": True}, {"return_documents": True}, {"k": 500}):
-        assert not app_module.light_request(engine, SearchRequest(query="statin", mode="sparse", **heavy))
+    assert app_module.might_be_light(light, engine)
+    assert engine.light(engine.resolve(Request_(mode="sparse")))  # inference-free: a tokenizer and the kernel
+    assert engine.light(engine.resolve(Request_(mode="bm25")))
+    assert not engine.light(engine.resolve(Request_(mode="dense")))  # a model
+    for heavy in ({"explain": True}, {"return_documents": True}, {"k": 500}, {"k": 60, "offset": 50}):
+        assert not app_module.might_be_light(SearchRequest(query="statin", mode="sparse", **heavy), engine)
+    filtered = SearchRequest(query="statin", mode="sparse", filter={"exists": {"field": "year"}})
+    assert app_module.might_be_light(filtered, engine)
 
     hops = []
     original = app_module.run_in_threadpool

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from lsr.errors import LsrError, MissingDependency
+from lsr.index.jsonl import write_json_vector_collection  # noqa: F401  (re-exported)
 
 VECTOR_MODULE = "jdk.incubator.vector"
 MIN_JAVA = 21
@@ -120,32 +121,6 @@ def _run_build(arguments: list[str], what: str) -> float:
     return time.perf_counter() - started
 
 
-def write_json_vector_collection(snapshot, tokens: list[str], path: Path) -> int:
-    """Pyserini's JsonVectorCollection of a snapshot's live documents: ``{"id", "contents", "vector": {token:
-    impact}}``, one line a document, impacts as stored (integers for a uint8 index); ``contents`` is the stored
-    title + text when the index keeps texts."""
-    import numpy as np
-
-    written = 0
-    with path.open("w", encoding="utf-8") as out:
-        for view in snapshot.views:
-            segment = view.segment
-            vectors = segment.row_vectors()
-            integer = segment.impacts.dtype == np.uint8
-            for local in range(segment.info.documents):
-                if not view.is_live(local):
-                    continue
-                ids, values = vectors.row(local)
-                vector = {tokens[t]: (int(v) if integer else float(v)) for t, v in zip(ids.tolist(), values.tolist())
-                          if v > 0}
-                record = segment.texts.get(local) if segment.texts is not None else None
-                contents = f"{record['title']} {record['text']}".strip() if record else ""
-                out.write(json.dumps({"id": str(segment.ids[local]), "contents": contents, "vector": vector},
-                                     ensure_ascii=False) + "\n")
-                written += 1
-    return written
-
-
 def _shard(jsonl: Path, directory: Path, shards: int) -> None:
     """Split a JSONL file into ``shards`` contiguous files: Anserini indexes one input file per thread, so a single
     file would be indexed by one thread whatever ``-threads`` says."""
@@ -217,6 +192,3 @@ def _main(arguments: list[str]) -> None:
 
     autoclass("io.anserini.index.IndexCollection").main(arguments)
 
-
-if __name__ == "__main__":
-    _main(sys.argv[1:])

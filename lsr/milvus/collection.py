@@ -12,10 +12,16 @@ Searches are exact by default (``drop_ratio_search`` 0); an approximate ``drop_r
 ``exact: false``. The collection is created at consistency level ``Strong`` (read-your-writes: a committed write is
 searched by the next request); on Milvus Lite every write is flushed (see :meth:`Mirror.flush`).
 
+Metadata: each field of the index's schema is a nullable scalar field ``m_NAME`` (keyword: ``VARCHAR``, keywords:
+``ARRAY`` of ``VARCHAR``, integer and datetime: ``INT64``, float: ``DOUBLE``, boolean: ``BOOL``), so a filter is a
+Milvus boolean expression over them (:mod:`lsr.milvus.expressions`). A schema change recreates the collection from the
+index (Milvus Lite cannot add fields; a type cannot change in place).
+
 Writes: every commit of the live index (Python, ``lsr index add|delete``, the HTTP routes) first publishes the
-native generation, then deletes the removed ids from the collection and upserts the new segment's documents, then
-records the generation in ``milvus.json``. A writer that finds the collection behind (a process died between the two)
-reconciles it with the index (ids and content hashes compared; nothing is re-encoded) before it writes.
+native generation, then (the ``milvus`` commit listener, :mod:`lsr.milvus.listener`) deletes the removed ids from the
+collection and upserts the new segment's documents, then records the generation in ``milvus.json``. A writer that
+finds the collection behind (a process died between the two) reconciles it with the index (ids and content hashes
+compared; nothing is re-encoded) before it writes.
 """
 
 from __future__ import annotations
@@ -23,100 +29,22 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import threading
 import uuid
 from pathlib import Path
 
 import numpy as np
 
-from lsr.errors import BackendUnavailable, InvalidIndex, InvalidInput, MissingDependency
+from lsr.errors import BackendUnavailable, InvalidIndex, InvalidInput
 from lsr.index.files import write_durably
+from lsr.index.metadata import Schema
+from lsr.milvus.client import _Guarded, connect, disconnect, normalize_uri, require  # noqa: F401  (re-exported)
 
 STATE = "milvus.json"  # {"uri", "collection", "generation"}: where the mirror is, which generation it holds
 ID_MAX = 1024  # VARCHAR primary key length
 TOPK_MAX = 16384  # Milvus's largest limit
 PUSH_ROWS = 2000  # rows a Milvus call
-_clients: dict[str, object] = {}
-_clients_lock = threading.Lock()
-
-
-def require():
-    try:
-        import pymilvus
-    except ImportError:
-        raise MissingDependency("the milvus backend needs the `milvus` extra: pip install 'lsr[milvus]' (pymilvus and "
-                                "milvus-lite)") from None
-    return pymilvus
-
-
-def normalize_uri(uri: str) -> str:
-    """A server URI as given; a Milvus Lite file as an absolute path (it must end in ``.db``; its folder must exist)."""
-    uri = str(uri).strip()
-    if re.match(r"^(https?|tcp|grpc|unix)://", uri):
-        return uri
-    path = Path(uri).expanduser().absolute()
-    if path.suffix != ".db":
-        raise InvalidInput(f"Milvus URI {uri!r}: a Milvus Lite file must end in .db (e.g. var/milvus/lsr.db), a "
-                           "server URI starts with http:// (e.g. http://localhost:19530)")
-    if not path.parent.is_dir():
-        raise InvalidInput(f"Milvus URI {uri!r}: the folder {path.parent} does not exist; create it first")
-    return str(path)
-
-
-def connect(uri: str, timeout: float = 5.0):
-    """A client for ``uri``, shared by this process (Milvus Lite runs one embedded server per file and process); a
-    URI that does not answer is :class:`Unavailable` within ``timeout`` seconds."""
-    pymilvus = require()
-    uri = normalize_uri(uri)
-    with _clients_lock:
-        client = _clients.get(uri)
-        if client is None:
-            try:
-                client = pymilvus.MilvusClient(uri=uri, timeout=timeout)
-            except Exception as exc:  # noqa: BLE001 - pymilvus raises MilvusException, grpc errors, OSError
-                if uri.startswith("/"):
-                    raise BackendUnavailable(f"cannot open Milvus Lite file {uri} ({str(exc).strip()[:200]}): Milvus Lite "
-                                      "serves a file to one process at a time; stop the other process (serve with "
-                                      "--workers 1 on Milvus Lite), or use a Milvus server (http://host:19530)"
-                                      ) from None
-                raise BackendUnavailable(f"cannot reach Milvus at {uri} ({str(exc).strip()[:200]}); start the server, fix "
-                                  "--milvus-uri, or give a file path ending in .db for embedded Milvus Lite") from None
-            _clients[uri] = client
-        return client
-
-
-class _Guarded:
-    """A client whose failures are :class:`BackendUnavailable` naming the URI (pymilvus raises MilvusException,
-    grpc errors, OSError): a Milvus that stops answering is a 503 to retry, never a traceback."""
-
-    def __init__(self, client, uri: str) -> None:
-        self._client, self._uri = client, uri
-
-    def __getattr__(self, name: str):
-        attribute = getattr(self._client, name)
-        if not callable(attribute):
-            return attribute
-
-        def call(*args, **kwargs):
-            try:
-                return attribute(*args, **kwargs)
-            except Exception as exc:  # noqa: BLE001 - whatever the client raised
-                raise BackendUnavailable(f"Milvus at {self._uri} failed {name}: {str(exc).strip()[:300]}") from exc
-
-        return call
-
-
-def disconnect(uri: str | None = None) -> None:
-    """Close this process's client of ``uri`` (every client when None): a Milvus Lite file is then free for another
-    process."""
-    with _clients_lock:
-        for key in [k for k in _clients if uri is None or k == normalize_uri(uri)]:
-            _clients.pop(key).close()
-            if key.startswith("/"):  # Milvus Lite serves the file from a thread of this process until released
-                from milvus_lite.server_manager import server_manager_instance
-
-                server_manager_instance.release_server(key)
-
+FIELD_PREFIX = "m_"  # a metadata field NAME is the scalar field m_NAME of the collection
+KEYWORDS_MAX = 1024  # values of a keywords field a document (Milvus ARRAY capacity)
 
 def default_collection(directory: Path) -> str:
     name = re.sub(r"[^A-Za-z0-9_]", "_", Path(directory).absolute().name) or "index"
@@ -124,11 +52,29 @@ def default_collection(directory: Path) -> str:
 
 
 def identity(manifest) -> dict[str, str]:
-    """The collection properties that say which index (encoders, quantization) its vectors come from."""
+    """The collection properties that say which index (encoders, quantization, metadata schema) it comes from."""
+    schema = Schema.from_manifest(manifest.metadata)
     return {"lsr.encoder": str(manifest.encoder.get("identity")),
             "lsr.dense_encoder": str((manifest.dense or {}).get("encoder_identity")),
             "lsr.scale": repr(float(manifest.scale)) if manifest.scale is not None else "None",
-            "lsr.impact_dtype": manifest.impact_dtype}
+            "lsr.impact_dtype": manifest.impact_dtype,
+            "lsr.metadata": json.dumps(schema.fields if schema else {}, sort_keys=True)}
+
+
+def _add_metadata_fields(schema, fields: dict[str, str]) -> None:
+    from pymilvus import DataType
+
+    for name, kind in fields.items():
+        field = FIELD_PREFIX + name
+        if kind == "keyword":
+            schema.add_field(field, DataType.VARCHAR, max_length=1024, nullable=True)
+        elif kind == "keywords":
+            schema.add_field(field, DataType.ARRAY, element_type=DataType.VARCHAR, max_capacity=KEYWORDS_MAX,
+                             max_length=1024, nullable=True)
+        else:
+            kinds = {"integer": DataType.INT64, "datetime": DataType.INT64, "float": DataType.DOUBLE,
+                     "boolean": DataType.BOOL}
+            schema.add_field(field, kinds[kind], nullable=True)
 
 
 class Mirror:
@@ -210,6 +156,17 @@ class Mirror:
                                "again")
         return described
 
+    def schema_current(self, described: dict, manifest) -> bool:
+        """Whether the collection's metadata fields are the index's schema."""
+        return described.get("properties", {}).get("lsr.metadata", "{}") == identity(manifest)["lsr.metadata"]
+
+    def recreate(self, manifest) -> None:
+        """Drop the collection and create it anew with the index's schema; the next reconcile fills it."""
+        if self.exists():
+            self.client.drop_collection(self.collection)
+        self.create(manifest)
+        self.record(-1)
+
     def create(self, manifest) -> None:
         from pymilvus import DataType, MilvusClient
 
@@ -222,6 +179,9 @@ class Mirror:
         if manifest.dense:
             schema.add_field("dense", DataType.FLOAT_VECTOR, dim=int(manifest.dense["dim"]))
             params.add_index("dense", index_type="FLAT", metric_type="IP")
+        metadata = Schema.from_manifest(manifest.metadata)
+        if metadata is not None:
+            _add_metadata_fields(schema, metadata.fields)
         self.client.create_collection(self.collection, schema=schema, index_params=params,
                                       consistency_level="Strong",
                                       properties={**identity(manifest), "lsr.index_id": self.index_id})
@@ -236,12 +196,14 @@ class Mirror:
 
     # -- rows ----------------------------------------------------------------------------------------------------------
     def rows(self, view, locals_: np.ndarray, scale: float, dense: bool, vectors=None,
-             skipped: list | None = None) -> list[dict]:
-        """Milvus rows of these documents of a segment: id, row hash, impacts / scale, dense embedding. A document
-        with no sparse weight has no row (Milvus refuses empty sparse vectors); its id goes to ``skipped``, so the
-        caller removes an older row of it."""
+             skipped: list | None = None, fields: dict | None = None) -> list[dict]:
+        """Milvus rows of these documents of a segment: id, row hash, impacts / scale, dense embedding, the
+        metadata ``fields`` (stored values; None where a document has none). A document with no sparse weight has no
+        row (Milvus refuses empty sparse vectors); its id goes to ``skipped``, so the caller removes an older row."""
         segment = view.segment
         vectors = vectors if vectors is not None else segment.row_vectors()
+        fields = fields or {}
+        records = segment.metadata.records(locals_.tolist(), fields, stored=True) if fields else None
         out = []
         for local in locals_.tolist():
             terms, weights = vectors.row(local)
@@ -255,6 +217,11 @@ class Mirror:
             if dense:
                 row["dense"] = embedding.tolist()
             out.append(row)
+        if records is not None:
+            by_id = {str(segment.ids[local]): record for local, record in zip(locals_.tolist(), records)}
+            for row in out:
+                record = by_id[row["id"]]
+                row.update({FIELD_PREFIX + name: record.get(name) for name in fields})
         return out
 
     def flush(self) -> None:
@@ -264,7 +231,8 @@ class Mirror:
         if self.uri.startswith("/"):
             self.client.flush(self.collection)
 
-    def push(self, views, scale: float, segment_names: list[str], deleted_ids: list[str], dense: bool) -> None:
+    def push(self, views, scale: float, segment_names: list[str], deleted_ids: list[str], dense: bool,
+             fields: dict | None = None) -> None:
         """Delete ``deleted_ids``, then upsert the live documents of the named segments; flush."""
         for start in range(0, len(deleted_ids), PUSH_ROWS):
             self.client.delete(self.collection, ids=deleted_ids[start:start + PUSH_ROWS])
@@ -274,7 +242,7 @@ class Mirror:
                 live = _live(view)
                 vectors = view.segment.row_vectors()
                 for start in range(0, len(live), PUSH_ROWS):
-                    rows = self.rows(view, live[start:start + PUSH_ROWS], scale, dense, vectors, skipped)
+                    rows = self.rows(view, live[start:start + PUSH_ROWS], scale, dense, vectors, skipped, fields)
                     if rows:
                         self.client.upsert(self.collection, rows)
         for start in range(0, len(skipped), PUSH_ROWS):  # replaced by a version with no sparse weight
@@ -299,7 +267,8 @@ class Mirror:
         finally:
             iterator.close()
 
-    def reconcile(self, number: int, views, scale: float, dense: bool, progress=None) -> dict:
+    def reconcile(self, number: int, views, scale: float, dense: bool, progress=None,
+                  fields: dict | None = None) -> dict:
         """Make the collection hold exactly the snapshot's live documents: ids it lacks or holds with another
         content hash are upserted, ids the index no longer has are deleted. Returns the counts. ``progress(n)`` is
         called as documents are checked (and pushed)."""
@@ -319,7 +288,7 @@ class Mirror:
             todo = live[stale] if len(live) else live
             skipped: list[str] = []
             for start in range(0, len(todo), PUSH_ROWS):
-                rows = self.rows(view, todo[start:start + PUSH_ROWS], scale, dense, vectors, skipped)
+                rows = self.rows(view, todo[start:start + PUSH_ROWS], scale, dense, vectors, skipped, fields)
                 if rows:
                     self.client.upsert(self.collection, rows)
                 upserted += len(rows)
@@ -366,14 +335,15 @@ def current_views(directory: Path) -> tuple[int, list]:
     """The published generation's number and segment views (the caller holds the write lock: nothing is collected
     meanwhile)."""
     from lsr.index import storage
-    from lsr.index.segment import SegmentView, open_segment
+    from lsr.index.snapshot import open_views
 
     generation = storage.Generation.read(storage.current_generation_file(directory))
-    views = []
-    for entry in generation.segments:
-        segment = open_segment(directory / storage.SEGMENTS / entry.name)
-        views.append(SegmentView(segment, segment.deletes(entry.deletes), entry.deleted))
-    return generation.number, views
+    return generation.number, open_views(directory, generation)
+
+
+def metadata_fields(manifest) -> dict[str, str]:
+    schema = Schema.from_manifest(manifest.metadata)
+    return dict(schema.fields) if schema is not None else {}
 
 
 def check_mirrorable(manifest, directory) -> None:
@@ -422,37 +392,13 @@ def attach(index, uri: str | None = None, collection: str | None = None, timeout
             mirror.create(manifest)
             mirror.record(-1)  # the folder owns the new collection from now on, even if the first push fails
         described = mirror.check(manifest)
+        if not mirror.schema_current(described, manifest):  # made before the index's metadata schema changed
+            mirror.recreate(manifest)
+            described = mirror.check(manifest)
         mirror.ensure_loaded()
-        counts = mirror.reconcile(number, views, manifest.scale, dense=mirror.has_dense(described), progress=progress)
+        counts = mirror.reconcile(number, views, manifest.scale, dense=mirror.has_dense(described), progress=progress,
+                                  fields=metadata_fields(manifest))
     finally:
         lock.release()
     index.refresh()
     return {"uri": mirror.uri, "collection": mirror.collection, "generation": mirror.generation, **counts}
-
-
-class WriteMirror:
-    """What :class:`~lsr.index.writer.IndexWriter` calls when the index has a Milvus mirror: catch up when it opens,
-    push after each publication. Its failures are :class:`Unavailable` (the native generation is published; the
-    next writer reconciles)."""
-
-    def __init__(self, directory: Path, manifest, uri: str | None = None) -> None:
-        self.mirror = Mirror.load(directory, uri=uri)
-        self.manifest = manifest
-        described = self.mirror.check(manifest)
-        self.dense = self.mirror.has_dense(described)
-        self.mirror.ensure_loaded()
-
-    def catch_up(self) -> None:
-        """Reconcile when the collection does not hold the index's current generation (a writer died between its
-        publication and Milvus)."""
-        number, views = current_views(self.mirror.directory)
-        if self.mirror.generation != number:
-            self.mirror.reconcile(number, views, self.manifest.scale, self.dense)
-
-    def published(self, previous: int, new_segments: list[str], deleted_ids: list[str]) -> None:
-        number, views = current_views(self.mirror.directory)
-        if self.mirror.generation != previous:
-            self.mirror.reconcile(number, views, self.manifest.scale, self.dense)
-        else:
-            self.mirror.push(views, self.manifest.scale, new_segments, deleted_ids, self.dense)
-            self.mirror.record(number)

@@ -1,0 +1,181 @@
+"""One search request, from the edge to every retriever: :class:`SearchRequest`.
+
+The HTTP schema, the CLI and the Python API each build one; :meth:`lsr.engine.Engine.resolve` checks it once against
+the engine (the mode and fusion it can serve, the filter against the index's schema, what the backends can do) and
+fills in the defaults; the engine hands the resolved request to every retriever it asks, which reads what it needs:
+``depth`` (how many hits), ``filter`` (a parsed :class:`~lsr.filters.Clause`), ``pruning``, ``threads``.
+
+Errors are :class:`InvalidRequest`, whose ``loc`` names the field (``("filter", "must", 1, "range", "year")``), so the
+HTTP API answers 422 at the right path without checking anything itself.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass, replace
+from typing import Any
+
+from lsr.errors import InvalidInput
+from lsr.fusion import Fusion
+
+PRUNING_METHODS = ("blockmax", "exhaustive")
+
+
+class InvalidRequest(InvalidInput):
+    """A search request that cannot be answered as asked; ``loc`` is the field at fault."""
+
+    def __init__(self, loc: tuple, message: str) -> None:
+        self.loc = tuple(loc)
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class Pruning:
+    """How the native sparse kernel finds the top k.
+
+    ``method``: ``blockmax`` (default: block-max pruning that returns exactly the exhaustive top-k) or ``exhaustive``
+    (term-at-a-time over every posting; the reference). Approximate knobs, off by default and always reported
+    (``exact`` is False): ``alpha`` < 1 skips a block when alpha x its bound < the k-th score; ``query_cut`` > 0 keeps
+    only the query's heaviest ``query_cut`` terms.
+    """
+
+    method: str = "blockmax"
+    alpha: float = 1.0
+    query_cut: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method not in PRUNING_METHODS:
+            raise InvalidRequest(("pruning", "method"), f"pruning must be one of {', '.join(PRUNING_METHODS)}, got "
+                                                        f"{self.method!r}")
+        if not 0.0 < self.alpha <= 1.0:  # (False for NaN too)
+            raise InvalidRequest(("pruning", "alpha"), f"prune alpha must be in (0, 1] (1 = exact), got {self.alpha}")
+        if self.query_cut < 0:
+            raise InvalidRequest(("pruning", "query_cut"), f"query cut must be >= 0 (0 = keep every query term), got "
+                                                           f"{self.query_cut}")
+        if self.method == "exhaustive" and not self.exact:
+            raise InvalidRequest(("pruning",), "alpha and query_cut are block-max knobs; the exhaustive kernel is "
+                                               "always exact")
+
+    @property
+    def exact(self) -> bool:
+        return self.alpha == 1.0 and self.query_cut == 0
+
+
+def check_k(k, loc: str = "k") -> None:
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+        raise InvalidRequest((loc,), f"{loc} must be an integer >= 1, got {k!r}")
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """What one search asks for (the same for every query of a batch).
+
+    ``k`` hits from rank ``offset`` on (a page: ``offset=10, k=10`` is ranks 11-20 of one deeper search); ``mode``
+    (sparse, dense, bm25, hybrid; None: the index default) and ``fusion`` (hybrid); ``filter``: the documents it may
+    return (:mod:`lsr.filters`: a JSON object, or its text); ``explain``, ``return_documents``, ``return_metadata``:
+    what each hit carries; ``pruning``: the native kernel's knobs (None: the engine's); ``threads``: for a batch.
+    """
+
+    k: int = 10
+    offset: int = 0
+    mode: str | None = None
+    fusion: Fusion | None = None
+    filter: Any = None
+    explain: bool = False
+    return_documents: bool = False
+    return_metadata: bool = False
+    pruning: Pruning | None = None
+    threads: int | None = None
+    components: tuple[str, ...] = ()  # filled in by Engine.resolve: the components asked
+    resolved: bool = False
+
+    def __post_init__(self) -> None:
+        check_k(self.k)
+        if isinstance(self.offset, bool) or not isinstance(self.offset, numbers.Integral) or self.offset < 0:
+            raise InvalidRequest(("offset",), f"offset must be an integer >= 0, got {self.offset!r}")
+        if self.threads is not None and (not isinstance(self.threads, numbers.Integral) or self.threads < 1):
+            raise InvalidRequest(("threads",), f"threads must be an integer >= 1, got {self.threads!r}")
+        if self.fusion is not None and self.mode not in (None, "hybrid"):
+            raise InvalidRequest(("fusion",), "fusion applies to mode 'hybrid' only")
+
+    @property
+    def depth(self) -> int:
+        """Hits each retriever returns: the page's end, or the fusion depth when deeper."""
+        end = self.k + self.offset
+        return max(end, self.fusion.depth) if self.mode == "hybrid" and self.fusion is not None else end
+
+    @property
+    def exact_pruning(self) -> bool:
+        return self.pruning is None or self.pruning.exact
+
+    def with_(self, **changes) -> SearchRequest:
+        return replace(self, **changes)
+
+
+def as_request(request: SearchRequest | int, threads: int | None = None) -> SearchRequest:
+    """A retriever's argument: a request, or (direct use) just k."""
+    if isinstance(request, SearchRequest):
+        return request if threads is None or request.threads == threads else replace(request, threads=threads)
+    return SearchRequest(k=request, threads=threads)
+
+
+MODES = ("sparse", "dense", "bm25", "hybrid")
+
+
+def _located(exc, loc: tuple):
+    exc.loc = loc
+    return exc
+
+
+def resolve(request: SearchRequest, engine, state, max_k: int | None = None) -> SearchRequest:
+    """``request`` checked against ``engine`` (serving ``state``) and completed: the mode and fusion (defaults
+    filled in), the filter parsed against the index's schema, the pruning. The one place a request is validated:
+    every error names the field at fault (``loc``)."""
+    from lsr.errors import BackendUnavailable, Unavailable
+    from lsr.filters import parse
+
+    if request.resolved:
+        return request
+    if max_k is not None and request.k + request.offset > max_k:
+        field = "offset" if request.offset else "k"
+        raise InvalidRequest((field,), f"k + offset must be <= {max_k} (the server's max_k, LSR_MAX_K); got "
+                                       f"{request.k} + {request.offset}")
+    mode = request.mode or engine.default_mode
+    if mode not in MODES:
+        raise InvalidRequest(("mode",), f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    fusion = request.fusion
+    if mode != "hybrid" and fusion is not None:
+        raise InvalidRequest(("fusion",), "fusion applies to mode 'hybrid' only")
+    try:
+        engine.require(mode, fusion, state)
+    except BackendUnavailable:
+        raise
+    except Unavailable as exc:
+        raise _located(exc, ("fusion" if request.fusion is not None else "mode",)) from None
+    except InvalidInput as exc:
+        raise _located(exc, ("fusion",)) from None
+    if mode == "hybrid":
+        fusion = fusion or engine.default_fusion()
+    components = fusion.components if mode == "hybrid" else (mode,)
+    if request.explain and "sparse" not in components:
+        raise InvalidRequest(("explain",), f"explain lists the sparse tokens behind a score; mode {mode!r} has no "
+                                           "sparse component")
+    if request.return_documents and not engine.stores_documents():
+        raise _located(Unavailable("this index stores no texts; rebuild it with `lsr index ... --store-documents`"),
+                       ("return_documents",))
+    clause = None
+    if request.filter is not None:
+        clause = parse(request.filter, engine.schema(), ("filter",))
+        for component in components:  # what each retriever declares (lsr.retrievers.Capabilities)
+            retriever = state.retrievers[component]
+            found = getattr(retriever, "capabilities", None)
+            if not getattr(found, "filterable", False):
+                why = getattr(found, "why_not_filterable", "it declares no filter support")
+                raise _located(Unavailable(f"the {component} component ({retriever.name}) cannot filter: {why}"),
+                               ("filter",))
+    pruning = request.pruning
+    if pruning is not None and "sparse" in components and not hasattr(state.retrievers["sparse"], "pruning"):
+        raise InvalidRequest(("pruning",), f"pruning knobs belong to the native kernel; the sparse component here is "
+                                           f"{state.retrievers['sparse'].name}")
+    return replace(request, mode=mode, fusion=fusion, filter=clause, pruning=pruning, components=components,
+                   resolved=True)

@@ -1,0 +1,56 @@
+"""The operations routes: ``GET /healthz`` (the process is up), ``GET /readyz`` (index and encoders loaded, kernels
+compiled; what the index serves), ``GET /metrics`` (Prometheus)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from lsr.engine import Engine
+from lsr.errors import LsrError
+from lsr.retrievers import capabilities
+from lsr.service.schemas import Health, Ready
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", response_model=Health)
+async def healthz():
+    """The process is up (liveness)."""
+    return Health(status="ok")
+
+
+@router.get("/readyz", response_model=Ready, responses={503: {"description": "still loading"}})
+def readyz(request: Request):
+    """The index and the encoders are loaded and every kernel is compiled (readiness)."""
+    if not request.app.state.ready:
+        return JSONResponse({"status": "loading"}, status_code=503)
+    engine: Engine = request.app.state.engine
+    manifest = engine.index.manifest
+    snapshot = engine.state().snapshot
+    fusion = engine.default_fusion() if engine.default_mode == "hybrid" else None
+    components = fusion.components if fusion else (engine.default_mode,)
+    return Ready(status="ready", documents=snapshot.doc_count, postings=snapshot.postings,
+                 generation=snapshot.number, segments=len(snapshot.views),
+                 encoder=str(manifest.encoder.get("kind")), modes=engine.modes(), default_mode=engine.default_mode,
+                 default_fusion={"method": fusion.method, "components": list(fusion.components)} if fusion else None,
+                 backend=engine.backend, exact=engine.exact, documents_stored=bool(manifest.documents),
+                 writable=not request.app.state.settings.read_only and _writable(engine),
+                 filterable=all(capabilities(engine.retrievers.get(c)).filterable for c in components),
+                 metadata=dict(engine.schema().fields))
+
+
+def _writable(engine: Engine) -> bool:
+    try:
+        engine.check_writable()
+    except LsrError:
+        return False
+    return True
+
+
+@router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+def prometheus(request: Request):
+    """Prometheus exposition: request counts and latency by route and mode, index size."""
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
