@@ -26,7 +26,7 @@ def _bound_pass(ix, block_size, terms, weights, ub) -> None:
     """The kernel's own bound pass alone (every block bounded, nothing scored), then the scratch reset."""
     use = np.arange(len(terms))
     chunk_max = np.empty((len(ub) + kernel._CHUNK - 1) // kernel._CHUNK, dtype=np.float32)
-    kernel._bounds(ix, block_size, terms, weights, use, ub, chunk_max, np.zeros(0, np.uint8))
+    kernel._bounds(ix, block_size, terms, weights, use, ub, chunk_max, np.zeros(0, np.uint8), np.zeros(0, np.uint8))
     ub[:] = 0.0
 
 

@@ -16,9 +16,21 @@ from lsr.retrievers import backend_capabilities, backend_names
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     index = subparsers.add_parser(
-        "index", help="build an index (encode a corpus), or change one: add, delete, merge",
+        "index", help="build an index (encode a corpus), or change one: add, delete, merge, schema",
         description="lsr index --corpus C --out DIR builds an index; `lsr index add|delete|merge --index DIR` "
                     "changes one in place (a new generation; searches see it after their next refresh).")
+    _add_build_arguments(index)
+    _add_operations(index)
+
+    idf = subparsers.add_parser("idf", help="compute an IDF table {token: weight} over a corpus")
+    idf.add_argument("--corpus", required=True, help="BEIR folder, JSONL file, or ir_datasets id")
+    idf.add_argument("--tokenizer", required=True, metavar="DIR", help="tokenizer (Hugging Face directory)")
+    idf.add_argument("--out", required=True, metavar="FILE", help="JSON file to write")
+    idf.add_argument("--skip-malformed", action="store_true", help="skip and count malformed corpus lines")
+    idf.set_defaults(handler=run_idf)
+
+
+def _add_build_arguments(index: argparse.ArgumentParser) -> None:
     index.add_argument("--corpus", help="BEIR folder, JSONL file, or ir_datasets id")
     index.add_argument("--out", help="index directory to write (replaced atomically)")
     add_encoder_arguments(index, required=False)
@@ -87,6 +99,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     extra.add_argument("--store-documents", action="store_true",
                        help="keep the document texts in the index (GET /documents/{id}, hits with their texts)")
     index.set_defaults(handler=run_index)
+
+
+def _add_operations(index: argparse.ArgumentParser) -> None:
     operations = index.add_subparsers(dest="operation", metavar="OPERATION")
     add = operations.add_parser("add", help="add documents to an index, replacing those whose id is there already "
                                             "(an unchanged title and text is not re-encoded)")
@@ -123,13 +138,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     milvus.add_argument("--milvus-collection", default=None, metavar="NAME",
                         help="collection name (default lsr_<index folder name>)")
     milvus.set_defaults(handler=run_milvus)
-
-    idf = subparsers.add_parser("idf", help="compute an IDF table {token: weight} over a corpus")
-    idf.add_argument("--corpus", required=True, help="BEIR folder, JSONL file, or ir_datasets id")
-    idf.add_argument("--tokenizer", required=True, metavar="DIR", help="tokenizer (Hugging Face directory)")
-    idf.add_argument("--out", required=True, metavar="FILE", help="JSON file to write")
-    idf.add_argument("--skip-malformed", action="store_true", help="skip and count malformed corpus lines")
-    idf.set_defaults(handler=run_idf)
 
 
 def _mirrors(name: str) -> bool:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 _EXPORTS = {
     "load_encoder": "lsr.encoders",
@@ -24,7 +24,9 @@ _EXPORTS = {
     "Index": "lsr.index",
     "Engine": "lsr.engine",
     "Fusion": "lsr.fusion",
-    "Pruning": "lsr.retrievers.native",
+    "Pruning": "lsr.request",
+    "SearchRequest": "lsr.request",
+    "Schema": "lsr.index",
     "Retriever": "lsr.retrievers",
     "register_backend": "lsr.retrievers",
     "SparseBatch": "lsr.sparse",
@@ -44,7 +46,8 @@ _EXPORTS = {
 
 __all__ = [  # = sorted(_EXPORTS); a literal so linters and IDEs see the names
     "Contribution", "Document", "EncoderMismatch", "Engine", "Fusion", "Hit", "Index", "InvalidIndex", "InvalidInput",
-    "LsrError", "NotFound", "Pruning", "Retriever", "SearchResult", "SparseBatch", "Unavailable",
+    "LsrError", "NotFound", "Pruning", "Retriever", "Schema", "SearchRequest", "SearchResult", "SparseBatch",
+    "Unavailable",
     "default_encoder_directory", "evaluate", "load_encoder", "read_corpus", "register_backend",
 ]
 
@@ -68,8 +71,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from lsr.errors import EncoderMismatch, InvalidIndex, InvalidInput, LsrError, NotFound, Unavailable
     from lsr.evaluation import evaluate
     from lsr.fusion import Fusion
-    from lsr.index import Index
+    from lsr.index import Index, Schema
+    from lsr.request import Pruning, SearchRequest
     from lsr.results import Contribution, Hit, SearchResult
     from lsr.retrievers import Retriever, register_backend
-    from lsr.retrievers.native import Pruning
     from lsr.sparse import SparseBatch

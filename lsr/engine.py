@@ -299,7 +299,9 @@ class Engine:
         request = request or SearchRequest(k=k, mode="sparse", **options)
         if request.mode not in (None, "sparse"):
             raise InvalidInput("search_vectors searches the sparse component only")
-        return self.run(replace(request, mode="sparse"), EncodedQueries(None, self, sparse=vectors))
+        if request.mode is None:
+            request = replace(request, mode="sparse")
+        return self.run(request, EncodedQueries(None, self, sparse=vectors))
 
     def run(self, request: SearchRequest, encoded: EncodedQueries, state: State | None = None) -> list[SearchResult]:
         """Answer ``request`` for every query of ``encoded`` from one generation (``state``, default: the current)."""

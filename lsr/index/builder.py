@@ -271,23 +271,17 @@ def build(encoder=None, *, ids: Iterable | None = None, texts: Iterable[str] | N
 
         bar = tqdm(desc="encoding documents", unit="doc", total=limit)
         progress_callback = bar.update
-    target = Path(path) if path is not None else None
-    staging = Staging(target) if target is not None else None
-    directory = staging.path if staging is not None else Path(tempfile.mkdtemp(prefix="lsr-index-"))
-    try:
+
+    def write(directory: Path) -> None:
         build_directory(directory, docs, encoder, build_options, vectors=batch, ids=ids, dense_encoder=dense_encoder,
                         export_jsonl=Path(export_jsonl) if export_jsonl else None,
                         source=str(corpus) if corpus is not None else "python", vocab_size=vocab_size,
                         progress=progress_callback, encode_with=encode_with, schema=schema)
         if bar is not None:
             bar.close()
-        if staging is not None:
-            staging.publish()
-            directory = target
-    except BaseException:
-        shutil.rmtree(directory, ignore_errors=True) if staging is None else staging.discard()
-        raise
-    return Built(directory, encoder, dense_encoder, staging is None, stats)
+
+    directory, scratch = _written(path, write)
+    return Built(directory, encoder, dense_encoder, scratch, stats)
 
 
 def create(encoder=None, *, path: str | Path | None = None, dense_encoder=None, vocab_size: int | None = None,
@@ -298,19 +292,26 @@ def create(encoder=None, *, path: str | Path | None = None, dense_encoder=None, 
         from lsr.encoders import load_encoder
 
         encoder = load_encoder()
+    directory, scratch = _written(path, lambda folder: create_directory(
+        folder, encoder, build_options, dense_encoder, vocab_size, "python", _schema(schema, unknown_fields)))
+    return Built(directory, encoder, dense_encoder, scratch, ReadStats())
+
+
+def _written(path: str | Path | None, write: Callable[[Path], object]) -> tuple[Path, bool]:
+    """Run ``write(folder)`` into a staging sibling of ``path`` published when it returns, or into a private folder
+    (an in-memory index: ``scratch`` True); whatever fails leaves nothing behind."""
     target = Path(path) if path is not None else None
     staging = Staging(target) if target is not None else None
     directory = staging.path if staging is not None else Path(tempfile.mkdtemp(prefix="lsr-index-"))
     try:
-        create_directory(directory, encoder, build_options, dense_encoder, vocab_size, "python",
-                         _schema(schema, unknown_fields))
+        write(directory)
         if staging is not None:
             staging.publish()
             directory = target
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True) if staging is None else staging.discard()
         raise
-    return Built(directory, encoder, dense_encoder, staging is None, ReadStats())
+    return directory, staging is None
 
 
 def copy_generation(directory: Path, manifest: Manifest, snapshot, target: Path) -> Path:
@@ -367,11 +368,13 @@ def resolve_encoders(encoder, directory: Path, manifest: Manifest, device: str |
 
 
 def _schema(schema, unknown_fields: str) -> Schema | None:
+    """The schema a build declares: its fields fixed, the others inferred from the first documents that carry
+    metadata, unless unknown fields are ignored (then only the declared fields are kept)."""
     if schema is None:
         return Schema({}, unknown_fields) if unknown_fields != "error" else None
-    if isinstance(schema, Schema):
-        return schema
-    return Schema.parse(schema, unknown_fields)
+    if not isinstance(schema, Schema):
+        schema = Schema.parse(schema, unknown_fields)
+    return Schema(schema.fields, schema.unknown, open=schema.unknown == "error") if schema.fields else schema
 
 
 def _options(options: dict) -> BuildOptions:

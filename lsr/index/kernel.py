@@ -402,11 +402,12 @@ def _terms_used(weights, query_cut):  # pragma: no cover - numba
 
 
 @numba.njit(cache=True)
-def _bounds(ix, block_size, terms, weights, use, ub, chunk_max, block_live):  # pragma: no cover - numba
+def _bounds(ix, block_size, terms, weights, use, ub, chunk_max, block_live, live):  # pragma: no cover - numba
     """The bound of every block of one segment (``ub``: its bound slots, all zero on entry), in query-term order, and
     the maximum of each chunk of blocks (``chunk_max``, :func:`_chunk_maxima`); returns the largest bound. A block
     that ``block_live`` (uint8 a block; empty: every block) marks 0 holds no row the request may return: its bound is
-    0, so no tier ever scores it."""
+    0, so no tier ever scores it. A rarer term adds only the impacts of rows ``live`` keeps (uint8 a row; empty:
+    every row): a bound need only hold for the rows a block may offer."""
     term_windows, doc_low, _, impacts, _, _, max_slot, max_rows = ix
     shift = _log2(block_size)
     zero = np.float32(0.0)
@@ -432,11 +433,17 @@ def _bounds(ix, block_size, terms, weights, use, ub, chunk_max, block_live):  # 
             continue
         for w in range(term_windows.shape[1] - 1):  # a rarer term: the sum of its impacts in the block, >= their max
             first_block = np.int64(w) << (WINDOW_BITS - shift)
-            for p in range(term_windows[term, w], term_windows[term, w + 1]):
-                ub[first_block + (np.int64(doc_low[p]) >> shift)] += weight * np.float32(impacts[p])
+            if len(live) == 0:
+                for p in range(term_windows[term, w], term_windows[term, w + 1]):
+                    ub[first_block + (np.int64(doc_low[p]) >> shift)] += weight * np.float32(impacts[p])
+                continue
+            base = np.int64(w) << WINDOW_BITS
+            for p in range(term_windows[term, w], term_windows[term, w + 1]):  # (times 0 or 1: no branch to miss)
+                low = np.int64(doc_low[p])
+                ub[first_block + (low >> shift)] += (weight * np.float32(impacts[p])) * np.float32(live[base + low])
     if len(block_live) > 0:
         for b in range(len(block_live)):
-            ub[b] = ub[b] if block_live[b] != 0 else zero
+            ub[b] *= np.float32(block_live[b])
     _chunk_maxima(ub, chunk_max)
     max_ub = zero
     for c in range(len(chunk_max)):
@@ -511,7 +518,7 @@ def score_query_blockmax(ix, live, block_size, num_docs, terms, weights, k, alph
     chunk_max = np.empty(len(ub) // _CHUNK, dtype=np.float32)
     chunks = np.empty(len(ub) // _CHUNK, dtype=np.int32)
     use = _terms_used(weights, query_cut)
-    max_ub = _bounds(ix, block_size, terms, weights, use, ub, chunk_max, np.zeros(0, dtype=np.uint8))
+    max_ub = _bounds(ix, block_size, terms, weights, use, ub, chunk_max, np.zeros(0, dtype=np.uint8), live)
     size = postings = scored = 0
     hi = np.float32(np.inf)
     tier = 0
@@ -555,7 +562,7 @@ def _segments_range(ixs, lives, block_lives, block_sizes, doc_bases, n_blocks, q
         max_ub = np.float32(0.0)
         for s in range(n_segments):  # every segment's bounds first ...
             seg_max[s] = _bounds(ixs[s], block_sizes[s], terms, weights, use, ub[block_at[s]:block_at[s + 1]],
-                                 chunk_max[chunk_at[s]:chunk_at[s + 1]], block_lives[s])
+                                 chunk_max[chunk_at[s]:chunk_at[s + 1]], block_lives[s], lives[s])
             max_ub = max(max_ub, seg_max[s])
         size = 0
         hi = np.float32(np.inf)
@@ -624,15 +631,22 @@ def score_segments_blockmax(ixs, lives, block_lives, block_sizes, doc_bases, n_b
 # -- Scoring a few kept rows directly -------------------------------------------------------------------------------------
 #
 # A filter that keeps few rows (lsr.index.selection) is answered without walking blocks: every kept row is scored
-# exactly, term by term in query order (the additions of the exhaustive kernel), a rare term's postings found by
-# galloping from the previous kept row of the same window (rows increase, so the cursor only moves forward). The cost
-# is about (query terms x kept rows x a short search), whatever the size of the segment.
+# exactly, term by term in query order (the additions of the exhaustive kernel, into a per-row accumulator). A term
+# stored as a dense row is read at the kept rows only. A term stored as postings is either walked whole, adding the
+# postings of kept rows (``live``), or, when it has many more postings than there are kept rows (``WALK`` times),
+# searched for each kept row by galloping from the previous one in the same window (rows increase, so the cursor only
+# moves forward). The cost is about (query terms x kept rows), bounded by the query's postings, whatever the size of
+# the segment.
+
+WALK = 32  # a term with under WALK x kept rows postings is walked; above, each kept row is searched for
 
 
 @numba.njit(cache=True)
-def _rows_query(ix, kept, doc_base, terms, weights, k, acc, heap_scores, heap_docs, size):  # pragma: no cover
-    """Score the rows ``kept`` (increasing) of one segment for one query and offer them to the heap (rows numbered
-    from ``doc_base``); return (heap size, postings read). ``acc`` (float32, at least len(kept)) is left zero."""
+def _rows_query(ix, kept, live, acc, doc_base, terms, weights, k, heap_scores, heap_docs, size,
+                walk):  # pragma: no cover - numba
+    """Score the rows ``kept`` (increasing; ``live``: 1 for each of them, a row) of one segment for one query and
+    offer them to the heap (rows numbered from ``doc_base``); return (heap size, postings read). ``acc`` (float32,
+    one a row of the segment) is all zero on entry and left so."""
     term_windows, doc_low, skips, impacts, dense_slot, dense_rows, _, _ = ix
     m = len(kept)
     postings = 0
@@ -643,8 +657,19 @@ def _rows_query(ix, kept, doc_base, terms, weights, k, acc, heap_scores, heap_do
         if slot >= 0:
             row = dense_rows[slot]
             for i in range(m):
-                acc[i] += weight * np.float32(row[kept[i]])
+                r = kept[i]
+                acc[r] += weight * np.float32(row[r])
             postings += m
+            continue
+        n_windows = term_windows.shape[1] - 1
+        if term_windows[term, n_windows] - term_windows[term, 0] <= walk * m:
+            for w in range(n_windows):
+                base = np.int64(w) << WINDOW_BITS
+                for p in range(term_windows[term, w], term_windows[term, w + 1]):
+                    r = base + np.int64(doc_low[p])
+                    if live[r] != 0:
+                        acc[r] += weight * np.float32(impacts[p])
+                postings += term_windows[term, w + 1] - term_windows[term, w]
             continue
         i = 0
         while i < m:  # one window of kept rows at a time
@@ -656,26 +681,23 @@ def _rows_query(ix, kept, doc_base, terms, weights, k, acc, heap_scores, heap_do
                     low = kept[i] & _WINDOW_MASK
                     p = _seek(doc_low, skips, p, end, low)
                     if p < end and np.int64(doc_low[p]) == low:
-                        acc[i] += weight * np.float32(impacts[p])
+                        acc[kept[i]] += weight * np.float32(impacts[p])
                         postings += 1
                 i += 1
     for i in range(m):
-        score = acc[i]
+        r = kept[i]
+        score = acc[r]
         if score > 0.0:
-            acc[i] = 0.0
-            size = _offer(heap_scores, heap_docs, size, k, score, doc_base + kept[i])
+            acc[r] = 0.0
+            size = _offer(heap_scores, heap_docs, size, k, score, doc_base + r)
     return size, postings
 
 
 @numba.njit(cache=True)
-def _rows_range(ixs, kepts, doc_bases, q_indptr, q_terms, q_weights, k, first, last, out_docs, out_scores,
-                postings):  # pragma: no cover - numba
+def _rows_range(ixs, kepts, lives, acc, doc_bases, q_indptr, q_terms, q_weights, k, first, last, out_docs, out_scores,
+                postings, walk):  # pragma: no cover - numba
     heap_scores = np.empty(k, dtype=np.float32)
     heap_docs = np.empty(k, dtype=np.int64)
-    longest = 1
-    for s in range(len(kepts)):
-        longest = max(longest, len(kepts[s]))
-    acc = np.zeros(longest, dtype=np.float32)
     for q in range(first, last):
         start = q_indptr[q]
         end = q_indptr[q + 1]
@@ -683,33 +705,42 @@ def _rows_range(ixs, kepts, doc_bases, q_indptr, q_terms, q_weights, k, first, l
         for s in range(len(ixs)):
             if len(kepts[s]) == 0:
                 continue
-            size, read = _rows_query(ixs[s], kepts[s], doc_bases[s], q_terms[start:end], q_weights[start:end], k, acc,
-                                     heap_scores, heap_docs, size)
+            rows = len(lives[s])  # segment s's accumulator: its rows, at its first row number (doc_bases are cumulative)
+            size, read = _rows_query(ixs[s], kepts[s], lives[s], acc[doc_bases[s] - doc_bases[0]:][:rows],
+                                     doc_bases[s], q_terms[start:end], q_weights[start:end], k, heap_scores, heap_docs,
+                                     size, walk)
             postings[q] += read
         _drain(heap_scores, heap_docs, size, k, out_docs[q], out_scores[q])
 
 
 @numba.njit(cache=True)
-def score_segments_rows_serial(ixs, kepts, doc_bases, q_indptr, q_terms, q_weights, k):  # pragma: no cover - numba
-    """The exact top-k among the kept rows of several segments (typed lists of their kernel arrays and of their kept
-    rows, increasing; rows numbered from ``doc_bases``), ties to the smaller number: the exhaustive kernel's answer
-    over those rows. Returns (documents, scores, postings read)."""
+def score_segments_rows_serial(ixs, kepts, lives, doc_bases, q_indptr, q_terms, q_weights, k, acc,
+                               walk=WALK):  # pragma: no cover - numba
+    """The exact top-k among the kept rows of several segments (typed lists of their kernel arrays, of their kept
+    rows, increasing, and of their ``live`` flags, one a row; rows numbered from ``doc_bases``, each segment's
+    following the previous one's), ties to the smaller number: the exhaustive kernel's answer over those rows.
+    ``acc``: float32, zero, a slot a row of all the segments (left zero). Returns (documents, scores, postings
+    read). ``walk``: see :data:`WALK`."""
     n_queries = len(q_indptr) - 1
     out_docs, out_scores, postings, _ = _new_outputs(n_queries, k)
-    _rows_range(ixs, kepts, doc_bases, q_indptr, q_terms, q_weights, k, 0, n_queries, out_docs, out_scores, postings)
+    _rows_range(ixs, kepts, lives, acc, doc_bases, q_indptr, q_terms, q_weights, k, 0, n_queries, out_docs,
+                out_scores, postings, walk)
     return out_docs, out_scores, postings
 
 
 @numba.njit(cache=True, parallel=True)
-def score_segments_rows(ixs, kepts, doc_bases, q_indptr, q_terms, q_weights, k, n_chunks):  # pragma: no cover
-    """:func:`score_segments_rows_serial` in parallel over chunks of queries."""
+def score_segments_rows(ixs, kepts, lives, doc_bases, q_indptr, q_terms, q_weights, k, n_chunks, total_rows,
+                        walk=WALK):  # pragma: no cover - numba
+    """:func:`score_segments_rows_serial` in parallel over chunks of queries, each chunk with its own accumulator
+    of ``total_rows`` slots."""
     n_queries = len(q_indptr) - 1
     out_docs, out_scores, postings, _ = _new_outputs(n_queries, k)
     n_chunks = max(1, min(n_chunks, n_queries))
     per_chunk = (n_queries + n_chunks - 1) // n_chunks
     for chunk in numba.prange(n_chunks):
-        _rows_range(ixs, kepts, doc_bases, q_indptr, q_terms, q_weights, k, chunk * per_chunk,
-                    min(n_queries, (chunk + 1) * per_chunk), out_docs, out_scores, postings)
+        acc = np.zeros(total_rows, dtype=np.float32)
+        _rows_range(ixs, kepts, lives, acc, doc_bases, q_indptr, q_terms, q_weights, k, chunk * per_chunk,
+                    min(n_queries, (chunk + 1) * per_chunk), out_docs, out_scores, postings, walk)
     return out_docs, out_scores, postings
 
 

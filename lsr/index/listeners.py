@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from lsr.errors import InvalidInput
+from lsr.plugins import Registry
 
 LISTENER_GROUP = "lsr.listeners"
 
@@ -64,40 +65,20 @@ class ListenerFactory(Protocol):
         """The listener for this index, or None when the index has nothing for it."""
 
 
-_FACTORIES: dict[str, str | type] = {}
-_discovered = False
+_FACTORIES = Registry(LISTENER_GROUP)
 
 
 def register_listener(name: str, factory: str | type) -> None:
     """Register a listener factory in this process (a class or ``"module:Class"`` with ``attach``)."""
-    _FACTORIES[name] = factory
-
-
-def _discover() -> None:
-    global _discovered
-    if not _discovered:
-        from importlib.metadata import entry_points
-
-        for entry in entry_points(group=LISTENER_GROUP):
-            _FACTORIES.setdefault(entry.name, entry.value)
-        _discovered = True
+    _FACTORIES.register(name, factory)
 
 
 def listener_factory(name: str):
-    _discover()
-    factory = _FACTORIES[name]
-    if isinstance(factory, str):
-        import importlib
-
-        module, _, attribute = factory.partition(":")
-        factory = getattr(importlib.import_module(module), attribute)
-        _FACTORIES[name] = factory
-    return factory
+    return _FACTORIES.get(name)
 
 
 def listener_names() -> list[str]:
-    _discover()
-    return list(_FACTORIES)
+    return _FACTORIES.names()
 
 
 def listener_options(source: Any) -> dict[str, dict]:

@@ -141,10 +141,13 @@ def infer_type(value) -> str | None:
 
 @dataclass(frozen=True)
 class Schema:
-    """Field -> type, and what a document's unknown field does (``error`` or ``ignore``)."""
+    """Field -> type, and what a document's unknown field does (``error`` or ``ignore``). ``open``: fields were
+    declared at build and the rest are still to be inferred from the first documents that carry metadata (then
+    the schema is fixed)."""
 
     fields: dict[str, str] = field(default_factory=dict)
     unknown: str = "error"
+    open: bool = False
 
     def __post_init__(self) -> None:
         if self.unknown not in UNKNOWN_POLICIES:
@@ -176,10 +179,19 @@ class Schema:
 
     @classmethod
     def from_manifest(cls, data: Mapping | None) -> Schema | None:
-        return None if not data else cls(dict(data.get("fields", {})), data.get("unknown", "error"))
+        if not data:
+            return None
+        return cls(dict(data.get("fields", {})), data.get("unknown", "error"), bool(data.get("open", False)))
 
     def to_manifest(self) -> dict:
-        return {"fields": dict(self.fields), "unknown": self.unknown}
+        return {"fields": dict(self.fields), "unknown": self.unknown, **({"open": True} if self.open else {})}
+
+    def complete(self, records: Iterable[tuple[str, Mapping]]) -> Schema:
+        """An open schema fixed: the declared fields, plus the types ``records`` suggest for the others."""
+        declared = set(self.fields)
+        inferred = Schema.infer(((doc_id, {k: v for k, v in m.items() if k not in declared}) for doc_id, m in records),
+                                self.unknown)
+        return Schema({**self.fields, **inferred.fields}, self.unknown)
 
     def describe(self) -> str:
         return ", ".join(f"{name}: {kind}" for name, kind in self.fields.items()) or "no fields"
@@ -245,7 +257,7 @@ class Schema:
                 raise InvalidInput(f"metadata field {name!r} is {old}; it cannot become {kind} (widenings: {allowed}); "
                                    "to change it otherwise, rebuild the index")
             fields[name] = kind
-        return Schema(fields, self.unknown)
+        return Schema(fields, self.unknown, self.open)
 
 
 # -- columns ---------------------------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@
 view's deletes. The result is cached on the segment, by filter and deletes file, so a filter that requests repeat
 is compiled once per segment (as Lucene's query cache keeps a filter's bitset per segment).
 
-A selection that keeps few documents (under 1/32 of the segment) is held as sorted row numbers, which the native
+A selection that keeps few documents (under 1/256 of the segment) is held as sorted row numbers, which the native
 kernel scores directly (:func:`lsr.index.kernel.score_segments_rows`); a larger one as a per-row flag array and a
 per-block flag array, which the block-max kernel reads to skip deleted and filtered rows and every block that holds
 none of them.
@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
-SPARSE_BELOW = 32  # kept rows under 1/32 of a segment's rows: scored directly, as a list
+SPARSE_BELOW = 256  # kept rows under 1/256 of a segment's rows: scored directly, as a list (1M synthetic: the
+# direct kernel 0.56 ms at 0.1 %, 1.33 ms at 1 %; the block-max kernel over kept rows 0.97 and 0.81 ms)
+BLOCKS_WORTH_SKIPPING = 0.25  # the kernel skips empty blocks when at most this share of blocks holds a kept row
+_EMPTY = np.zeros(0, dtype=np.uint8)
 
 
 class Selection:
@@ -28,9 +31,10 @@ class Selection:
         self._documents = segment.info.documents
         self._doc_mask, self._doc_rows = doc_mask, doc_rows
         self.documents = int(np.count_nonzero(doc_mask)) if doc_rows is None else len(doc_rows)
-        self._live_rows = self._block_live = self._kept_rows = None
+        self._live_rows = self._block_live = self._kept_rows = self._kernel_blocks = None
         if self.sparse:
             self.kept_rows()
+            self.live_rows()
         else:
             self.live_rows()
             self.block_live()
@@ -71,6 +75,19 @@ class Selection:
             padded[: len(live)] = live
             self._block_live = padded.reshape(n_blocks, self._block_size).max(axis=1)
         return self._block_live
+
+    def kernel_live(self) -> np.ndarray:
+        """:meth:`live_rows`, or an empty array when every row is kept (the kernels' fast path: no check a row)."""
+        return _EMPTY if self.documents == self._documents and self._row_doc is None else self.live_rows()
+
+    def kernel_blocks(self) -> np.ndarray:
+        """:meth:`block_live`, or an empty array when most blocks hold a kept row: then zeroing the few others costs
+        the kernel a pass over every bound and saves it almost nothing (1M synthetic, 50 % kept: 0.72 ms with the
+        pass, 0.57 without; 1 % kept: 0.55 with, 0.81 without)."""
+        if self._kernel_blocks is None:
+            blocks = self.block_live()
+            self._kernel_blocks = _EMPTY if np.count_nonzero(blocks) > len(blocks) * BLOCKS_WORTH_SKIPPING else blocks
+        return self._kernel_blocks
 
     def kept_rows(self) -> np.ndarray:
         """int64: the rows of kept documents, increasing."""

@@ -152,8 +152,8 @@ class IndexWriter:
 
     def _normalize(self, documents: list[Document]) -> list[dict]:
         with_metadata = [(d.id, d.metadata) for d in documents if d.metadata]
-        if with_metadata and self.schema is None:
-            self.schema = Schema.infer(with_metadata)
+        if with_metadata and (self.schema is None or self.schema.open):
+            self.schema = Schema.infer(with_metadata) if self.schema is None else self.schema.complete(with_metadata)
             self._schema_changed = True
         normalized = [self.schema.normalize(d.id, d.metadata) if d.metadata else {} for d in documents]
         for document, values in zip(documents, normalized):

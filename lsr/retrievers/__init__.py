@@ -23,12 +23,12 @@ choices, ``lsr serve`` workers), or with :func:`register_backend` (this process 
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from lsr.errors import InvalidInput
+from lsr.plugins import Registry
 from lsr.request import SearchRequest
 from lsr.results import COMPONENTS, Ranked  # noqa: F401  (COMPONENTS: what a retriever answers for)
 
@@ -78,49 +78,29 @@ class Retriever(Protocol):
         ...
 
 
-_BACKENDS: dict[str, str | type] = {
+BACKEND_GROUP = "lsr.backends"
+_BACKENDS = Registry(BACKEND_GROUP, {
     "native": "lsr.retrievers.native:NativeRetriever",
     "lucene": "lsr.lucene.retriever:LuceneRetriever",
     "milvus": "lsr.milvus.retriever:MilvusRetriever",
-}
-
-
-BACKEND_GROUP = "lsr.backends"
-_discovered = False
+})
 
 
 def register_backend(name: str, backend: str | type) -> None:
     """Register a sparse backend in this process: a class (or ``"module:Class"``) with
-    ``open(index, **options) -> Retriever``. For every process (CLI, server workers), declare it in the
+    ``open(snapshot, **options) -> Retriever``. For every process (CLI, server workers), declare it in the
     ``lsr.backends`` entry-point group of your package instead."""
-    _BACKENDS[name] = backend
-
-
-def _discover() -> None:
-    global _discovered
-    if not _discovered:
-        from importlib.metadata import entry_points
-
-        for entry in entry_points(group=BACKEND_GROUP):
-            _BACKENDS.setdefault(entry.name, entry.value)
-        _discovered = True
+    _BACKENDS.register(name, backend)
 
 
 def backend_names() -> list[str]:
-    _discover()
-    return list(_BACKENDS)
+    return _BACKENDS.names()
 
 
 def backend_class(name: str) -> type:
-    _discover()
     if name not in _BACKENDS:
-        raise InvalidInput(f"unknown backend {name!r}; known backends: {', '.join(_BACKENDS)}")
-    backend = _BACKENDS[name]
-    if isinstance(backend, str):
-        module, _, attribute = backend.partition(":")
-        backend = getattr(importlib.import_module(module), attribute)
-        _BACKENDS[name] = backend
-    return backend
+        raise InvalidInput(f"unknown backend {name!r}; known backends: {', '.join(_BACKENDS.names())}")
+    return _BACKENDS.get(name)
 
 
 def backend_capabilities(name: str) -> Capabilities:

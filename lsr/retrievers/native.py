@@ -30,6 +30,8 @@ from lsr.results import Ranked
 from lsr.retrievers import Capabilities
 from lsr.sparse import SparseBatch
 
+FILTER_LISTS = 32  # filters whose kernel arguments a retriever keeps
+
 
 def default_threads() -> int:
     return max(1, int(os.environ.get("NUMBA_NUM_THREADS", os.cpu_count() or 1)))
@@ -58,6 +60,8 @@ class NativeRetriever:
                           for view in self.views]
         self._live_total = sum(view.live_documents for view in self.views)
         self._local = threading.local()  # per-thread scratch of the single-threaded block-max kernel
+        self._lock = threading.Lock()
+        self._filter_lists: dict = {}  # (filter, direct) -> (its selections, the kernel's typed lists)
         if self.pruning.method == "blockmax" and self.aggregate != "sum":
             for view in self.views:
                 view.segment.kernel_arrays()  # load before the first query
@@ -111,11 +115,13 @@ class NativeRetriever:
         if self._together is not None:  # the filtered kernels: every row kept, scored directly and by blocks
             from numba.typed import List
 
-            ixs, _, _, _, bases, *_ = self._together
+            ixs, lives, _, _, bases, *_ = self._together
             kepts = List([np.zeros(0, dtype=np.int64) for _ in self.views])
+            flags = List([np.zeros(view.segment.info.rows, dtype=np.uint8) for view in self.views])
             q = (probe.indptr, probe.indices, probe.weights)
-            kernel.score_segments_rows_serial(ixs, kepts, bases, *q, 1)
-            kernel.score_segments_rows(ixs, kepts, bases, *q, 1, 2)
+            rows = int(bases[-1]) + self.views[-1].segment.info.rows
+            kernel.score_segments_rows_serial(ixs, kepts, flags, bases, *q, 1, np.zeros(rows, np.float32))
+            kernel.score_segments_rows(ixs, kepts, flags, bases, *q, 1, 2, rows)
 
     def retrieve(self, queries: SparseBatch, request: SearchRequest | int, threads: int | None = None) -> list[Ranked]:
         request = as_request(request, threads)
@@ -166,30 +172,52 @@ class NativeRetriever:
         total = sum(kept)
         if total == 0:
             return [Ranked(ids=[], scores=[], exact=pruning.exact) for _ in range(len(queries))]
-        together = self._together
-        if together is not None and pruning.method == "blockmax":
-            from numba.typed import List
-
-            ixs, _, _, block_sizes, bases, n_blocks, max_blocks, max_block_size = together
-            if all(s.sparse for s in selections) and pruning.exact:
-                return self._retrieve_rows(queries, k, threads, ixs, List([s.kept_rows() for s in selections]), bases,
-                                           total)
-            masked = (ixs, List([s.live_rows() for s in selections]), List([s.block_live() for s in selections]),
-                      block_sizes, bases, n_blocks, max_blocks, max_block_size)
-            return self._retrieve_together(queries, k, threads, pruning, masked, total)
+        if self._together is not None and pruning.method == "blockmax":
+            direct = all(s.sparse for s in selections) and pruning.exact
+            arguments = self._filtered_lists(clause.key, selections, direct)
+            if direct:
+                return self._retrieve_rows(queries, k, threads, *arguments, total)
+            return self._retrieve_together(queries, k, threads, pruning, arguments, total)
         return self._retrieve_each(queries, k, threads, pruning, [s.live_rows() for s in selections],
                                    [s.doc_mask().astype(np.uint8) for s in selections], kept)
 
-    def _retrieve_rows(self, queries: SparseBatch, k: int, threads: int, ixs, kepts, bases, total: int) -> list[Ranked]:
+    def _filtered_lists(self, key: str, selections: list, direct: bool) -> tuple:
+        """The kernel's typed lists for a filter's selections, built once per filter for this snapshot (building
+        numba typed lists costs more than a selective search)."""
+        cached = self._filter_lists.get((key, direct))
+        if cached is not None and all(a is b for a, b in zip(cached[0], selections)):
+            return cached[1]
+        from numba.typed import List
+
+        ixs, _, _, block_sizes, bases, n_blocks, max_blocks, max_block_size = self._together
+        if direct:
+            arguments = (ixs, List([s.kept_rows() for s in selections]), List([s.live_rows() for s in selections]),
+                         bases)
+        else:
+            arguments = (ixs, List([s.kernel_live() for s in selections]),
+                         List([s.kernel_blocks() for s in selections]), block_sizes, bases, n_blocks, max_blocks,
+                         max_block_size)
+        with self._lock:
+            if len(self._filter_lists) >= FILTER_LISTS:
+                self._filter_lists.pop(next(iter(self._filter_lists)))
+            self._filter_lists[(key, direct)] = (selections, arguments)
+        return arguments
+
+    def _retrieve_rows(self, queries: SparseBatch, k: int, threads: int, ixs, kepts, lives, bases,
+                       total: int) -> list[Ranked]:
         k = max(1, min(k, total))
         q = (queries.indptr, queries.indices, queries.weights)
+        rows = int(bases[-1]) + self.views[-1].segment.info.rows
         if threads == 1 or len(queries) == 1:
-            docs, scores, postings = kernel.score_segments_rows_serial(ixs, kepts, bases, *q, k)
+            acc = getattr(self._local, "rows_acc", None)
+            if acc is None:  # (zero, and left zero by the kernel: one a thread, reused)
+                acc = self._local.rows_acc = np.zeros(rows, dtype=np.float32)
+            docs, scores, postings = kernel.score_segments_rows_serial(ixs, kepts, lives, bases, *q, k, acc)
         elif kernel.PARALLEL_LOCK is not None:
             with kernel.PARALLEL_LOCK:
-                docs, scores, postings = kernel.score_segments_rows(ixs, kepts, bases, *q, k, threads)
+                docs, scores, postings = kernel.score_segments_rows(ixs, kepts, lives, bases, *q, k, threads, rows)
         else:
-            docs, scores, postings = kernel.score_segments_rows(ixs, kepts, bases, *q, k, threads)
+            docs, scores, postings = kernel.score_segments_rows(ixs, kepts, lives, bases, *q, k, threads, rows)
         return self._ranked(docs, scores, postings, bases, True)
 
     def _gather(self, positions: np.ndarray, numbers: np.ndarray, field: str) -> list:

@@ -176,7 +176,8 @@ def check_every_mode(index: Index, truth: dict, seed: int, rounds: int) -> None:
 @pytest.mark.parametrize("path", ["auto", "rows", "blocks"])
 def test_every_mode_answers_the_exact_top_k_of_the_kept_documents(live, monkeypatch, path):
     """``rows``: every selection scored directly, masks kept as sorted numbers; ``blocks``: every selection walked
-    by blocks, masks as flag arrays; ``auto``: as the thresholds choose (on this small index, mostly blocks)."""
+    by blocks, skipping every block with no kept row, masks as flag arrays; ``auto``: as the thresholds choose (on
+    this small index, mostly blocks)."""
     import lsr.filters
     import lsr.index.selection
     import lsr.retrievers.native
@@ -185,6 +186,7 @@ def test_every_mode_answers_the_exact_top_k_of_the_kept_documents(live, monkeypa
         below = 0 if path == "rows" else 10**9  # (a selection is "few" when kept x below < rows)
         monkeypatch.setattr(lsr.index.selection, "SPARSE_BELOW", below)
         monkeypatch.setattr(lsr.filters, "SPARSE_BELOW", below)
+        monkeypatch.setattr(lsr.index.selection, "BLOCKS_WORTH_SKIPPING", 1.0)  # blocks with no kept row: skipped
     used = []
     for name in ("_retrieve_rows", "_retrieve_together"):
         original = getattr(lsr.retrievers.native.NativeRetriever, name)

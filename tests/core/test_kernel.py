@@ -197,6 +197,23 @@ def test_deleted_rows_are_skipped_and_blockmax_stays_exact(dtype, block_size, de
                     assert docs[q][docs[q] >= 0].tolist() == expected_docs, (seed, k, q)
 
 
+def segments_of(dense: np.ndarray, cuts: list[int]):
+    """The rows [cuts[i], cuts[i+1]) of a dense (rows x terms) impact matrix as segments (typed list of kernel
+    arrays, blocks of 4), and their first row numbers."""
+    from numba.typed import List
+
+    ixs, bases = List(), []
+    for first, last in zip(cuts[:-1], cuts[1:]):
+        part = dense[first:last]
+        o = np.zeros(part.shape[1] + 1, dtype=np.int64)
+        o[1:] = np.cumsum((part > 0).sum(0))
+        d = np.concatenate([np.flatnonzero(part[:, t]) for t in range(part.shape[1])]).astype(np.uint32)
+        i = np.concatenate([part[part[:, t] > 0, t] for t in range(part.shape[1])]).astype(np.uint8)
+        ixs.append(stored(o, d, i, last - first, 4, 4))
+        bases.append(first)
+    return ixs, bases
+
+
 def test_one_call_over_several_segments_equals_the_exhaustive_top_k():
     """Segments searched in one kernel call with a shared heap (the k-th score of one prunes the next), deleted rows
     skipped: the same top-k, ties included, as the exhaustive kernel over the whole collection."""
@@ -209,17 +226,9 @@ def test_one_call_over_several_segments_equals_the_exhaustive_top_k():
         n = dense.shape[0]
         live = (np.random.default_rng(seed).random(n) > 0.25).astype(np.uint8)
         cuts = [0, 70, 71, 190, n]  # uneven segments, one of a single document
-        ixs, lives, bases, blocks = List(), List(), [], []
-        for first, last in zip(cuts[:-1], cuts[1:]):
-            part = dense[first:last]
-            o = np.zeros(part.shape[1] + 1, dtype=np.int64)
-            o[1:] = np.cumsum((part > 0).sum(0))
-            d = np.concatenate([np.flatnonzero(part[:, t]) for t in range(part.shape[1])]).astype(np.uint32)
-            i = np.concatenate([part[part[:, t] > 0, t] for t in range(part.shape[1])]).astype(np.uint8)
-            ixs.append(stored(o, d, i, last - first, 4, 4))
-            lives.append(live[first:last].copy())
-            bases.append(first)
-            blocks.append((last - first + 3) // 4)
+        ixs, bases = segments_of(dense, cuts)
+        lives = List([live[first:last].copy() for first, last in zip(cuts[:-1], cuts[1:])])
+        blocks = [(last - first + 3) // 4 for first, last in zip(cuts[:-1], cuts[1:])]
         no_blocks = List([np.zeros(0, np.uint8) for _ in lives])
         flagged = List([np.pad(live_, (0, -len(live_) % 4)).reshape(-1, 4).max(1).astype(np.uint8) for live_ in lives])
         for k in (1, 10, 40):
@@ -249,22 +258,20 @@ def test_scoring_the_kept_rows_directly_equals_the_exhaustive_top_k_over_them():
         rng = np.random.default_rng(100 + seed)
         keep = (rng.random(n) < (0.02, 0.1, 0.5, 1.0)[seed]).astype(np.uint8)
         cuts = [0, 70, 71, 190, n]
-        ixs, kepts, bases = List(), List(), []
-        for first, last in zip(cuts[:-1], cuts[1:]):
-            part = dense[first:last]
-            o = np.zeros(part.shape[1] + 1, dtype=np.int64)
-            o[1:] = np.cumsum((part > 0).sum(0))
-            d = np.concatenate([np.flatnonzero(part[:, t]) for t in range(part.shape[1])]).astype(np.uint32)
-            i = np.concatenate([part[part[:, t] > 0, t] for t in range(part.shape[1])]).astype(np.uint8)
-            ixs.append(stored(o, d, i, last - first, 4, 4))
-            kepts.append(np.flatnonzero(keep[first:last]).astype(np.int64))
-            bases.append(first)
-        for k in (1, 10, 40):
-            want = score_batch(stored(offsets, doc_ids, impacts, n), keep, q_indptr, q_terms, q_weights, n, k, 1)
-            for got in (score_segments_rows_serial(ixs, kepts, np.array(bases), q_indptr, q_terms, q_weights, k),
-                        score_segments_rows(ixs, kepts, np.array(bases), q_indptr, q_terms, q_weights, k, 2)):
-                np.testing.assert_array_equal(got[0], want[0])
-                np.testing.assert_array_equal(got[1], want[1])
+        ixs, bases = segments_of(dense, cuts)
+        kepts = List([np.flatnonzero(keep[first:last]).astype(np.int64) for first, last in zip(cuts[:-1], cuts[1:])])
+        lives = List([keep[first:last].copy() for first, last in zip(cuts[:-1], cuts[1:])])
+        for walk in (0, 10**6):  # every posting term searched for each kept row; every one walked
+            for k in (1, 10, 40):
+                want = score_batch(stored(offsets, doc_ids, impacts, n), keep, q_indptr, q_terms, q_weights, n, k, 1)
+                acc = np.zeros(n, np.float32)
+                for got in (score_segments_rows_serial(ixs, kepts, lives, np.array(bases), q_indptr, q_terms, q_weights,
+                                                       k, acc, walk),
+                            score_segments_rows(ixs, kepts, lives, np.array(bases), q_indptr, q_terms, q_weights, k, 2,
+                                                n, walk)):
+                    np.testing.assert_array_equal(got[0], want[0])
+                    np.testing.assert_array_equal(got[1], want[1])
+                assert not acc.any()
 
 
 def test_rows_past_one_window_of_65536():

@@ -138,3 +138,49 @@ def test_lsr_index_add_delete_merge_change_an_index_in_place(tmp_path, tiny_mlm_
     assert Index.open(tmp_path / "idx", load_encoder=False).segments[0].info.documents == 3
     assert main(["index", "add", "--index", str(tmp_path / "nope"), "--corpus", str(more)]) == 2
     assert "is not an lsr index" in capsys.readouterr().err
+
+
+def test_lsr_index_keeps_metadata_declares_and_widens_fields(tmp_path, tiny_mlm_dir, tiny_idf_file, capsys):
+    """A corpus line's `metadata` object is kept (typed by --field, the rest inferred); `lsr index schema` shows and
+    widens the fields; a line whose metadata does not fit is refused with its file and line, nothing written."""
+    from lsr import Engine, Index
+
+    lines = [{**d, "metadata": {"year": 2000 + i, "lang": "en" if i % 2 else "de"}} for i, d in enumerate(TINY_DOCS)]
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", lines)
+    common = ["--encoder", str(tiny_mlm_dir), "--kind", "inference-free", "--idf", str(tiny_idf_file)]
+    assert main(["index", "--corpus", str(corpus), *common, "--field", "year:float", "--out",
+                 str(tmp_path / "idx")]) == 0
+    built = json.loads(capsys.readouterr().out)
+    assert built["metadata"] == {"fields": {"year": "float", "lang": "keyword"}, "unknown": "error"}
+    engine = Engine(Index.open(tmp_path / "idx"))
+    assert set(engine.search("statin fish", 5, "sparse", filter={"term": {"lang": "de"}}).ids) <= {"d1", "d3", "d5"}
+    assert main(["index", "schema", "--index", str(tmp_path / "idx"), "--add", "lang:keywords", "--add",
+                 "stars:integer"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["fields"] == {"year": "float", "lang": "keywords", "stars": "integer"} and shown["generation"] == 2
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"_id": "z", "text": "salt", "metadata": {"stars": "many"}}])
+    assert main(["index", "add", "--index", str(tmp_path / "idx"), "--corpus", str(bad)]) == 2
+    assert "document 'z': metadata field 'stars'" in capsys.readouterr().err
+    assert Index.open(tmp_path / "idx", load_encoder=False).generation == 2
+    assert main(["index", "--corpus", str(corpus), *common, "--field", "year", "--out", str(tmp_path / "x")]) == 2
+    assert "NAME:TYPE" in capsys.readouterr().err
+
+
+def test_lsr_eval_takes_a_filter(tmp_path, tiny_mlm_dir, tiny_idf_file, capsys):
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    lines = [{**d, "metadata": {"lang": "en" if i % 2 else "de"}} for i, d in enumerate(TINY_DOCS)]
+    write_jsonl(beir / "corpus.jsonl", lines)
+    write_jsonl(beir / "queries.jsonl", [{"_id": "q1", "text": "statin breast cancer"}, {"_id": "q2", "text": "salt"}])
+    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td4\t1\n")
+    assert main(["index", "--corpus", str(beir), "--encoder", str(tiny_mlm_dir), "--kind", "inference-free",
+                 "--idf", str(tiny_idf_file), "--out", str(tmp_path / "idx")]) == 0
+    capsys.readouterr()
+    run = tmp_path / "run.trec"
+    assert main(["eval", "--beir", str(beir), "--index", str(tmp_path / "idx"), "--k", "5", "--run", str(run),
+                 "--filter", '{"term": {"lang": "en"}}']) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["filter"] == {"term": {"lang": "en"}}
+    assert {line.split()[2] for line in run.read_text().splitlines()} <= {"d2", "d4"}
+    assert main(["eval", "--beir", str(beir), "--index", str(tmp_path / "idx"), "--filter", '{"term": {"x": 1}}']) == 2
+    assert "filter.term.x: unknown field" in capsys.readouterr().err
