@@ -120,10 +120,25 @@ class Term(Clause):
         column = metadata.column(self.field, self.kind)
         if column is None:
             return Mask.none(n)
+        if len(self.values) > 1 and column.stored in ("keyword", "keywords"):
+            return _terms_mask(column, self.values, n)  # one pass for all the values, not one union each
         out = Mask.none(n)
         for value in self.values:
             out = out | _term_mask(column, value, n)
         return out
+
+
+def _terms_mask(column, values: tuple, n: int) -> Mask:
+    codes = np.array([c for c in (column.code_of(v) for v in values) if c >= 0], dtype=np.int64)
+    if not len(codes):
+        return Mask.none(n)
+    if column.stored == "keyword":  # each code's documents are one slice of the code order; the slices are disjoint
+        starts, order = column.array("starts"), column.array("order")
+        rows = np.concatenate([np.asarray(order[starts[c]:starts[c + 1]], dtype=np.int64) for c in codes])
+        return Mask(n, rows=np.sort(rows))
+    offsets = column.array("offsets")
+    entries = np.flatnonzero(np.isin(column.array("codes"), codes))
+    return Mask(n, rows=np.unique(np.searchsorted(offsets, entries, side="right") - 1))
 
 
 def _term_mask(column, value, n: int) -> Mask:
@@ -315,6 +330,8 @@ def _value(value, kind: str, loc: tuple):
     if not ok:
         raise InvalidFilter(loc, f"{json.dumps(value) if _jsonable(value) else repr(value)} is not "
                                  f"{expected(scalar)} (the field is {kind})")
+    if scalar == "integer" and not -(2**63) <= value < 2**63:
+        raise InvalidFilter(loc, f"{value} is outside the 64-bit integers a {kind} field holds")
     return value
 
 

@@ -218,11 +218,21 @@ class IndexWriter:
         documents = list(documents) if documents is not None else [Document(i, "", "") for i in ids]
         if [d.id for d in documents] != ids:
             raise InvalidInput("the documents given with the vectors must have the vectors' ids, in the same order")
+        if self.manifest.chunking:
+            raise InvalidInput("a chunked index encodes its documents itself; add texts, not vectors")
+        try:
+            self._stage_vectors(vectors, ids, documents, dense)
+        except BaseException:
+            self.rollback()  # as in add(): nothing of a failed write stays staged, its inferred schema neither
+            raise
+        summary.added = len(ids)
+        self._summary.merge(summary)
+        return summary
+
+    def _stage_vectors(self, vectors: SparseBatch, ids: list[str], documents: list[Document], dense) -> None:
         metadata = self._normalize(documents)
         hashes = np.frombuffer(b"".join(content_hash(d.title, d.text, m) for d, m in zip(documents, metadata)),
                                np.uint8).reshape(-1, 16)
-        if self.manifest.chunking:
-            raise InvalidInput("a chunked index encodes its documents itself; add texts, not vectors")
         step = self.manifest.build.get("chunk_documents", CHUNK_DOCUMENTS)
         for start in range(0, len(ids), step):
             part = slice(start, start + step)
@@ -233,9 +243,6 @@ class IndexWriter:
             self._stage(Batch(ids=ids[part], hashes=hashes[part], rows=rows,
                               titles=[d.title for d in documents[part]], texts=[d.text for d in documents[part]],
                               dense=embeddings, analyzed=self._analyze(documents[part]), metadata=metadata[part]))
-        summary.added = len(ids)
-        self._summary.merge(summary)
-        return summary
 
     def delete(self, ids: Iterable[str]) -> WriteSummary:
         """Stage deletes; an id that is not in the index is counted in ``unknown`` (nothing fails)."""
@@ -334,8 +341,21 @@ class IndexWriter:
         next_segment = self.base.next_segment
         self.manifest.upgrade(self.directory)
         if self._schema_changed:  # the schema the new documents were checked against, before the commit point
+            previous = self.manifest.metadata
             self.manifest.metadata = self.schema.to_manifest()
             self.manifest.save(self.directory)
+            try:
+                return self._commit(summary, number, entries, next_segment, operation, started)
+            except BaseException:
+                if self.base.number != number:  # not published: the manifest keeps the schema of the last commit
+                    self.manifest.metadata = previous
+                    self.manifest.save(self.directory)
+                    self._schema_changed = True
+                raise
+        return self._commit(summary, number, entries, next_segment, operation, started)
+
+    def _commit(self, summary: WriteSummary, number: int, entries: list, next_segment: int, operation: str | None,
+                started: float) -> WriteSummary:
         if self._pending is not None:
             name = storage.segment_name(next_segment)
             if self.manifest.scale is None:  # the first documents of the index fix its quantization

@@ -13,6 +13,8 @@ import math
 from lsr.filters import Bool, Clause, Exists, Range, Term
 from lsr.milvus.collection import FIELD_PREFIX
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # an INT64 field's range: Milvus parses no literal outside it
+
 
 def to_expression(clause: Clause) -> str:
     if isinstance(clause, Bool):
@@ -44,6 +46,14 @@ def to_expression(clause: Clause) -> str:
                 high, high_inclusive = math.floor(float(high)), True
             low = int(low) if low is not None else None
             high = int(high) if high is not None else None
+            if low is not None and low < INT64_MIN:  # every value is above it: no lower bound
+                low = None
+            elif low is not None and low > INT64_MAX:  # no value is above it: x > INT64_MAX, always false
+                low, low_inclusive = INT64_MAX, False
+            if high is not None and high > INT64_MAX:
+                high = None
+            elif high is not None and high < INT64_MIN:
+                high, high_inclusive = INT64_MIN, False
         if low is not None:
             tests.append(f"{field} {'>=' if low_inclusive else '>'} {_literal(low)}")
         if high is not None:
@@ -56,7 +66,7 @@ def _literal(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return json.dumps(value)  # a double-quoted string, backslash escapes
+        return json.dumps(value, ensure_ascii=False)  # double-quoted, backslash escapes; no surrogate pairs
     if isinstance(value, float):
         return repr(value)
     return str(int(value))

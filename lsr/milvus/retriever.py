@@ -34,6 +34,7 @@ from lsr.retrievers import Capabilities
 from lsr.sparse import SparseBatch
 
 MAX_HITS_PER_CALL = 100_000  # hits one search call may return (queries x k): about 10 MB of ids and scores
+MAX_QUERIES_PER_CALL = 1024  # query vectors one call sends (Milvus takes at most 16,384; small k would reach it)
 
 
 class _Collection:
@@ -176,7 +177,7 @@ def search(mirror, field: str, vectors: list, k: int, params: dict, exact: bool,
     asked = [q for q, v in enumerate(vectors) if len(v)]
     out = [Ranked(ids=[], scores=[], exact=exact) for _ in vectors]
     expression = to_expression(clause) if clause is not None else ""
-    step = max(1, MAX_HITS_PER_CALL // k)
+    step = max(1, min(MAX_QUERIES_PER_CALL, MAX_HITS_PER_CALL // k))
     for start in range(0, len(asked), step):
         part = asked[start:start + step]
         try:

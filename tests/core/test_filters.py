@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from lsr import Engine, Fusion, Index, load_encoder
+from lsr.corpus import Document
 from lsr.errors import InvalidInput
 from lsr.filters import InvalidFilter, parse, path_text
 from lsr.index.metadata import Schema, format_datetime, parse_datetime
@@ -275,6 +276,49 @@ def test_declared_schemas_unknown_fields_and_widening(tmp_path, encoders):
     assert reopened.metadata("a") == {"year": 2001.0, "lang": ["en"]} and reopened.metadata("b")["stars"] == 4
 
 
+def test_a_failed_vector_add_or_commit_leaves_no_schema_behind(tmp_path, encoders, monkeypatch):
+    """A write refused after its schema was inferred, and a commit that fails before its generation is published,
+    both leave the index's schema as the last commit left it (none here)."""
+    from lsr.index import storage
+    from lsr.sparse import SparseBatch
+
+    sparse, _ = encoders
+    index = Index.build(sparse, path=tmp_path / "idx", documents=[{"id": "a", "text": "statin"}])
+    assert index.schema is None
+    one = SparseBatch.from_rows([(np.array([5], np.int32), np.array([1.0], np.float32))] * 2)
+    documents = [Document("v1", "", "", {"year": 2001}), Document("v2", "", "", {"year": 2**70})]
+    with pytest.raises(InvalidInput, match="'year'"):
+        index.writer().add_vectors(one, ["v1", "v2"], documents=documents)
+    assert not index.writer().has_changes and index.commit().generation == 1
+    index.add(documents=[{"id": "b", "text": "fish", "metadata": {"lang": "en"}}])
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(storage, "publish", full)
+    with pytest.raises(OSError, match="No space"):
+        index.commit()
+    assert Index.open(tmp_path / "idx", load_encoder=False).schema is None  # the manifest kept the committed one
+    monkeypatch.undo()
+    assert index.generation == 1 and "b" not in set(index.ids())  # a failed commit released its staged write
+    index.add(documents=[{"id": "b", "text": "fish", "metadata": {"lang": "en"}}])
+    index.commit()
+    reopened = Index.open(tmp_path / "idx", load_encoder=False)
+    assert reopened.schema.fields == {"lang": "keyword"} and reopened.metadata("b") == {"lang": "en"}
+    on_disk = {p.name for p in (tmp_path / "idx" / storage.SEGMENTS).iterdir()}
+    assert on_disk == {s.name for s in reopened.segments}  # the failed commit's segment was collected
+
+
+def test_a_build_that_declares_some_fields_infers_the_others(encoders):
+    sparse, _ = encoders
+    index = Index.build(sparse, schema={"year": "float"},
+                        documents=[{"id": "a", "text": "statin", "metadata": {"year": 2001, "lang": "en"}}])
+    assert index.schema.fields == {"year": "float", "lang": "keyword"} and not index.schema.open
+    assert index.metadata("a") == {"year": 2001.0, "lang": "en"}
+    with pytest.raises(InvalidInput, match="'stars' is not in the index's schema"):
+        index.add(documents=[{"id": "b", "text": "fish", "metadata": {"stars": 3}}])
+
+
 def test_metadata_values_are_checked_and_normalized():
     schema = Schema({"when": "datetime", "n": "integer", "tags": "keywords", "f": "float", "b": "boolean"})
     assert schema.normalize("d", {"when": "2024-05-01", "tags": "solo", "f": 3, "n": None}) == \
@@ -301,6 +345,7 @@ SCHEMA = Schema(FIELDS)
     ({"range": {"tenant": {"gte": 1}}}, "filter.range.tenant", "range applies to integer, float and datetime"),
     ({"term": {"score": 0.5}}, "filter.term.score", "use range"),
     ({"term": {"year": "2001"}}, "filter.term.year", "is not an integer"),
+    ({"terms": {"year": [2001, 2**70]}}, "filter.terms.year[1]", "outside the 64-bit integers"),
     ({"terms": {"tenant": []}}, "filter.terms.tenant", "non-empty list"),
     ({"range": {"score": {"lt": float("nan")}}}, "filter.range.score.lt", "finite"),
     ({"range": {"score": {"lt": float("inf")}}}, "filter.range.score.lt", "finite"),

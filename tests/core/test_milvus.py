@@ -330,6 +330,14 @@ def test_milvus_filters_as_the_native_index_does(encoders, tmp_path):  # noqa: F
     compare(300)
     between = {"range": {"year": {"gt": 2010.1, "lt": 2010.9}}}  # only the new float value
     assert milvus_engine(index).search("statin fish oil", 5, "sparse", filter=between).ids == ["new"]
+    index.add(documents=[{"id": "emoji", "text": "statin fish oil", "metadata": {"tenant": "café ☕ 😀", "stars": 5}}])
+    index.commit()
+    native, milvus = Engine(index), milvus_engine(index)
+    for spec in ({"term": {"tenant": "café ☕ 😀"}}, {"range": {"stars": {"lt": 1e20}}},
+                 {"range": {"stars": {"gt": 1e20}}}, {"range": {"stars": {"gte": -1e20, "lte": 4}}}):
+        want = native.search("statin fish oil", 5, "sparse", filter=spec).ids
+        assert milvus.search("statin fish oil", 5, "sparse", filter=spec).ids == want, spec
+    assert native.search("statin fish oil", 5, "sparse", filter={"term": {"tenant": "café ☕ 😀"}}).ids == ["emoji"]
 
 
 def test_a_batch_whose_full_rows_would_pass_the_transport_limit_is_answered(tmp_path):
