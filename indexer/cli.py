@@ -129,6 +129,17 @@ def _add_operations(index: argparse.ArgumentParser) -> None:
                         help="a new field, or a wider type for one (repeatable); committed as a new generation")
     schema.add_argument("--wait", type=float, default=0.0, help="seconds to wait for another writer (default 0)")
     schema.set_defaults(handler=run_schema)
+    check = operations.add_parser("check", help="verify an index: checksums, postings order, block maxima, live "
+                                                "counts, stored parts, a Milvus mirror's count; non-zero when damaged")
+    check.add_argument("path", nargs="?", metavar="INDEX", help="the index to check")
+    check.add_argument("--index", dest="index_flag", metavar="DIR", help="the index (as the other operations take it)")
+    check.add_argument("--repair", action="store_true",
+                       help="make a damaged index openable: back to the newest generation whose files are intact, or "
+                            "else a new generation without the damaged segments (their documents are lost, listed)")
+    check.add_argument("--milvus-uri", default=None, metavar="URI", help="where the recorded Milvus collection is "
+                                                                        "(default: the one the index records)")
+    check.add_argument("--wait", type=float, default=0.0, help="--repair: seconds to wait for another writer")
+    check.set_defaults(handler=run_check)
     milvus = operations.add_parser("milvus", help="mirror an index into a Milvus collection (create it, or bring it "
                                                   "up to date), for `--backend milvus`")
     milvus.add_argument("--index", required=True, metavar="DIR", help="the index")
@@ -168,7 +179,7 @@ def run_index(args: argparse.Namespace) -> int:
 
     if not args.corpus or not args.out:
         raise InvalidInput("pass --corpus and --out to build an index, or an operation: lsr index "
-                           "add|delete|merge|schema|milvus")
+                           "add|delete|merge|schema|check|milvus")
     mirror = _prepare_mirror(args)
     schema = _schema_from_args(args)
     if args.ray is not None:
@@ -361,6 +372,28 @@ def run_schema(args: argparse.Namespace) -> int:
     finally:
         index.close()
     return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from lsr.errors import InvalidInput
+    from lsr.index.check import check_index, repair
+
+    path = args.path or args.index_flag
+    if not path:
+        raise InvalidInput("name the index to check: lsr index check INDEX")
+    options = {"milvus": {"uri": args.milvus_uri}} if args.milvus_uri else {}
+    report = check_index(path, listener_options=options)
+    out = report.to_json()
+    if args.repair and not report.ok:
+        done = repair(path, wait=args.wait)
+        out["repair"] = {**vars(done), "ids_lost": done.ids_lost[:20], "ids_lost_count": len(done.ids_lost)}
+        after = check_index(path, listener_options=options)
+        out["after_repair"] = after.to_json()
+        report = after
+    print(json.dumps(out, indent=2))
+    if not report.ok:
+        print(f"{path}: {len(report.problems)} problem(s); first: {report.problems[0]}", file=sys.stderr)
+    return 0 if report.ok else 1
 
 
 def run_milvus(args: argparse.Namespace) -> int:

@@ -296,6 +296,8 @@ class Engine:
     def search_vectors(self, vectors: SparseBatch, k: int = 10, *, request: SearchRequest | None = None,
                        **options) -> list[SearchResult]:
         """Top-``k`` for already-encoded sparse queries (token ids + weights), sparse component only."""
+        if options.pop("mode", "sparse") not in (None, "sparse"):
+            raise InvalidInput("search_vectors searches sparse vectors with the sparse component: mode must be sparse")
         request = request or SearchRequest(k=k, mode="sparse", **options)
         if request.mode not in (None, "sparse"):
             raise InvalidInput("search_vectors searches the sparse component only")

@@ -57,6 +57,29 @@ class IndexReadOnly(LsrError, PermissionError):
     """The index directory cannot be written: a read-only volume, or no permission (HTTP 403)."""
 
 
+class StorageError(LsrError, OSError):
+    """The disk failed a write (an I/O error): nothing of it was published, the index is at the generation the
+    message names (HTTP 500, with the message)."""
+
+
+class DiskFull(StorageError):
+    """The disk (or quota) is full: nothing of the write was published; free space and retry (HTTP 507)."""
+
+
+def storage_error(exc: OSError, what: str, generation: int | None = None) -> StorageError:
+    """:class:`DiskFull` or :class:`StorageError` for an ``OSError`` raised while writing an index."""
+    import errno
+
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    where = f" ({exc.filename})" if exc.filename else ""
+    state = f"; the index is at generation {generation}" if generation is not None else ""
+    fix = "free space on its volume and retry" if full else "check the disk (dmesg, `lsr index check`) and retry"
+    error = (DiskFull if full else StorageError)(f"{what} failed: {exc.strerror or exc}{where}; nothing of it was "
+                                                 f"published{state}: {fix}")
+    error.errno = exc.errno
+    return error
+
+
 class MissingFile(LsrError, FileNotFoundError):
     """A path the user gave does not exist."""
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import os
 import shutil
 import tempfile
 import uuid
@@ -22,7 +21,7 @@ from pathlib import Path
 
 from lsr.corpus import Document, ReadStats, documents_from, read_corpus
 from lsr.errors import InvalidIndex, InvalidInput
-from lsr.index import storage
+from lsr.index import files, storage
 from lsr.index.dense import DENSE_KINDS
 from lsr.index.jsonl import write_json_vector_collection
 from lsr.index.lexical import ANALYZER
@@ -110,27 +109,36 @@ class Staging:
             raise InvalidIndex(f"{target} exists and is not an lsr index; refusing to replace it. Choose another "
                                "path (an existing index there would be replaced atomically)")
         self.target = target
-        target.parent.mkdir(parents=True, exist_ok=True)
+        files.mkdir(target.parent)
         self.path = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
-        self.path.mkdir()
+        files.mkdir(self.path, exist_ok=False)
 
     def publish(self) -> None:
-        """Two renames; if the second fails, the previous index is put back."""
+        """Every file durable (the encoders and copies too), then two renames; if the second fails, the previous
+        index is put back."""
+        files.fsync_tree(self.path)
         old = None
         if self.target.exists():
             old = self.target.parent / f".{self.target.name}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(self.target, old)
+            files.rename(self.target, old)
         try:
-            os.rename(self.path, self.target)
+            files.rename(self.path, self.target)
         except BaseException:
             if old is not None:
-                os.rename(old, self.target)
+                files.rename(old, self.target)
             raise
+        files.fsync_directory(self.target.parent)
         if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            try:
+                files.remove(old)
+            except OSError:  # the new index is in place; the old one's folder is left to remove by hand
+                pass
 
     def discard(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+        try:
+            files.remove(self.path, missing_ok=True)
+        except OSError:
+            pass
 
 
 def create_directory(directory: Path, encoder, options: BuildOptions, dense_encoder=None, vocab_size: int | None = None,
@@ -147,9 +155,9 @@ def create_directory(directory: Path, encoder, options: BuildOptions, dense_enco
     vocab = encoder.vocab_size if encoder is not None else vocab_size
     if vocab is None:
         raise InvalidInput("indexing bare vectors needs vocab_size (or an encoder whose vocabulary they use)")
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / storage.SEGMENTS).mkdir(exist_ok=True)
-    (directory / storage.GENERATIONS).mkdir(exist_ok=True)
+    files.mkdir(directory)
+    files.mkdir(directory / storage.SEGMENTS)
+    files.mkdir(directory / storage.GENERATIONS)
     if encoder is not None:
         encoder.save(directory / "encoder")
         encoder_info = {"kind": encoder.config.kind, "identity": encoder.identity(),
@@ -322,17 +330,16 @@ def copy_generation(directory: Path, manifest: Manifest, snapshot, target: Path)
     staging = Staging(target)
     try:
         for name in ("segments", "generations"):
-            (staging.path / name).mkdir()
+            files.mkdir(staging.path / name)
         for view in snapshot.views:
-            shutil.copytree(view.segment.directory, staging.path / "segments" / view.segment.name,
-                            ignore=shutil.ignore_patterns("del-*"))
+            files.copy(view.segment.directory, staging.path / "segments" / view.segment.name, skip="del-*")
         for entry in snapshot.generation.segments:
             if entry.deletes:
-                shutil.copy2(directory / "segments" / entry.name / entry.deletes,
-                             staging.path / "segments" / entry.name / entry.deletes)
+                files.copy(directory / "segments" / entry.name / entry.deletes,
+                           staging.path / "segments" / entry.name / entry.deletes)
         for folder in ("encoder", "dense-encoder", "lucene"):
             if (directory / folder).is_dir():
-                shutil.copytree(directory / folder, staging.path / folder)
+                files.copy(directory / folder, staging.path / folder)
         if any(not view.segment.legacy for view in snapshot.views):  # (a writer may have written one since open)
             manifest = dataclasses.replace(manifest, format_version=INDEX_FORMAT_VERSION)
         manifest.save(staging.path)
@@ -352,7 +359,9 @@ def resolve_encoders(encoder, directory: Path, manifest: Manifest, device: str |
 
     if encoder is None:
         stored = manifest.encoder.get("directory")
-        encoder = load_encoder(directory / stored, device=device) if stored is not None else None
+        # the index's own encoder: an inference-free model loads when a document is first encoded (see load_encoder)
+        encoder = load_encoder(directory / stored, device=device, identity=manifest.encoder.get("identity")) \
+            if stored is not None else None
     elif isinstance(encoder, (str, Path)):
         if not (Path(encoder) / ENCODER_CONFIG_FILE).exists():
             raise InvalidIndex(f"--encoder {encoder} is not an lsr encoder directory (no {ENCODER_CONFIG_FILE}); "

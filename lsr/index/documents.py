@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from lsr.errors import InvalidIndex
+from lsr.index import files
 
 TEXTS_FILE = "texts.jsonl"
 OFFSETS_FILE = "offsets.npy"
@@ -25,9 +26,9 @@ OFFSETS_FILE = "offsets.npy"
 
 class DocumentStoreWriter:
     def __init__(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
+        files.mkdir(directory)
         self.directory = directory
-        self._handle = (directory / TEXTS_FILE).open("wb")
+        self._handle = files.Appender(directory / TEXTS_FILE)
         self._offsets = [0]
 
     def add(self, doc_id: str, title: str, text: str) -> None:
@@ -37,7 +38,7 @@ class DocumentStoreWriter:
 
     def close(self) -> int:
         self._handle.close()
-        np.save(self.directory / OFFSETS_FILE, np.asarray(self._offsets, dtype=np.int64), allow_pickle=False)
+        files.save_array(self.directory / OFFSETS_FILE, np.asarray(self._offsets, dtype=np.int64))
         return len(self._offsets) - 1
 
 
@@ -70,10 +71,10 @@ class DocumentStore:
         return json.loads(raw)
 
     def save(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
+        files.mkdir(directory)
         data = self._data if self._data is not None else os.pread(self._fd, self._size(), 0)
-        (directory / TEXTS_FILE).write_bytes(data)
-        np.save(directory / OFFSETS_FILE, np.asarray(self.offsets), allow_pickle=False)
+        files.write_bytes(directory / TEXTS_FILE, data)
+        files.save_array(directory / OFFSETS_FILE, np.asarray(self.offsets))
 
     def close(self) -> None:
         if self._fd is not None:

@@ -28,6 +28,8 @@ from pathlib import Path
 import numba
 import numpy as np
 
+from lsr.index import files
+
 ANALYZER = "bm25s: lowercase, \\b\\w\\w+\\b tokens, English stopwords, Snowball English stemmer"
 FILES = ("terms", "offsets", "docs", "tfs", "lengths")
 
@@ -85,9 +87,9 @@ class LexicalSegment:
         return cls(**{name: np.load(directory / f"{name}.npy", mmap_mode=mode, allow_pickle=False) for name in FILES})
 
     def save(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
+        files.mkdir(directory)
         for name in FILES:
-            np.save(directory / f"{name}.npy", np.asarray(getattr(self, name)), allow_pickle=False)
+            files.save_array(directory / f"{name}.npy", np.asarray(getattr(self, name)))
 
     def live_df(self, live: np.ndarray | None) -> np.ndarray:
         """Per term, the number of live documents holding it (``live``: bool a document, None = all)."""

@@ -5,7 +5,9 @@ The writer knows no backend. When it opens, it asks every registered listener fa
 something for it (:meth:`ListenerFactory.attach`, given the options the caller passed under the listener's name);
 the ones that answer are called: ``opened`` once the write lock is held (catch up after a crash), ``check_document``
 before anything of a write is staged (refuse what the listener could not hold), ``published`` after each commit
-point (the new generation is durable; a listener that fails then leaves the index committed and says so).
+point (the new generation is durable; a listener that fails then leaves the index committed and says so). A
+factory may also offer ``check(directory, manifest, generation, documents, **options)``, read-only, for ``lsr index
+check``: what it keeps, against the index (``{"problems": [...], ...}``; None when the index has nothing for it).
 
 Factories register through the ``lsr.listeners`` entry-point group of an installed package (lsr's own: ``milvus``,
 ``lucene``), or with :func:`register_listener` in one process.

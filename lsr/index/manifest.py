@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from lsr.errors import InvalidIndex
-from lsr.index.files import write_durably
+from lsr.index import files
 
 INDEX_FORMAT_VERSION = 4
 READABLE_INDEX_FORMATS = (2, 3, 4)
@@ -48,15 +48,22 @@ class SegmentInfo:
     dropped_postings: int = 0  # weights that quantized to 0
     clipped_postings: int = 0  # weights above the index's max_weight, stored as 255
     truncated_documents: int = 0  # documents longer than the encoder's window, cut (without chunking)
+    checksums: dict | None = None  # CRC32 of every file of the segment but info.json and the deletes (lsr 0.4)
 
     @classmethod
     def load(cls, directory: Path) -> SegmentInfo:
-        data = json.loads((directory / "info.json").read_text())
+        try:
+            data = files.read_checked(directory / "info.json")
+        except (OSError, ValueError) as exc:
+            raise InvalidIndex(f"{directory / 'info.json'} cannot be read ({exc}); the segment is damaged: `lsr index "
+                               "check` says what else is, `--repair` goes back to the last good generation") from None
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def save(self, directory: Path) -> None:
-        (directory / "info.json").write_text(json.dumps(asdict(self), indent=2) + "\n")
+        """``info.json``, with the checksum of every file already in ``directory`` (write it last)."""
+        self.checksums = files.checksum_tree(directory, skip=frozenset({"info.json"}))
+        files.write_bytes(directory / "info.json", files.with_checksum(asdict(self)))
 
 
 @dataclass
@@ -87,7 +94,7 @@ class Manifest:
 
     def save(self, directory: Path) -> None:
         """Write ``manifest.json`` durably (temporary file, fsync, rename, fsync of the directory)."""
-        write_durably(directory / MANIFEST_FILE, self.to_json().encode())
+        files.write_durably(directory / MANIFEST_FILE, self.to_json().encode())
 
     def upgrade(self, directory: Path) -> None:
         """Before a segment in this lsr's layout is written into an older index: say the newer format, durably."""

@@ -18,9 +18,9 @@ import numpy as np
 
 from lsr.errors import InvalidInput
 from lsr.index import storage
-from lsr.index.files import fault_point, fsync_directory, fsync_tree
+from lsr.index.files import fault_point
 from lsr.index.segment import DEFAULT_BOUND_RATIO, effective_block_size
-from lsr.index.segment_writer import SegmentWriter
+from lsr.index.segment_writer import SegmentWriter, write_segment
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ def merge(writer, max_segments: int | None = None, policy: TieredMergePolicy | N
         out.schema = writer.schema
         for position in run:
             segment, entry = segments[position], base.segments[position]
-            deleted = segment.deletes(entry.deletes)
+            deleted = segment.deletes(entry.deletes, entry.deletes_crc32)
             keep = np.arange(segment.info.documents) if deleted is None else np.flatnonzero(~deleted)
             if len(keep):
                 out.add_from(segment, keep)
@@ -114,11 +114,7 @@ def merge(writer, max_segments: int | None = None, policy: TieredMergePolicy | N
         if out.documents == 0:
             continue
         manifest.upgrade(writer.directory)
-        tmp = writer.directory / storage.SEGMENTS / f".tmp-{name}"
-        info = out.write(tmp, name, manifest.scale)
-        fsync_tree(tmp)
-        tmp.rename(writer.directory / storage.SEGMENTS / name)
-        fsync_directory(writer.directory / storage.SEGMENTS)
+        info = write_segment(out, writer.directory, name, manifest.scale)
         fault_point("merge-segment-written")
         replaced[run[0]] = storage.SegmentEntry(name)
         summary.documents += info.documents

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from lsr.errors import InvalidIndex, InvalidInput
+from lsr.index import files
 
 FIELD_TYPES = ("keyword", "keywords", "integer", "float", "boolean", "datetime")
 WIDENINGS = {("integer", "float"), ("keyword", "keywords")}  # (from, to): what a field may become later
@@ -309,10 +310,10 @@ def write_columns(directory: Path, fields: Mapping[str, str], records: Sequence[
     if not used:
         return
     folder = directory / METADATA_DIR
-    folder.mkdir(parents=True, exist_ok=True)
+    files.mkdir(folder)
     for key, array in build_columns(used, records).items():
-        np.save(folder / f"{key}.npy", array, allow_pickle=False)
-    (folder / FIELDS_FILE).write_text(json.dumps({"fields": used}, indent=2) + "\n")
+        files.save_array(folder / f"{key}.npy", array)
+    files.write_text(folder / FIELDS_FILE, json.dumps({"fields": used}, indent=2) + "\n")
 
 
 class Column:

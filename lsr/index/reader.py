@@ -290,7 +290,7 @@ class Index:
         try:
             current = storage.Generation.read(storage.current_generation_file(self.directory))  # not this handle's
             return storage.remove_leftovers(self.directory) + storage.collect_garbage(self.directory, current)
-        except PermissionError:  # a read-only index (a mounted volume): nothing to clean, and nothing to fear
+        except OSError:  # a read-only index (a mounted volume), or a disk error: garbage stays for the next writer
             return []
         finally:
             lock.release()

@@ -44,6 +44,7 @@ import numba
 import numpy as np
 
 from lsr.errors import InvalidIndex, InvalidInput
+from lsr.index import files
 from lsr.index.manifest import SegmentInfo
 from lsr.index.metadata import SegmentMetadata
 from lsr.sparse import SparseBatch
@@ -65,6 +66,12 @@ class Segment:
         self.directory = directory
         self.name = directory.name
         self.info = SegmentInfo.load(directory)
+        if verify_on_open():
+            problems = checksum_problems(directory, self.info)
+            if problems:
+                raise InvalidIndex(f"{directory}: {'; '.join(problems[:3])}. The segment is damaged and is not "
+                                   "served: `lsr index check` lists what else is, `--repair` goes back to the last "
+                                   "generation whose files are intact")
         mode = "r" if mmap else None
 
         def load(name: str, folder: Path = directory):
@@ -175,13 +182,19 @@ class Segment:
                     self._local = {str(d): i for i, d in enumerate(self.ids.tolist())}
         return self._local.get(doc_id)
 
-    def deletes(self, name: str | None) -> np.ndarray | None:
-        """The deleted-documents array of one generation (``del-GGGGGG.npy``; None: nothing deleted)."""
+    def deletes(self, name: str | None, crc32: int | None = None) -> np.ndarray | None:
+        """The deleted-documents array of one generation (``del-GGGGGG.npy``; None: nothing deleted), checked
+        against the checksum its generation recorded."""
         if name is None:
             return None
         found = self._deletes.get(name)
         if found is None:
-            found = np.load(self.directory / name, mmap_mode=None, allow_pickle=False).astype(bool)
+            path = self.directory / name
+            if crc32 is not None and files.checksum(path) != crc32:
+                raise InvalidIndex(f"{path}: its checksum does not match the one its generation recorded; the deletes "
+                                   "file is damaged and is not served: `lsr index check --repair` goes back to the "
+                                   "last generation whose files are intact")
+            found = np.load(path, mmap_mode=None, allow_pickle=False).astype(bool)
             if len(found) != self.info.documents:
                 raise InvalidIndex(f"{self.directory / name}: {len(found)} flags for {self.info.documents} documents; "
                                    "the index is damaged, rebuild it")
@@ -251,6 +264,35 @@ def _nbytes(value) -> int:
 
 _OPEN: weakref.WeakValueDictionary[tuple, Segment] = weakref.WeakValueDictionary()  # shared while a snapshot holds it
 _OPEN_LOCK = threading.Lock()
+
+
+VERIFY_ENV = "LSR_VERIFY_CHECKSUMS"  # "open" (default): every segment's files when first opened; "off": not
+
+
+def verify_on_open() -> bool:
+    import os
+
+    return os.environ.get(VERIFY_ENV, "open").lower() not in ("off", "0", "false", "no")
+
+
+def checksum_problems(directory: Path, info: SegmentInfo) -> list[str]:
+    """What does not match the checksums ``info.json`` recorded (a segment written before lsr 0.4 has none)."""
+    if info.checksums is None:
+        return []
+    problems = []
+    for relative, expected in info.checksums.items():
+        path = directory / relative
+        try:
+            found = files.checksum(path)
+        except FileNotFoundError:
+            problems.append(f"{relative} is missing")
+            continue
+        except OSError as exc:
+            problems.append(f"{relative} cannot be read ({exc.strerror or exc})")
+            continue
+        if found != expected:
+            problems.append(f"{relative}: checksum {found:#010x}, info.json recorded {expected:#010x}")
+    return problems
 
 
 def _key(directory: Path, mmap: bool) -> tuple:

@@ -9,7 +9,6 @@ nothing is quantized twice), dense rows, texts and BM25 postings are copied too;
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,11 +16,12 @@ import numba
 import numpy as np
 
 from lsr.errors import InvalidInput
-from lsr.index import lexical
+from lsr.index import files, lexical
 from lsr.index.documents import DocumentStoreWriter
 from lsr.index.manifest import IMPACT_DTYPES, SegmentInfo
 from lsr.index.metadata import write_columns
 from lsr.index.segment import DEFAULT_BOUND_RATIO, Segment, check_block_size, compact_postings, quantize
+from lsr.index.storage import SEGMENTS
 from lsr.sparse import SparseBatch
 
 
@@ -51,7 +51,7 @@ class SegmentWriter:
         if impact_dtype not in IMPACT_DTYPES:
             raise InvalidInput(f"impact dtype {impact_dtype!r} is not one of {', '.join(IMPACT_DTYPES)}")
         self.spool = spool
-        spool.mkdir(parents=True, exist_ok=True)
+        files.mkdir(spool)
         check_block_size(block_size)
         self.vocab_size, self.impact_dtype = vocab_size, impact_dtype
         self.block_size, self.dense_ratio, self.bound_ratio = block_size, dense_ratio, bound_ratio
@@ -92,7 +92,7 @@ class SegmentWriter:
                 raise InvalidInput("the dense part needs one finite embedding a document (NaN/Inf: check --dtype)")
             arrays["dense"] = np.ascontiguousarray(batch.dense, dtype=np.float32)
         for name, array in arrays.items():
-            np.save(self.spool / f"{c}-{name}.npy", array, allow_pickle=False)
+            files.save_array(self.spool / f"{c}-{name}.npy", array)
         if self.lexical_part:
             part = batch.analyzed if isinstance(batch.analyzed, lexical.LexicalSegment) else \
                 lexical.LexicalSegment.build(batch.analyzed or [[] for _ in range(n)])
@@ -104,7 +104,7 @@ class SegmentWriter:
         if len(records) != n:
             raise InvalidInput(f"{len(records)} metadata records for {n} documents")
         self._with_metadata |= any(records)
-        (self.spool / f"{c}-metadata.json").write_text(json.dumps(records, separators=(",", ":")))
+        files.write_text(self.spool / f"{c}-metadata.json", json.dumps(records, separators=(",", ":")))
         self.chunks += 1
         self.ids.extend(batch.ids)
         self.rows += len(batch.rows)
@@ -140,7 +140,7 @@ class SegmentWriter:
         """Lay the segment out in ``directory`` (an empty folder) with impacts ``round(w * scale)``; return its info."""
         if not self.ids:
             raise InvalidInput("a segment needs at least one document")
-        directory.mkdir(parents=True, exist_ok=True)
+        files.mkdir(directory)
         counts = np.zeros(self.vocab_size, dtype=np.int64)
         total = clipped = 0
         batches = []
@@ -174,7 +174,7 @@ class SegmentWriter:
         if self.dense_kind is not None:
             save["dense"] = np.concatenate(self._spooled("dense"))
         for key, array in save.items():
-            np.save(directory / f"{key}.npy", array, allow_pickle=False)
+            files.save_array(directory / f"{key}.npy", array)
         if self.dense_kind == "hnsw":
             _write_hnsw(save["dense"], directory / "hnsw.index")
         if self.lexical_part:
@@ -182,7 +182,7 @@ class SegmentWriter:
             lexical.concatenate(parts).save(directory / "lexical")
         if self.texts is not None:
             self.texts.close()
-            shutil.move(str(self.spool / "documents"), str(directory / "documents"))
+            files.move(self.spool / "documents", directory / "documents")
         if self._with_metadata:
             records = [r for c in range(self.chunks)
                        for r in json.loads((self.spool / f"{c:06d}-metadata.json").read_text())]
@@ -193,8 +193,24 @@ class SegmentWriter:
                            dropped_postings=total - postings, clipped_postings=clipped,
                            truncated_documents=self.truncated)
         info.save(directory)
-        shutil.rmtree(self.spool, ignore_errors=True)
+        files.remove(self.spool, missing_ok=True)
         return info
+
+
+def write_segment(pending: SegmentWriter, directory: Path, name: str, scale: float) -> SegmentInfo:
+    """Lay ``pending`` out as ``segments/name``, durably: written in a temporary folder, every file fsynced, then
+    renamed into place and the folder fsynced. A failure removes the temporary folder; a crash leaves it for the
+    next writer to remove. Returns the segment's info."""
+    tmp = directory / SEGMENTS / f".tmp-{name}"
+    try:
+        info = pending.write(tmp, name, scale)
+        files.fsync_tree(tmp)
+        files.rename(tmp, directory / SEGMENTS / name)
+    except Exception:
+        files.remove(tmp, missing_ok=True)
+        raise
+    files.fsync_directory(directory / SEGMENTS)
+    return info
 
 
 def _write_hnsw(vectors: np.ndarray, path: Path) -> None:
@@ -204,6 +220,7 @@ def _write_hnsw(vectors: np.ndarray, path: Path) -> None:
     index = faiss.IndexHNSWFlat(vectors.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
     index.hnsw.efConstruction = 80
     index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    files.write_bytes(path, b"")  # (told to the file layer; faiss writes the file itself)
     faiss.write_index(index, str(path))
 
 

@@ -92,7 +92,7 @@ def open_views(directory: Path, generation: storage.Generation, mmap: bool = Tru
     views = []
     for entry in generation.segments:
         segment = open_segment(directory / storage.SEGMENTS / entry.name, mmap)
-        views.append(SegmentView(segment, segment.deletes(entry.deletes), entry.deleted, entry.deletes))
+        views.append(SegmentView(segment, segment.deletes(entry.deletes, entry.deletes_crc32), entry.deleted, entry.deletes))
     return views
 
 

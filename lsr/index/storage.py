@@ -18,16 +18,14 @@ generation current and the new files unreferenced; they are removed by the next 
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import re
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lsr.errors import IndexLocked, IndexReadOnly, InvalidIndex  # noqa: F401  (IndexLocked, IndexReadOnly: here too)
-from lsr.index.files import fsync_directory, write_durably
+from lsr.index import files
 
 CURRENT_FILE = "CURRENT"
 LOCK_FILE = "write.lock"
@@ -41,6 +39,7 @@ class SegmentEntry:
     name: str
     deletes: str | None = None  # del-GGGGGG.npy in the segment folder: 1 for each deleted document
     deleted: int = 0
+    deletes_crc32: int | None = None  # the deletes file's CRC32 (None: written before lsr 0.4)
 
 
 @dataclass
@@ -57,16 +56,18 @@ class Generation:
         return generation_name(self.number)
 
     def to_json(self) -> bytes:
-        return (json.dumps(asdict(self), indent=2) + "\n").encode()
+        return files.with_checksum(asdict(self))
 
     @classmethod
     def read(cls, path: Path) -> Generation:
         try:
-            data = json.loads(path.read_text())
+            data = files.read_checked(path)
             data["segments"] = [SegmentEntry(**s) for s in data["segments"]]
             return cls(**data)
         except (OSError, ValueError, TypeError, KeyError) as exc:
-            raise InvalidIndex(f"{path} cannot be read ({exc}); the index is damaged: rebuild it") from None
+            raise InvalidIndex(f"{path} cannot be read ({exc}); the index is damaged: `lsr index check "
+                               f"{path.parent.parent}` says what else is, `--repair` goes back to the last good "
+                               "generation") from None
 
 
 def generation_name(number: int) -> str:
@@ -99,13 +100,11 @@ def current_name(directory: Path) -> str | None:
 
 def publish(directory: Path, generation: Generation) -> None:
     """Write the generation file, then point ``CURRENT`` at it; both durably. The second rename is the commit."""
-    from lsr.index.files import fault_point
-
-    (directory / GENERATIONS).mkdir(exist_ok=True)
-    write_durably(directory / GENERATIONS / generation.name, generation.to_json())
-    fault_point("generation-written")
-    write_durably(directory / CURRENT_FILE, (generation.name + "\n").encode())
-    fault_point("published")
+    files.mkdir(directory / GENERATIONS)
+    files.write_durably(directory / GENERATIONS / generation.name, generation.to_json())
+    files.fault_point("generation-written")
+    files.write_durably(directory / CURRENT_FILE, (generation.name + "\n").encode())
+    files.fault_point("published")
 
 
 class _ReleasedWhenCollected:
@@ -184,11 +183,11 @@ def remove_leftovers(directory: Path) -> list[str]:
             continue
         for path in folder.iterdir():
             if path.name.startswith(".tmp-") or ".tmp" in path.suffixes or path.name.endswith(".tmp"):
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
+                files.remove(path)
                 removed.append(str(path.relative_to(directory)))
     for segment in (directory / SEGMENTS).glob("seg-*") if (directory / SEGMENTS).is_dir() else ():
         for path in segment.glob("*.tmp"):
-            path.unlink()
+            files.remove(path)
             removed.append(str(path.relative_to(directory)))
     return removed
 
@@ -205,7 +204,7 @@ def collect_garbage(directory: Path, current: Generation) -> list[str]:
         if match is None or int(match.group(1)) == current.number:
             continue
         if int(match.group(1)) > current.number:  # never published (the caller holds the lock: nobody else can)
-            path.unlink()
+            files.remove(path)
             removed.append(f"{GENERATIONS}/{path.name}")
             continue
         fd = os.open(path, os.O_RDONLY)
@@ -215,8 +214,10 @@ def collect_garbage(directory: Path, current: Generation) -> list[str]:
             keep.append(Generation.read(path))
             os.close(fd)
             continue
-        path.unlink()
-        os.close(fd)
+        try:
+            files.remove(path)
+        finally:
+            os.close(fd)
         removed.append(f"{GENERATIONS}/{path.name}")
     referenced: dict[str, set[str]] = {}
     for generation in keep:
@@ -227,13 +228,13 @@ def collect_garbage(directory: Path, current: Generation) -> list[str]:
     for segment in sorted((directory / SEGMENTS).glob("seg-*")):
         if segment.name not in referenced:
             forget_segment(segment)
-            shutil.rmtree(segment)
+            files.remove(segment)
             removed.append(f"{SEGMENTS}/{segment.name}")
             continue
         for deletes in segment.glob("del-*.npy"):
             if deletes.name not in referenced[segment.name]:
-                deletes.unlink()
+                files.remove(deletes)
                 removed.append(f"{SEGMENTS}/{segment.name}/{deletes.name}")
     if removed:
-        fsync_directory(directory / SEGMENTS)
+        files.fsync_directory(directory / SEGMENTS)
     return removed

@@ -16,6 +16,7 @@ the index (a Milvus mirror, a Lucene part) is a commit listener (:mod:`lsr.index
 
 from __future__ import annotations
 
+import functools
 import itertools
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -25,16 +26,40 @@ from pathlib import Path
 import numpy as np
 
 from lsr.corpus import Document
-from lsr.errors import BackendUnavailable, InvalidInput, Unavailable
-from lsr.index import storage
+from lsr.errors import BackendUnavailable, InvalidInput, LsrError, StorageError, Unavailable, storage_error
+from lsr.index import files, storage
 from lsr.index.encoding import EncodedChunk, content_hash, encode_chunk  # noqa: F401  (re-exported)
-from lsr.index.files import fault_point, fsync_directory, fsync_tree, write_durably
+from lsr.index.files import fault_point
 from lsr.index.listeners import Published, attach_listeners
 from lsr.index.manifest import Manifest
 from lsr.index.metadata import Schema
 from lsr.index.segment import DEFAULT_BOUND_RATIO, effective_block_size, open_segment
-from lsr.index.segment_writer import Batch, SegmentWriter
+from lsr.index.segment_writer import Batch, SegmentWriter, write_segment
 from lsr.sparse import SparseBatch
+
+
+def _storage_errors(what: str):
+    """An ``OSError`` of the disk (EIO, ENOSPC) raised by a write becomes :class:`~lsr.errors.StorageError` (or
+    :class:`~lsr.errors.DiskFull`) saying which generation the index is at."""
+
+    def wrap(method):
+        @functools.wraps(method)
+        def run(self, *args, **kwargs):
+            try:
+                return method(self, *args, **kwargs)
+            except LsrError:
+                raise
+            except OSError as exc:
+                current = storage.current_name(self.directory) or ""
+                number = int(current[4:10]) if current.startswith("gen-") and current[4:10].isdigit() else None
+                if number is not None and number > self.base.number:  # past the commit point: committed
+                    raise StorageError(f"{what} is committed as generation {number}, but a step after the commit "
+                                       f"point failed: {exc.strerror or exc} ({exc.filename}); the next writer "
+                                       "finishes what it left") from exc
+                raise storage_error(exc, what, self.base.number) from exc
+        return run
+    return wrap
+
 
 CHUNK_DOCUMENTS = 2048  # documents encoded (and spooled) at a time
 
@@ -96,12 +121,13 @@ class IndexWriter:
             local = segment.local_of(doc_id)
             if local is None:
                 continue
-            deleted = segment.deletes(entry.deletes)
+            deleted = segment.deletes(entry.deletes, entry.deletes_crc32)
             if (deleted is None or not deleted[local]) and local not in self._tombstones.get(name, ()):
                 return name, local
         return None
 
     # -- operations ----------------------------------------------------------------------------------------------------
+    @_storage_errors("the add")
     def add(self, documents: Iterable[Document], upsert: bool = False, batch_size: int = 32,
             progress=None, encode_chunks=None) -> WriteSummary:
         """Encode and stage ``documents`` (streamed, a chunk of ``chunk_documents`` at a time). A document whose id is
@@ -205,6 +231,7 @@ class IndexWriter:
                           analyzed=self._analyze(documents), truncated=chunk.truncated,
                           metadata=[m for _, _, m in staged]))
 
+    @_storage_errors("the add")
     def add_vectors(self, vectors: SparseBatch, ids: Sequence[str], documents: Sequence[Document] | None = None,
                     dense: np.ndarray | None = None) -> WriteSummary:
         """Stage precomputed sparse vectors (one a document) with their ids (and texts, for the other parts)."""
@@ -244,6 +271,7 @@ class IndexWriter:
                               titles=[d.title for d in documents[part]], texts=[d.text for d in documents[part]],
                               dense=embeddings, analyzed=self._analyze(documents[part]), metadata=metadata[part]))
 
+    @_storage_errors("the delete")
     def delete(self, ids: Iterable[str]) -> WriteSummary:
         """Stage deletes; an id that is not in the index is counted in ``unknown`` (nothing fails)."""
         summary = WriteSummary()
@@ -318,6 +346,7 @@ class IndexWriter:
             self._pending.schema = self.schema
         return self.schema
 
+    @_storage_errors("the commit")
     def commit(self, operation: str | None = None) -> WriteSummary:
         """Publish every staged operation as the next generation (nothing staged: nothing written)."""
         started = time.perf_counter()
@@ -331,11 +360,10 @@ class IndexWriter:
             segment, _ = self._views[entry.name]
             dead = self._tombstones.get(entry.name)
             if dead:
-                flags = segment.deletes(entry.deletes)
+                flags = segment.deletes(entry.deletes, entry.deletes_crc32)
                 flags = np.zeros(segment.info.documents, dtype=np.uint8) if flags is None else flags.astype(np.uint8)
                 flags[list(dead)] = 1
-                entry = storage.SegmentEntry(entry.name, self._write_deletes(segment.directory, number, flags),
-                                             int(flags.sum()))
+                entry = self._write_deletes(segment.directory, number, flags)
             if entry.deleted < segment.info.documents:  # a segment with no live document leaves the generation
                 entries.append(entry)
         next_segment = self.base.next_segment
@@ -363,20 +391,15 @@ class IndexWriter:
                 self.manifest.scale = (255.0 / self.manifest.max_weight if self.manifest.impact_dtype == "uint8"
                                        else 1.0)
                 self.manifest.save(self.directory)
-            tmp = self.directory / storage.SEGMENTS / f".tmp-{name}"
-            info = self._pending.write(tmp, name, self.manifest.scale)
+            info = write_segment(self._pending, self.directory, name, self.manifest.scale)
             summary.clipped = info.clipped_postings
-            fsync_tree(tmp)
-            tmp.rename(self.directory / storage.SEGMENTS / name)
-            fsync_directory(self.directory / storage.SEGMENTS)
             fault_point("segment-written")
             deleted = sorted(self._superseded)
             entry = storage.SegmentEntry(name)
             if deleted:
                 flags = np.zeros(info.documents, dtype=np.uint8)
                 flags[deleted] = 1
-                entry = storage.SegmentEntry(name, self._write_deletes(self.directory / storage.SEGMENTS / name,
-                                                                       number, flags), len(deleted))
+                entry = self._write_deletes(self.directory / storage.SEGMENTS / name, number, flags)
             if entry.deleted < info.documents:
                 entries.append(entry)
             next_segment += 1
@@ -401,14 +424,17 @@ class IndexWriter:
         return open_segment(self.directory / storage.SEGMENTS / entry.name).info.documents
 
     @staticmethod
-    def _write_deletes(segment_directory: Path, number: int, flags: np.ndarray) -> str:
+    def _write_deletes(segment_directory: Path, number: int, flags: np.ndarray) -> storage.SegmentEntry:
+        """Generation ``number``'s deletes file of a segment, durably; its entry (with the file's checksum)."""
         import io
+        import zlib
 
         name = f"del-{number:06d}.npy"
         buffer = io.BytesIO()
         np.save(buffer, flags, allow_pickle=False)
-        write_durably(segment_directory / name, buffer.getvalue())
-        return name
+        data = buffer.getvalue()
+        files.write_durably(segment_directory / name, data)
+        return storage.SegmentEntry(segment_directory.name, name, int(flags.sum()), zlib.crc32(data))
 
     def _deleted_ids(self) -> list[str]:
         """The ids whose live version this commit deletes and does not add again."""
@@ -428,7 +454,10 @@ class IndexWriter:
         self._views = {e.name: (open_segment(self.directory / storage.SEGMENTS / e.name), e)
                        for e in generation.segments}
         self._pending, self._pending_ids, self._superseded, self._tombstones = None, {}, set(), {}
-        storage.collect_garbage(self.directory, generation)
+        try:
+            storage.collect_garbage(self.directory, generation)
+        except OSError:  # committed already; what could not be removed now, the next writer removes
+            pass
         event = Published(self.directory, self.manifest, previous, generation, list(added), list(deleted_ids),
                           generation.operation, moved, schema)
         for listener in self.listeners:
@@ -443,6 +472,7 @@ class IndexWriter:
                                          f"{where} did not take it: {str(exc).strip()[:300]}; the next write brings it "
                                          "up to date") from exc
 
+    @_storage_errors("the merge")
     def merge(self, max_segments: int | None = None, policy=None):
         """Merge segments (:func:`lsr.index.merge.merge`): down to ``max_segments``, or as the tiered ``policy``
         asks; published at once."""
@@ -452,10 +482,8 @@ class IndexWriter:
 
     def rollback(self) -> None:
         """Drop every staged operation."""
-        import shutil
-
         if self._pending is not None:
-            shutil.rmtree(self._pending.spool, ignore_errors=True)
+            files.remove(self._pending.spool, missing_ok=True)
         self._pending, self._pending_ids, self._superseded, self._tombstones = None, {}, set(), {}
         self._summary = WriteSummary()
         self.schema = Schema.from_manifest(self.manifest.metadata)
@@ -470,3 +498,4 @@ class IndexWriter:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.close()
+

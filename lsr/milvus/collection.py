@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from lsr.errors import BackendUnavailable, InvalidIndex, InvalidInput
-from lsr.index.files import write_durably
+from lsr.index import files
 from lsr.index.metadata import Schema
 from lsr.milvus.client import _Guarded, connect, disconnect, normalize_uri, require  # noqa: F401  (re-exported)
 
@@ -122,7 +122,7 @@ class Mirror:
                 uri = str(Path(uri).relative_to(self.directory.absolute()))
             except ValueError:
                 pass
-        write_durably(self.directory / STATE, json.dumps({"uri": uri, "collection": self.collection,
+        files.write_durably(self.directory / STATE, json.dumps({"uri": uri, "collection": self.collection,
                                                           "generation": generation, "index_id": self.index_id},
                                                          indent=2).encode())
 

@@ -32,6 +32,26 @@ class MilvusListener:
             return None
         return cls(directory, manifest, uri)
 
+    @classmethod
+    def check(cls, directory: Path, manifest, generation: int, documents: int, uri: str | None = None) -> dict | None:
+        """For ``lsr index check``, read-only: the collection's row count and generation against the index's."""
+        if not (Path(directory) / STATE).exists():
+            return None
+        mirror = Mirror.load(directory, uri=uri)
+        found = {"uri": mirror.uri, "collection": mirror.collection, "generation": mirror.generation}
+        problems = []
+        try:
+            found["documents"] = mirror.count()
+        except Exception as exc:  # noqa: BLE001 - whatever the client raised: reported, not fatal to the check
+            problems.append(f"cannot be counted: {str(exc).strip()[:200]}")
+        else:
+            if found["documents"] != documents:
+                problems.append(f"holds {found['documents']} rows, the index {documents} live documents")
+        if mirror.generation != generation:
+            problems.append(f"follows generation {mirror.generation}, the index is at {generation} (the next writer "
+                            "brings it up to date: `lsr index milvus --index DIR`)")
+        return {**found, "problems": problems}
+
     def describe(self) -> str:
         return f"Milvus ({self.mirror.uri}, collection {self.mirror.collection!r})"
 

@@ -221,7 +221,8 @@ def test_an_index_in_lsr_0_2_layout_opens_searches_the_same_and_is_upgraded_by_i
     (folder / "blocks").mkdir()
     info = json.loads((folder / "info.json").read_text())
     info["block_size"] = 10
-    del info["bound_ratio"]
+    for key in ("bound_ratio", "checksums", "crc32"):  # (lsr 0.2 wrote none of them)
+        del info[key]
     (folder / "info.json").write_text(json.dumps(info))
     manifest = json.loads((old / "manifest.json").read_text())
     manifest["format_version"] = 2
@@ -253,7 +254,7 @@ def test_an_index_in_lsr_0_2_layout_opens_searches_the_same_and_is_upgraded_by_i
     assert answers(merged) == answers(merged, Pruning("exhaustive")) == answers(reopened)
 
 
-def test_a_damaged_segment_is_refused_before_a_kernel_reads_it(tmp_path):
+def test_a_damaged_segment_is_refused_before_a_kernel_reads_it(tmp_path, monkeypatch):
     """The kernels check no bounds, so a segment whose arrays do not fit together (here a truncated doc_low) is
     refused at open with the fix, not read past its end."""
     write_index(tmp_path / "idx", random_batch(np.random.default_rng(5), 50, 50), [f"d{i}" for i in range(50)])
@@ -263,6 +264,9 @@ def test_a_damaged_segment_is_refused_before_a_kernel_reads_it(tmp_path):
     import gc
 
     gc.collect()  # (the process keeps a segment open while any handle holds it)
+    with pytest.raises(InvalidIndex, match="doc_low.npy: checksum .* is not served"):  # the checksum sees it first
+        Index.open(tmp_path / "idx")
+    monkeypatch.setenv("LSR_VERIFY_CHECKSUMS", "off")  # and without checksums, the layout check still refuses it
     with pytest.raises(InvalidIndex, match="do not match each other.*rebuild the index"):
         Index.open(tmp_path / "idx")
 
