@@ -26,13 +26,14 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 from lsr.engine import Engine
-from lsr.errors import BackendUnavailable, IndexLocked, IndexReadOnly, LsrError, NotFound, NotWritable
+from lsr.errors import BackendUnavailable, DiskFull, IndexLocked, IndexReadOnly, LsrError, NotFound, NotWritable, StorageError
 from lsr.service import documents, health, search
 from lsr.service.documents import Writes, refresh_loop_target
 from lsr.service.middleware import BearerAuth, BodyLimit, Metrics, MetricsMiddleware
 from lsr.service.settings import Settings
 
-STATUS = ((NotFound, 404), (IndexReadOnly, 403), (NotWritable, 409), (BackendUnavailable, 503), (IndexLocked, 503))
+STATUS = ((NotFound, 404), (IndexReadOnly, 403), (NotWritable, 409), (BackendUnavailable, 503), (IndexLocked, 503),
+          (DiskFull, 507), (StorageError, 500))
 
 
 def status_of(exc: LsrError) -> int:
@@ -125,6 +126,9 @@ def make_lifespan(settings: Settings, engine: Engine | None):
                                      args=(app.state.engine, settings.refresh_interval, stop))
         refresher.start()
         app.state.ready = True
+        encoder = getattr(app.state.engine.index, "encoder", None)
+        if not settings.read_only and hasattr(encoder, "prepare"):  # the model for writes, left out of the start
+            threading.Thread(target=encoder.prepare, name="lsr-model", daemon=True).start()
         yield
         app.state.ready = False
         gc.unfreeze()  # an app embedded in a longer process (tests, notebooks) leaves nothing pinned behind it

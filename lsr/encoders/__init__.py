@@ -48,13 +48,18 @@ def load_encoder(
     dtype: str = "auto",
     max_query_length: int | None = None,
     max_document_length: int | None = None,
+    identity: str | None = None,
 ) -> SparseEncoder | DenseEncoder:
     """Load an encoder directory (``path=None``: the shipped default): lsr's own, a sentence-transformers
     ``SparseEncoder`` directory, or OpenSearch's classic ``*ForMaskedLM`` + ``idf.json`` (the layout is detected; see
     :mod:`lsr.encoders.interop`), or a plain Hugging Face directory given ``kind`` (and ``idf`` for inference-free).
-    A hub id works where the hub is reachable; tests and the default run use local folders."""
+    A hub id works where the hub is reachable; tests and the default run use local folders.
+
+    ``identity``: the identity an index records for this directory (its stored encoder). An inference-free encoder
+    then loads its model only when a document is first encoded (queries need the tokenizer and the IDF table alone,
+    and the model's code is most of a server's start), and checks the weights against ``identity`` when it does."""
     import transformers
-    from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
@@ -97,13 +102,23 @@ def load_encoder(
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     if config.kind == "dense":
         model = AutoModel.from_pretrained(str(model_dir)).float()  # fp16 files (the shipped model) compute in fp32
+        _fit_window(config, model.config, directory, max_query_length, max_document_length)
         return DenseEncoder(config, model, tokenizer, device=device, dtype=dtype)
 
-    model = AutoModelForMaskedLM.from_pretrained(str(model_dir)).float()
+    def load_model():
+        return AutoModelForMaskedLM.from_pretrained(str(model_dir)).float()
+
+    if config.kind == "splade" or identity is None:
+        model = load_model()
+        model_config = model.config
+    else:  # the configuration alone now; the weights on the first document (see above)
+        model, model_config = load_model, AutoConfig.from_pretrained(str(model_dir))
+    _fit_window(config, model_config, directory, max_query_length, max_document_length)
     if config.kind == "splade":
         return SpladeEncoder(config, model, tokenizer, device=device, dtype=dtype)
 
-    vocab_size = int(model.config.vocab_size)
+    vocab_size = int(model_config.vocab_size)
+    lazy = {"vocab_size": vocab_size, "identity": identity} if callable(model) and not hasattr(model, "config") else {}
     if layout is not None and layout.query_tokenizer_dir is not None and max_query_length is None:
         # the SparseStaticEmbedding's window holds no special tokens; lsr's max_query_length counts them
         config.max_query_length += tokenizer.num_special_tokens_to_add()
@@ -114,7 +129,8 @@ def load_encoder(
                                f"weights but the document model's vocabulary is {vocab_size}: they come from "
                                "different models")
         config.idf_file = "idf.json"
-        return InferenceFreeEncoder(config, model, tokenizer, device=device, dtype=dtype, idf=layout.query_weights)
+        return InferenceFreeEncoder(config, model, tokenizer, device=device, dtype=dtype, idf=layout.query_weights,
+                                    **lazy)
     if idf is not None:
         idf_path = Path(idf)
     elif layout is not None and layout.idf_file is not None:
@@ -133,4 +149,19 @@ def load_encoder(
         raise EncoderError(f"{idf_path}: expected a JSON object {{token: weight}}, got {type(table).__name__}")
     idf_array = idf_table_to_array(table, tokenizer, vocab_size, str(idf_path))
     config.idf_file = "idf.json"
-    return InferenceFreeEncoder(config, model, tokenizer, device=device, dtype=dtype, idf=idf_array)
+    return InferenceFreeEncoder(config, model, tokenizer, device=device, dtype=dtype, idf=idf_array, **lazy)
+
+
+def _fit_window(config, model_config, directory, max_query_length, max_document_length) -> None:
+    """Windows no longer than the model's positions: a default is cut to fit; a length asked for that does not fit
+    is an error (the model would fail on the first long text)."""
+    positions = getattr(model_config, "max_position_embeddings", None)
+    if not positions:
+        return
+    for name, asked in (("max_query_length", max_query_length), ("max_document_length", max_document_length)):
+        if getattr(config, name) <= positions:
+            continue
+        if asked is not None:
+            raise EncoderError(f"{name} {asked} is longer than the model in {directory} can read ({positions} "
+                               f"positions); pass at most {positions}")
+        setattr(config, name, positions)

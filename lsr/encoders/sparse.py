@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -26,22 +27,63 @@ class SparseEncoder:
     ``encode_documents`` and ``encode_queries`` return rows in the order of the input texts.
     """
 
-    def __init__(self, config: EncoderConfig, model: torch.nn.Module, tokenizer, device: str | None = None,
-                 dtype: str = "auto", idf: np.ndarray | None = None) -> None:
+    def __init__(self, config: EncoderConfig, model, tokenizer, device: str | None = None,
+                 dtype: str = "auto", idf: np.ndarray | None = None, vocab_size: int | None = None,
+                 identity: str | None = None) -> None:
+        """``model``: the MLM, or a function that loads it when it is first needed (then ``vocab_size`` and the
+        ``identity`` its weights must have are given)."""
         self.config = config
         self.tokenizer = tokenizer
         self.device = resolve_device(device)
         self.dtype = dtype
-        self.model = model.to(self.device).eval()
-        self.vocab_size = int(model.config.vocab_size)
+        self._model = self._pooler = None
+        self._load_model = None
+        self._claimed_identity = identity
+        self._lock = threading.Lock()
+        if isinstance(model, torch.nn.Module):
+            self._set_model(model)
+            self.vocab_size = int(model.config.vocab_size)
+        else:
+            self._load_model, self.vocab_size = model, int(vocab_size)
         if len(tokenizer) > self.vocab_size:
             raise EncoderError(f"tokenizer has {len(tokenizer)} tokens but the model's vocabulary is {self.vocab_size}")
         self.special_ids = sorted(set(tokenizer.all_special_ids))
         # the dimensions zeroed in every vector: lsr's and OpenSearch's convention; sentence-transformers keeps them
         self.zeroed_ids = self.special_ids if config.zero_special_tokens else []
-        self.pooler = MlmPooler(self.model, self.zeroed_ids, pooling=config.pooling,
-                                activation=config.activation).to(self.device)
         self.idf = idf
+
+    def _set_model(self, model: torch.nn.Module) -> None:
+        self._model = model.to(self.device).eval()
+        self._pooler = None
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The MLM (loaded now if it was left for later, and checked against the identity the index recorded)."""
+        if self._model is None:
+            with self._lock:
+                if self._model is None:
+                    model = self._load_model()
+                    if int(model.config.vocab_size) != self.vocab_size:
+                        raise EncoderError(f"the model's vocabulary is {model.config.vocab_size}, its configuration "
+                                           f"said {self.vocab_size}")
+                    self._set_model(model)
+                    if self._claimed_identity is not None and self.identity(computed=True) != self._claimed_identity:
+                        self._model = None
+                        raise EncoderError(f"the encoder's weights are not the ones the index recorded (identity "
+                                           f"{self._claimed_identity}): its encoder folder was changed; rebuild the "
+                                           "index, or restore the folder")
+        return self._model
+
+    def prepare(self) -> None:
+        """Load what encoding documents needs now (the model, when it was left for the first document)."""
+        self.pooler  # noqa: B018 - loads the model and builds the pooler
+
+    @property
+    def pooler(self) -> MlmPooler:
+        if self._pooler is None:
+            self._pooler = MlmPooler(self.model, self.zeroed_ids, pooling=self.config.pooling,
+                                     activation=self.config.activation).to(self.device)
+        return self._pooler
 
     # -- encoding ---------------------------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str], max_length: int) -> list[list[int]]:
@@ -135,8 +177,11 @@ class SparseEncoder:
         """Token string for every id (the JSON view of a vector uses these as keys)."""
         return self.tokenizer.convert_ids_to_tokens(list(range(self.vocab_size)))
 
-    def identity(self) -> str:
-        """A hash of what determines the vectors: config, weights and IDF table (not the file format)."""
+    def identity(self, computed: bool = False) -> str:
+        """A hash of what determines the vectors: config, weights and IDF table (not the file format). Before a
+        model left for later is loaded: the identity the index recorded (checked when it loads)."""
+        if not computed and self._model is None and self._claimed_identity is not None:
+            return self._claimed_identity
         digest = hashlib.sha256()
         digest.update(json.dumps(self.config.identity_fields(), sort_keys=True).encode())
         digest.update(str(self.vocab_size).encode())
@@ -171,11 +216,12 @@ class InferenceFreeEncoder(SparseEncoder):
     query, special tokens and tokens missing from the table weigh 0, so a query with no known token is empty.
     """
 
-    def __init__(self, config: EncoderConfig, model: torch.nn.Module, tokenizer, device: str | None = None,
-                 dtype: str = "auto", idf: np.ndarray | None = None) -> None:
+    def __init__(self, config: EncoderConfig, model, tokenizer, device: str | None = None,
+                 dtype: str = "auto", idf: np.ndarray | None = None, vocab_size: int | None = None,
+                 identity: str | None = None) -> None:
         if idf is None:
             raise EncoderError("an inference-free encoder needs an IDF table: pass --idf FILE (token -> weight JSON)")
-        super().__init__(config, model, tokenizer, device, dtype, idf)
+        super().__init__(config, model, tokenizer, device, dtype, idf, vocab_size, identity)
         self._query_idf = idf.astype(np.float32).copy()
         self._query_idf[self.zeroed_ids] = 0.0
 

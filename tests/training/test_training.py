@@ -139,7 +139,8 @@ def test_twenty_steps_lower_the_loss_and_round_trip(tiny_mlm_dir, tiny_idf_file,
         assert all(handle.get_tensor(k).dtype == torch.float16 for k in handle.keys())
     loaded = load_encoder(out)
     assert loaded.config.kind == "inference-free" and not loaded.needs_model_for_queries
-    assert loaded.config.max_document_length == 256  # trained on <= 32 tokens, saved with the base model's length
+    # trained on <= 32 tokens, saved with the base model's length: the default 256, cut to the tiny model's 128 positions
+    assert loaded.config.max_document_length == 128
     texts = [d["text"] for d in TINY_DOCS]
     got, want = loaded.encode_documents(texts), trainer.encoder.encode_documents(texts)
     np.testing.assert_array_equal(got.indices, want.indices)
