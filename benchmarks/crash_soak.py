@@ -6,9 +6,10 @@ be there, no batch half applied, and no search answered 5xx while the server was
 
 The index is copied into ``--work`` first (the original is never written). Each cycle: start `lsr serve` (its own
 process group), wait for /readyz (the restart-to-ready time), check the index on disk against the writer's
-acknowledged history, run one search client and one writer client for a random 2-5 s, then SIGKILL the whole
-process group mid-flight. A write acknowledged (200) must survive; a write in flight when the server died may or
-may not have been applied, but all of its batch or none. Reported: cycles, writes acknowledged, writes lost,
+acknowledged history, run one search client and one writer client for a random 2-5 s (and until at least one
+write of the cycle is acknowledged), then SIGKILL the whole process group mid-flight. A write acknowledged (200)
+must survive; a write in flight when the server died may or may not have been applied, but all of its batch or
+none. Reported: cycles, writes acknowledged, writes lost,
 batches half applied, searches and their 5xx, restart-to-ready p50 / max, and the first start.
 """
 
@@ -20,7 +21,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,14 +34,9 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks.load import free_port, ready  # noqa: E402
 
 WORDS = "statin fish oil heart disease diet vitamin coffee tea salt sugar blood pressure soy protein fiber".split()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -84,18 +79,8 @@ class Soak:
                    "--port", str(self.port), "--workers", str(self.workers)]
         env = {**os.environ, "LSR_MERGE": "false", **self.env}
         server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log, start_new_session=True)
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.base}/readyz", timeout=1).status_code == 200:
-                    return server, time.perf_counter() - started
-            except httpx.TransportError:
-                pass
-            if server.poll() is not None:
-                log.seek(0)
-                raise SystemExit(f"the server exited: {log.read()[-3000:]}")
-            time.sleep(0.05)
-        raise SystemExit("the server was not ready in 300 s")
+        ready(self.base, server, log, poll=0.05)
+        return server, time.perf_counter() - started
 
     @staticmethod
     def kill(server: subprocess.Popen) -> None:
@@ -201,7 +186,12 @@ class Soak:
                            threading.Thread(target=self.searcher, args=(stop,))]
                 for thread in threads:
                     thread.start()
+                acknowledged = self.acknowledged
                 time.sleep(self.rng.uniform(*self.kill_after))
+                deadline = time.monotonic() + 60  # a slow machine: at least one write a cycle before the kill
+                while self.acknowledged == acknowledged and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                time.sleep(self.rng.uniform(0, 0.5))  # (then not right after an acknowledgement)
                 self.kill(server)
                 stop.set()
                 for thread in threads:

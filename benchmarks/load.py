@@ -105,7 +105,7 @@ def in_process(index: str, queries: list[str], modes: list[str], k: int, limit: 
     return out
 
 
-def ready(base: str, server: subprocess.Popen, log, timeout: float = 300.0) -> None:
+def ready(base: str, server: subprocess.Popen, log, timeout: float = 300.0, poll: float = 0.3) -> None:
     """Wait for /readyz; fail with the server's output (``log``) if it exits first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -117,7 +117,7 @@ def ready(base: str, server: subprocess.Popen, log, timeout: float = 300.0) -> N
         if server.poll() is not None:
             log.seek(0)
             raise SystemExit(f"the server exited: {log.read()[-2000:]}")
-        time.sleep(0.3)
+        time.sleep(poll)
     raise SystemExit(f"the server was not ready in {timeout:.0f} s")
 
 

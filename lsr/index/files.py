@@ -121,6 +121,7 @@ def remove(path: Path, missing_ok: bool = False) -> None:
 
 # -- durability -----------------------------------------------------------------------------------------------------
 def fsync_file(path: Path) -> None:
+    """fsync a file, or a folder (its entries: what a rename in it changed)."""
     _told("fsync", path)
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -129,13 +130,7 @@ def fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def fsync_directory(directory: Path) -> None:
-    _told("fsync", directory)
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+fsync_directory = fsync_file
 
 
 def fsync_tree(directory: Path) -> None:

@@ -79,12 +79,17 @@ def copy(base: Path, tmp_path: Path) -> Path:
     return target
 
 
-def count_operations(path: Path, operation) -> tuple[int, list]:
+def count_operations(path: Path, operation) -> tuple[int, list, int, int]:
+    """(file operations of ``operation``, their log, the number of the commit point among them, the generation
+    before), from a dry run on ``path``."""
+    generation = Index.open(path, load_encoder=False, parts=()).generation
     with faulty(FaultyDisk(under=path)) as disk:
         index = Index.open(path, load_encoder=False)
         operation(index)
         index.close()
-    return disk.calls, disk.log
+    commit_point = next(n for n, (op, _, target) in enumerate(disk.log, 1)
+                        if op == "rename" and target is not None and target.name == "CURRENT")
+    return disk.calls, disk.log, commit_point, generation
 
 
 def die(index: Index) -> None:
@@ -113,12 +118,8 @@ def assert_at(path: Path, generation: int, live: set[str]) -> None:
 def test_every_file_operation_can_fail_and_nothing_is_lost(base, tmp_path, name):
     base_path, live = base
     operation, expected = OPERATIONS[name]
-    path = copy(base_path, tmp_path)
-    generation = Index.open(path, load_encoder=False, parts=()).generation
-    total, log = count_operations(path, operation)
+    total, log, commit_point, generation = count_operations(copy(base_path, tmp_path), operation)
     assert total > 10 and {op for op, *_ in log} >= {"write", "fsync", "rename", "mkdir"}
-    commit_point = next(n for n, (op, _, target) in enumerate(log, 1)
-                        if op == "rename" and target is not None and target.name == "CURRENT")
     outcomes = {"before the commit point": 0, "after it": 0}
     for n in range(1, total + 1):
         error = errno.ENOSPC if n % 2 else errno.EIO
@@ -154,11 +155,7 @@ def test_every_file_operation_can_fail_and_nothing_is_lost(base, tmp_path, name)
 def test_a_crash_at_every_file_operation_opens_at_a_durable_generation(base, tmp_path, name):
     base_path, live = base
     operation, expected = OPERATIONS[name]
-    path = copy(base_path, tmp_path)
-    generation = Index.open(path, load_encoder=False, parts=()).generation
-    total, log = count_operations(path, operation)
-    commit_point = next(n for n, (op, _, target) in enumerate(log, 1)
-                        if op == "rename" and target is not None and target.name == "CURRENT")
+    total, log, commit_point, generation = count_operations(copy(base_path, tmp_path), operation)
     damaged = 0
     for n in range(1, total + 1):
         path = copy(base_path, tmp_path)
