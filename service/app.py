@@ -126,9 +126,6 @@ def make_lifespan(settings: Settings, engine: Engine | None):
                                      args=(app.state.engine, settings.refresh_interval, stop))
         refresher.start()
         app.state.ready = True
-        encoder = getattr(app.state.engine.index, "encoder", None)
-        if not settings.read_only and hasattr(encoder, "prepare"):  # the model for writes, left out of the start
-            threading.Thread(target=encoder.prepare, name="lsr-model", daemon=True).start()
         yield
         app.state.ready = False
         gc.unfreeze()  # an app embedded in a longer process (tests, notebooks) leaves nothing pinned behind it

@@ -62,16 +62,15 @@ class SparseEncoder:
         if self._model is None:
             with self._lock:
                 if self._model is None:
-                    model = self._load_model()
+                    model = self._load_model().to(self.device).eval()
                     if int(model.config.vocab_size) != self.vocab_size:
                         raise EncoderError(f"the model's vocabulary is {model.config.vocab_size}, its configuration "
                                            f"said {self.vocab_size}")
-                    self._set_model(model)
-                    if self._claimed_identity is not None and self.identity(computed=True) != self._claimed_identity:
-                        self._model = None
+                    if self._claimed_identity is not None and self._identity_of(model) != self._claimed_identity:
                         raise EncoderError(f"the encoder's weights are not the ones the index recorded (identity "
                                            f"{self._claimed_identity}): its encoder folder was changed; rebuild the "
                                            "index, or restore the folder")
+                    self._set_model(model)  # (verified before any thread can see it)
         return self._model
 
     def prepare(self) -> None:
@@ -81,8 +80,11 @@ class SparseEncoder:
     @property
     def pooler(self) -> MlmPooler:
         if self._pooler is None:
-            self._pooler = MlmPooler(self.model, self.zeroed_ids, pooling=self.config.pooling,
-                                     activation=self.config.activation).to(self.device)
+            model = self.model
+            with self._lock:
+                if self._pooler is None:
+                    self._pooler = MlmPooler(model, self.zeroed_ids, pooling=self.config.pooling,
+                                             activation=self.config.activation).to(self.device)
         return self._pooler
 
     # -- encoding ---------------------------------------------------------------------------------------------
@@ -182,10 +184,13 @@ class SparseEncoder:
         model left for later is loaded: the identity the index recorded (checked when it loads)."""
         if not computed and self._model is None and self._claimed_identity is not None:
             return self._claimed_identity
+        return self._identity_of(self.model)
+
+    def _identity_of(self, model) -> str:
         digest = hashlib.sha256()
         digest.update(json.dumps(self.config.identity_fields(), sort_keys=True).encode())
         digest.update(str(self.vocab_size).encode())
-        hash_weights(digest, self.model)
+        hash_weights(digest, model)
         if self.idf is not None:
             digest.update(np.ascontiguousarray(self.idf, dtype=np.float32).tobytes())
         return digest.hexdigest()[:16]

@@ -142,7 +142,8 @@ def _check_segment(folder: Path, entry: storage.SegmentEntry) -> tuple[list[str]
     if problems:  # structure is not read from damaged bytes
         return problems, info.documents, checked
     try:
-        problems += _check_structure(folder, info)
+        deleted = np.load(folder / entry.deletes, allow_pickle=False).astype(bool) if entry.deletes else None
+        problems += _check_structure(folder, info, deleted)
     except (OSError, ValueError, KeyError, LsrError) as exc:
         problems.append(f"cannot be read: {exc}")
     return problems, info.documents, checked
@@ -152,7 +153,7 @@ def _load(folder: Path, name: str) -> np.ndarray:
     return np.asarray(np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False))
 
 
-def _check_structure(folder: Path, info: SegmentInfo) -> list[str]:
+def _check_structure(folder: Path, info: SegmentInfo, deleted: np.ndarray | None = None) -> list[str]:
     problems = []
     n, rows = info.documents, info.rows
     if (folder / "doc_ids.npy").exists():  # lsr 0.2's layout: converted at open, checked there
@@ -197,7 +198,7 @@ def _check_structure(folder: Path, info: SegmentInfo) -> list[str]:
             problems.append("max_rows.npy: a dense term's block maximum below its impacts")
         if rows < dense_rows.shape[1] and np.asarray(dense_rows[:, rows:]).any():
             problems.append("dense_rows.npy: impacts in the padding beyond the last row")
-    problems += _check_documents(folder, info, n, rows)
+    problems += _check_documents(folder, info, n, rows, deleted)
     return problems
 
 
@@ -235,7 +236,7 @@ def _check_postings(term_windows, doc_low, impacts, max_slot, dense_slot, max_ro
 assert WINDOW_BITS == 16  # (the kernel above shifts by 16)
 
 
-def _check_documents(folder: Path, info: SegmentInfo, n: int, rows: int) -> list[str]:
+def _check_documents(folder: Path, info: SegmentInfo, n: int, rows: int, deleted: np.ndarray | None) -> list[str]:
     problems = []
 
     def length(name: str, expected: int, array: np.ndarray | None = None) -> None:
@@ -245,8 +246,9 @@ def _check_documents(folder: Path, info: SegmentInfo, n: int, rows: int) -> list
 
     ids = _load(folder, "ids")
     length("ids", n, ids)
-    if len(np.unique(ids)) != len(ids):
-        problems.append("ids.npy: an id appears twice in one segment")
+    live_ids = ids if deleted is None or len(deleted) != len(ids) else ids[~deleted]
+    if len(np.unique(live_ids)) != len(live_ids):  # (a document replaced before its commit: the older copy is deleted)
+        problems.append("ids.npy: a live id appears twice in one segment")
     length("hashes", n)
     if (folder / "row_doc.npy").exists():
         row_doc = _load(folder, "row_doc")
@@ -321,8 +323,8 @@ def repair(directory: str | Path, wait: float = 0.0) -> Repair:
     directory = Path(directory)
     lock = storage.WriteLock(directory, wait=wait)
     try:
-        report = check_index(directory)
-        if report.ok:
+        report = check_index(directory, listeners=False)  # (a mirror behind is not damage: its next write fixes it)
+        if report.generation is not None and not report.damaged_segments:
             return Repair("none", report.generation, report.generation)
         storage.remove_leftovers(directory)
         candidates = sorted(((int(p.stem.split("-")[1]), p) for p in (directory / storage.GENERATIONS).glob("gen-*.json")),

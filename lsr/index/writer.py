@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,18 +46,20 @@ def _storage_errors(what: str):
     def wrap(method):
         @functools.wraps(method)
         def run(self, *args, **kwargs):
+            before = self.base.number  # (_publish moves self.base on: compare with the generation at the start)
             try:
                 return method(self, *args, **kwargs)
             except LsrError:
                 raise
             except OSError as exc:
                 current = storage.current_name(self.directory) or ""
-                number = int(current[4:10]) if current.startswith("gen-") and current[4:10].isdigit() else None
-                if number is not None and number > self.base.number:  # past the commit point: committed
+                found = re.match(r"^gen-(\d+)\.json$", current)
+                number = int(found.group(1)) if found else None
+                if number is not None and number > before:  # past the commit point: committed
                     raise StorageError(f"{what} is committed as generation {number}, but a step after the commit "
                                        f"point failed: {exc.strerror or exc} ({exc.filename}); the next writer "
                                        "finishes what it left") from exc
-                raise storage_error(exc, what, self.base.number) from exc
+                raise storage_error(exc, what, before) from exc
         return run
     return wrap
 
@@ -483,15 +486,20 @@ class IndexWriter:
     def rollback(self) -> None:
         """Drop every staged operation."""
         if self._pending is not None:
-            files.remove(self._pending.spool, missing_ok=True)
+            try:
+                files.remove(self._pending.spool, missing_ok=True)
+            except OSError:  # best effort: the next writer removes what is left (and the first error is the answer)
+                pass
         self._pending, self._pending_ids, self._superseded, self._tombstones = None, {}, set(), {}
         self._summary = WriteSummary()
         self.schema = Schema.from_manifest(self.manifest.metadata)
         self._schema_changed = False
 
     def close(self) -> None:
-        self.rollback()
-        self.lock.release()
+        try:
+            self.rollback()
+        finally:
+            self.lock.release()
 
     def __enter__(self) -> IndexWriter:
         return self
