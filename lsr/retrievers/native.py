@@ -77,18 +77,15 @@ class NativeRetriever:
         if not self.views:
             return None
         from numba.core.errors import NumbaError
-        from numba.typed import List
 
         segments = [view.segment for view in self.views]
         rows = np.array([s.info.rows for s in segments], dtype=np.int64)
         block_sizes = np.array([s.block_size for s in segments], dtype=np.int64)
         n_blocks = (rows + block_sizes - 1) // block_sizes
         try:
-            ixs, lives, block_lives = List(), List(), List()
-            for segment, live in zip(segments, self.live_rows):
-                ixs.append(segment.kernel_arrays())
-                lives.append(live)
-                block_lives.append(np.zeros(0, dtype=np.uint8))
+            ixs = kernel.typed_list(segment.kernel_arrays() for segment in segments)
+            lives = kernel.typed_list(self.live_rows)
+            block_lives = kernel.typed_list(np.zeros(0, dtype=np.uint8) for _ in segments)
         except NumbaError:
             return None
         bases = np.zeros(len(segments), dtype=np.int64)
@@ -113,11 +110,9 @@ class NativeRetriever:
         self.retrieve(probe.take([0]), 1, threads=1)
         self.retrieve(probe, 1, threads=max(2, self.threads))
         if self._together is not None:  # the filtered kernels: every row kept, scored directly and by blocks
-            from numba.typed import List
-
             ixs, lives, _, _, bases, *_ = self._together
-            kepts = List([np.zeros(0, dtype=np.int64) for _ in self.views])
-            flags = List([np.zeros(view.segment.info.rows, dtype=np.uint8) for view in self.views])
+            kepts = kernel.typed_list(np.zeros(0, dtype=np.int64) for _ in self.views)
+            flags = kernel.typed_list(np.zeros(view.segment.info.rows, dtype=np.uint8) for view in self.views)
             q = (probe.indptr, probe.indices, probe.weights)
             rows = int(bases[-1]) + self.views[-1].segment.info.rows
             kernel.score_segments_rows_serial(ixs, kepts, flags, bases, *q, 1, np.zeros(rows, np.float32))
@@ -187,15 +182,14 @@ class NativeRetriever:
         cached = self._filter_lists.get((key, direct))
         if cached is not None and all(a is b for a, b in zip(cached[0], selections)):
             return cached[1]
-        from numba.typed import List
-
         ixs, _, _, block_sizes, bases, n_blocks, max_blocks, max_block_size = self._together
         if direct:
-            arguments = (ixs, List([s.kept_rows() for s in selections]), List([s.live_rows() for s in selections]),
+            arguments = (ixs, kernel.typed_list(s.kept_rows() for s in selections),
+                         kernel.typed_list(s.live_rows() for s in selections),
                          bases)
         else:
-            arguments = (ixs, List([s.kernel_live() for s in selections]),
-                         List([s.kernel_blocks() for s in selections]), block_sizes, bases, n_blocks, max_blocks,
+            arguments = (ixs, kernel.typed_list(s.kernel_live() for s in selections),
+                         kernel.typed_list(s.kernel_blocks() for s in selections), block_sizes, bases, n_blocks, max_blocks,
                          max_block_size)
         with self._lock:
             if len(self._filter_lists) >= FILTER_LISTS:
