@@ -3,7 +3,8 @@
     python benchmarks/startup.py --index var/indexes/nf-default --runs 3 --output FILE
 
 Each run is a new Python process that times, in the order `lsr serve` does them: the imports (lsr, the service and
-what they pull in: torch, transformers, FastAPI, numba), the encoder load, opening the segments (checksums
+what they pull in: FastAPI, numba), the encoder load (torch and transformers only where the queries need a model:
+an inference-free index's queries need neither), opening the segments (checksums
 verified), the retrievers (BM25 statistics, dense), the warm-up (kernel compilation or numba cache loading, a
 search a mode, the filtered paths), and the app's own start (routes warmed). Then `lsr serve` itself is started
 and timed to /readyz from the outside. The first run after a source change also compiles the kernels into numba's
@@ -27,7 +28,7 @@ CHILD = r"""
 import json, sys, time
 marks = {}
 t = time.perf_counter()
-import lsr, lsr.service.app, fastapi, torch, transformers, numba  # noqa
+import lsr, lsr.service.app, fastapi, numba  # noqa
 marks["imports"] = time.perf_counter() - t
 from pathlib import Path
 from lsr import Engine, Index
@@ -48,6 +49,7 @@ marks["kernels (compile or load the numba cache)"] = time.perf_counter() - t
 t = time.perf_counter()
 engine.warm_up()
 marks["warm-up searches"] = time.perf_counter() - t
+marks["torch imported (0 or 1)"] = float("torch" in sys.modules)
 print(json.dumps(marks))
 """
 

@@ -26,7 +26,7 @@ def _flag_type(annotation: str):
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from lsr.training.trainer import TrainConfig
+    from lsr.training.config import TrainConfig
 
     train = subparsers.add_parser(
         "train", help="train a sparse encoder (inference-free or splade)",

@@ -1,7 +1,8 @@
 """Encoders and the encoder directory contract. Entry point: :func:`load_encoder`.
 
-Encoders import torch and transformers; nothing in :mod:`lsr.index` or :mod:`lsr.retrievers` imports this package at
-module level, so an index opens without them until a query needs a model.
+Encoders import torch and transformers when they first need a model; nothing in :mod:`lsr.index` or
+:mod:`lsr.retrievers` imports this package at module level, and an index's inference-free encoder answers queries
+with neither (:mod:`lsr.encoders.tokenizer`), so a server that only searches one never imports them.
 """
 
 from __future__ import annotations
@@ -9,11 +10,16 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 from lsr.encoders.config import ENCODER_CONFIG_FILE, KINDS, SPARSE_KINDS, EncoderConfig
-from lsr.encoders.dense import DenseEncoder
 from lsr.encoders.sparse import InferenceFreeEncoder, SparseEncoder, SpladeEncoder, idf_table_to_array
+from lsr.encoders.tokenizer import TOKENIZER_FILE, QueryTokenizer
 from lsr.errors import EncoderError, MissingFile
+
+if TYPE_CHECKING:
+    from lsr.encoders.dense import DenseEncoder
 
 __all__ = [
     "ENCODER_CONFIG_FILE",
@@ -29,6 +35,22 @@ __all__ = [
 ]
 
 DEFAULT_ENCODER_ENV = "LSR_DEFAULT_ENCODER"
+
+
+def __getattr__(name: str):
+    if name == "DenseEncoder":  # (imports torch: only when asked for)
+        from lsr.encoders.dense import DenseEncoder
+
+        return DenseEncoder
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _quiet_transformers():
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    return transformers
 
 
 def default_encoder_directory() -> Path:
@@ -57,12 +79,8 @@ def load_encoder(
 
     ``identity``: the identity an index records for this directory (its stored encoder). An inference-free encoder
     then loads its model only when a document is first encoded (queries need the tokenizer and the IDF table alone,
-    and the model's code is most of a server's start), and checks the weights against ``identity`` when it does."""
-    import transformers
-    from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer
-
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+    and the model's code is most of a server's start), and checks the weights against ``identity`` when it does; its
+    queries are tokenized from ``tokenizer.json`` without transformers (or torch), which load with the model."""
     if path is None:
         path = default_encoder_directory()
         if not Path(path).exists():
@@ -99,20 +117,29 @@ def load_encoder(
     if max_document_length is not None:
         config.max_document_length = max_document_length
 
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    def load_tokenizer():
+        return _quiet_transformers().AutoTokenizer.from_pretrained(str(model_dir))
+
+    def load_model():
+        return _quiet_transformers().AutoModelForMaskedLM.from_pretrained(str(model_dir)).float()
+
+    lazy_model = config.kind == "inference-free" and identity is not None
+    if lazy_model and (model_dir / TOKENIZER_FILE).exists() and (layout is None or layout.query_weights is None):
+        tokenizer = QueryTokenizer(model_dir, load_tokenizer)  # (no transformers, no torch until a document comes)
+    else:
+        tokenizer = load_tokenizer()
     if config.kind == "dense":
-        model = AutoModel.from_pretrained(str(model_dir)).float()  # fp16 files (the shipped model) compute in fp32
+        from lsr.encoders.dense import DenseEncoder
+
+        model = _quiet_transformers().AutoModel.from_pretrained(str(model_dir)).float()  # fp16 files compute in fp32
         _fit_window(config, model.config, directory, max_query_length, max_document_length)
         return DenseEncoder(config, model, tokenizer, device=device, dtype=dtype)
 
-    def load_model():
-        return AutoModelForMaskedLM.from_pretrained(str(model_dir)).float()
-
-    if config.kind == "splade" or identity is None:
+    if not lazy_model:
         model = load_model()
         model_config = model.config
     else:  # the configuration alone now; the weights on the first document (see above)
-        model, model_config = load_model, AutoConfig.from_pretrained(str(model_dir))
+        model, model_config = load_model, _model_config(model_dir)
     _fit_window(config, model_config, directory, max_query_length, max_document_length)
     if config.kind == "splade":
         return SpladeEncoder(config, model, tokenizer, device=device, dtype=dtype)
@@ -150,6 +177,21 @@ def load_encoder(
     idf_array = idf_table_to_array(table, tokenizer, vocab_size, str(idf_path))
     config.idf_file = "idf.json"
     return InferenceFreeEncoder(config, model, tokenizer, device=device, dtype=dtype, idf=idf_array, **lazy)
+
+
+def _model_config(model_dir: Path) -> SimpleNamespace:
+    """What lsr reads of a model's ``config.json`` before its weights load (vocabulary, positions), as JSON: loading
+    it through transformers imports torch."""
+    path = model_dir / "config.json"
+    if not path.exists():
+        raise MissingFile(f"{path} is missing: an encoder folder holds its model's config.json")
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as exc:
+        raise EncoderError(f"{path} is not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("vocab_size"), int):  # (nested: transformers knows)
+        return _quiet_transformers().AutoConfig.from_pretrained(str(model_dir))
+    return SimpleNamespace(vocab_size=data["vocab_size"], max_position_embeddings=data.get("max_position_embeddings"))
 
 
 def _fit_window(config, model_config, directory, max_query_length, max_document_length) -> None:

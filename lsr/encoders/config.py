@@ -14,10 +14,12 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from lsr.errors import EncoderError
+
+if TYPE_CHECKING:
+    import torch
 
 ENCODER_CONFIG_FILE = "lsr_encoder.json"
 ENCODER_FORMAT_VERSION = 1  # what an encoder computing as lsr 0.2 did is written as

@@ -7,16 +7,18 @@ import json
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from lsr.encoders.batching import length_sorted_batches, pad_batch, sparse_from_tensor
 from lsr.encoders.config import EncoderConfig, hash_weights, save_encoder_directory
-from lsr.encoders.device import resolve_device
-from lsr.encoders.mlm import MlmPooler
 from lsr.errors import EncoderError
 from lsr.sparse import SparseBatch
+
+if TYPE_CHECKING:
+    import torch
+
+    from lsr.encoders.mlm import MlmPooler
 
 Progress = Callable[[int], None]  # called with the number of texts just encoded
 
@@ -34,13 +36,13 @@ class SparseEncoder:
         ``identity`` its weights must have are given)."""
         self.config = config
         self.tokenizer = tokenizer
-        self.device = resolve_device(device)
+        self._device_asked, self._device = device, None
         self.dtype = dtype
         self._model = self._pooler = None
         self._load_model = None
         self._claimed_identity = identity
         self._lock = threading.Lock()
-        if isinstance(model, torch.nn.Module):
+        if hasattr(model, "state_dict"):
             self._set_model(model)
             self.vocab_size = int(model.config.vocab_size)
         else:
@@ -51,6 +53,16 @@ class SparseEncoder:
         # the dimensions zeroed in every vector: lsr's and OpenSearch's convention; sentence-transformers keeps them
         self.zeroed_ids = self.special_ids if config.zero_special_tokens else []
         self.idf = idf
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model computes (resolved when first needed: an encoder that only encodes queries by IDF never
+        imports torch)."""
+        if self._device is None:
+            from lsr.encoders.device import resolve_device
+
+            self._device = resolve_device(self._device_asked)
+        return self._device
 
     def _set_model(self, model: torch.nn.Module) -> None:
         self._model = model.to(self.device).eval()
@@ -81,6 +93,8 @@ class SparseEncoder:
     def pooler(self) -> MlmPooler:
         if self._pooler is None:
             model = self.model
+            from lsr.encoders.mlm import MlmPooler
+
             with self._lock:
                 if self._pooler is None:
                     self._pooler = MlmPooler(model, self.zeroed_ids, pooling=self.config.pooling,
@@ -91,18 +105,22 @@ class SparseEncoder:
     def tokenize(self, texts: Sequence[str], max_length: int) -> list[list[int]]:
         return self.tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
 
-    @torch.inference_mode()
     def encode_token_ids(self, token_ids: Sequence[Sequence[int]], batch_size: int = 32,
                          progress: Progress | None = None) -> SparseBatch:
         """SPLADE vectors of already-tokenized inputs (special tokens included), in input order."""
+        import torch
+
+        from lsr.encoders.batching import length_sorted_batches, pad_batch, sparse_from_tensor
+
         parts: list[SparseBatch] = []
         order: list[np.ndarray] = []
-        for batch in length_sorted_batches([len(ids) for ids in token_ids], batch_size):
-            input_ids, mask = pad_batch([token_ids[i] for i in batch], self.tokenizer.pad_token_id, self.device)
-            parts.append(sparse_from_tensor(self.pooler(input_ids, mask, self.dtype)))
-            order.append(batch)
-            if progress is not None:
-                progress(len(batch))
+        with torch.inference_mode():
+            for batch in length_sorted_batches([len(ids) for ids in token_ids], batch_size):
+                input_ids, mask = pad_batch([token_ids[i] for i in batch], self.tokenizer.pad_token_id, self.device)
+                parts.append(sparse_from_tensor(self.pooler(input_ids, mask, self.dtype)))
+                order.append(batch)
+                if progress is not None:
+                    progress(len(batch))
         if not parts:
             return SparseBatch.from_rows([])
         sorted_rows = SparseBatch.concatenate(parts)
