@@ -7,13 +7,12 @@ with neither (:mod:`lsr.encoders.tokenizer`), so a server that only searches one
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
-from lsr.encoders.config import ENCODER_CONFIG_FILE, KINDS, SPARSE_KINDS, EncoderConfig
+from lsr.encoders.config import ENCODER_CONFIG_FILE, KINDS, SPARSE_KINDS, EncoderConfig, read_json_object
 from lsr.encoders.sparse import InferenceFreeEncoder, SparseEncoder, SpladeEncoder, idf_table_to_array
 from lsr.encoders.tokenizer import TOKENIZER_FILE, QueryTokenizer
 from lsr.errors import EncoderError, MissingFile
@@ -168,12 +167,7 @@ def load_encoder(
         raise EncoderError("an inference-free encoder needs an IDF table: pass --idf FILE (token -> weight JSON)")
     if not idf_path.exists():
         raise MissingFile(f"IDF table {idf_path} does not exist; compute one with `lsr idf` or pass --idf FILE")
-    try:
-        table = json.loads(idf_path.read_text())
-    except ValueError as exc:
-        raise EncoderError(f"{idf_path} is not valid JSON ({exc}); expected {{token: weight}}") from None
-    if not isinstance(table, dict):
-        raise EncoderError(f"{idf_path}: expected a JSON object {{token: weight}}, got {type(table).__name__}")
+    table = read_json_object(idf_path, "a JSON object {token: weight}")
     idf_array = idf_table_to_array(table, tokenizer, vocab_size, str(idf_path))
     config.idf_file = "idf.json"
     return InferenceFreeEncoder(config, model, tokenizer, device=device, dtype=dtype, idf=idf_array, **lazy)
@@ -185,11 +179,8 @@ def _model_config(model_dir: Path) -> SimpleNamespace:
     path = model_dir / "config.json"
     if not path.exists():
         raise MissingFile(f"{path} is missing: an encoder folder holds its model's config.json")
-    try:
-        data = json.loads(path.read_text())
-    except ValueError as exc:
-        raise EncoderError(f"{path} is not valid JSON ({exc})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("vocab_size"), int):  # (nested: transformers knows)
+    data = read_json_object(path, "a model configuration object")
+    if not isinstance(data.get("vocab_size"), int):  # (nested: transformers knows)
         return _quiet_transformers().AutoConfig.from_pretrained(str(model_dir))
     return SimpleNamespace(vocab_size=data["vocab_size"], max_position_embeddings=data.get("max_position_embeddings"))
 

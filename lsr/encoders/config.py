@@ -98,6 +98,17 @@ class EncoderConfig:
         (directory / ENCODER_CONFIG_FILE).write_text(json.dumps(data, indent=2) + "\n")
 
 
+def read_json_object(path: Path, expected: str) -> dict:
+    """A JSON file holding one object (``expected`` says what, for the error), or :class:`EncoderError` naming it."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except ValueError as exc:
+        raise EncoderError(f"{path} is not valid JSON ({exc}); expected {expected}") from None
+    if not isinstance(data, dict):
+        raise EncoderError(f"{path}: expected {expected}, got {type(data).__name__}")
+    return data
+
+
 def hash_weights(digest: hashlib._Hash, model: torch.nn.Module) -> None:
     """Feed every tensor of ``model`` (sorted by name, as float32 bytes) into ``digest``: identity, not file format."""
     for name, tensor in sorted(model.state_dict().items()):

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from lsr.encoders.config import read_json_object
 from lsr.errors import EncoderError
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -34,7 +35,8 @@ class QueryTokenizer:
             raise EncoderError(f"{path} is not a tokenizer file the tokenizers library reads ({exc})") from None
         self._tokenizer.no_truncation()  # (each call says how long; none pads)
         self._tokenizer.no_padding()
-        config = _read_json(directory / "tokenizer_config.json")
+        config_path = directory / "tokenizer_config.json"
+        config = read_json_object(config_path, "a tokenizer configuration") if config_path.exists() else {}
         self._truncate_left = config.get("truncation_side") == "left"
         added = json.loads(path.read_text()).get("added_tokens") or []
         self.all_special_ids = sorted({token["id"] for token in added if token.get("special")})
@@ -84,12 +86,3 @@ class QueryTokenizer:
                    for row in ids]
         return {"input_ids": ids}
 
-
-def _read_json(path: Path) -> dict:
-    if not path.exists():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except ValueError as exc:
-        raise EncoderError(f"{path} is not valid JSON ({exc})") from None
-    return data if isinstance(data, dict) else {}
