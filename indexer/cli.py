@@ -48,6 +48,9 @@ def _add_build_arguments(index: argparse.ArgumentParser) -> None:
     index.add_argument("--bound-ratio", type=int, default=DEFAULT_BOUND_RATIO,
                        help="terms in at least 1/R of the documents also keep a row of block maxima, so their block "
                             f"bounds are one SIMD pass (default {DEFAULT_BOUND_RATIO}; 0: only the dense terms)")
+    index.add_argument("--max-weight", type=positive_float, default=None, metavar="W",
+                       help="uint8 quantization: the weight stored as 255 (default: the largest weight of the first "
+                            "documents). Later documents' weights above it are stored as 255 and counted as clipped")
     index.add_argument("--document-top-k", type=int, default=None, metavar="N",
                        help="static pruning: keep each document's N largest weights (default: all)")
     index.add_argument("--lucene", action="store_true",
@@ -268,7 +271,8 @@ def _build(args: argparse.Namespace, encoder, dense, schema):
             bound_ratio=args.bound_ratio,
             lucene=args.lucene, lucene_threads=args.lucene_threads, document_top_k=args.document_top_k,
             chunk_tokens=args.chunk_tokens, chunk_overlap=args.chunk_overlap, chunk_aggregate=args.chunk_aggregate,
-            chunk_documents=args.chunk_documents, encode_with=encode_with)
+            chunk_documents=args.chunk_documents, encode_with=encode_with,
+            **({"max_weight": args.max_weight} if args.max_weight is not None else {}))
 
 
 def _print_build(args: argparse.Namespace, index, seconds: float, extra: dict) -> None:

@@ -80,6 +80,14 @@ def storage_error(exc: OSError, what: str, generation: int | None = None) -> Sto
     return error
 
 
+class AlreadyExists(LsrError, FileExistsError):
+    """A collection (or snapshot) that is to be created exists already (HTTP 409)."""
+
+
+class CollectionUnavailable(Unavailable):
+    """A collection whose folder cannot be served (damaged, half-created): its routes answer 503, the others serve."""
+
+
 class MissingFile(LsrError, FileNotFoundError):
     """A path the user gave does not exist."""
 
@@ -89,7 +97,7 @@ class MissingDependency(LsrError, ImportError):
 
 
 class NotFound(LsrError, KeyError):
-    """An unknown document id."""
+    """An unknown document id or collection."""
 
     def __str__(self) -> str:  # KeyError quotes its argument; ours is a sentence
         return str(self.args[0]) if self.args else ""

@@ -1,12 +1,16 @@
 """The HTTP API: :func:`create_app` assembles the routers (:mod:`lsr.service.search`, :mod:`lsr.service.documents`,
-:mod:`lsr.service.health`), the error handlers and the middleware; its lifespan opens the index (sparse + optional
-dense, BM25, texts, metadata) once and warms every kernel variant a request can reach before reporting ready.
+:mod:`lsr.service.collection_routes`, :mod:`lsr.service.health`), the error handlers and the middleware; its
+lifespan opens the collections (an index each: sparse + optional dense, BM25, texts, metadata) and warms every
+kernel variant a request can reach before reporting ready.
 
 Routes: ``POST /search``, ``POST /search/batch``, ``POST /encode``, ``GET /documents/{id}``, ``POST /documents``,
-``PUT|DELETE /documents/{id}``, ``GET /healthz`` (process up), ``GET /readyz`` (index and encoders loaded, kernels
-compiled), ``GET /metrics`` (Prometheus). The index is memory-mapped, so uvicorn workers share its pages.
+``PUT|DELETE /documents/{id}`` (the collection ``default``), the same under ``/collections/{name}/``, with
+``GET|PUT|DELETE /collections/{name}``, ``GET /collections``, merge and snapshots; ``GET /healthz`` (process up),
+``GET /readyz`` (collections loaded, kernels compiled), ``GET /metrics`` (Prometheus). Indexes are memory-mapped,
+so uvicorn workers share their pages.
 
-With ``api_key`` set, every route but the two health probes needs ``Authorization: Bearer <key>``. Errors: lsr's own
+With keys set (``api_key``, ``keys``: :mod:`lsr.service.keys`), every route but the two health probes needs
+``Authorization: Bearer <key>``, of a scope that covers the route. Errors: lsr's own
 (:class:`lsr.errors.LsrError`) map once to a status (:func:`status_of`) with the message, at the field the error
 names (a filter's path, ``k``, ``mode``); a request value JSON reads as NaN or infinity is a 422 like any other.
 """
@@ -20,20 +24,35 @@ import math
 import threading
 from contextlib import AsyncExitStack, asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
+from lsr.collections import DataDirectory
 from lsr.engine import Engine
-from lsr.errors import BackendUnavailable, DiskFull, IndexLocked, IndexReadOnly, LsrError, NotFound, NotWritable, StorageError
-from lsr.service import documents, health, search
-from lsr.service.documents import Writes, refresh_loop_target
-from lsr.service.middleware import BearerAuth, BodyLimit, Metrics, MetricsMiddleware
+from lsr.errors import (
+    AlreadyExists,
+    BackendUnavailable,
+    CollectionUnavailable,
+    DiskFull,
+    IndexLocked,
+    IndexReadOnly,
+    LsrError,
+    NotFound,
+    NotWritable,
+    StorageError,
+)
+from lsr.service import collection_routes, documents, health, search
+from lsr.service.collections import DEFAULT, Collections, refresh_loop
+from lsr.service.deps import collection_name
+from lsr.service.keys import KeyAuth, grants_from
+from lsr.service.middleware import BodyLimit, Metrics, MetricsMiddleware
 from lsr.service.settings import Settings
 
-STATUS = ((NotFound, 404), (IndexReadOnly, 403), (NotWritable, 409), (BackendUnavailable, 503), (IndexLocked, 503),
-          (DiskFull, 507), (StorageError, 500))
+STATUS = ((NotFound, 404), (IndexReadOnly, 403), (NotWritable, 409), (AlreadyExists, 409),
+          (CollectionUnavailable, 503), (BackendUnavailable, 503), (IndexLocked, 503), (DiskFull, 507),
+          (StorageError, 500))
 
 
 def status_of(exc: LsrError) -> int:
@@ -67,13 +86,19 @@ async def lsr_error(request: Request, exc: LsrError):
 
 
 async def warm_routes(app: FastAPI) -> None:
-    """One ``/search`` a mode through the router (inside the middleware: no API key, no metrics), so the first real
-    request does not pay FastAPI's and pydantic's first-call costs (about 2 ms of a 0.5 ms request)."""
-    engine: Engine = app.state.engine
-    for mode in engine.modes():
+    """One search a mode through the router (inside the middleware: no API key, no metrics), so the first real
+    request does not pay FastAPI's and pydantic's first-call costs (about 2 ms of a 0.5 ms request). Once a process:
+    the routes and models are the same for every collection."""
+    collections: Collections = app.state.collections
+    served = [c for c in collections.items() if c.engine is not None]
+    if not served:
+        return
+    first = next((c for c in served if c.name == DEFAULT), served[0])
+    path = "/search" if first.name == DEFAULT else f"/collections/{first.name}/search"
+    for mode in first.engine.modes():
         body = json.dumps({"query": "warm up", "k": 1, "mode": mode}).encode()
         scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-                 "path": "/search", "raw_path": b"/search", "query_string": b"", "root_path": "", "app": app,
+                 "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "app": app,
                  "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
                  "client": ("127.0.0.1", 0), "server": ("127.0.0.1", 0), "state": {}}
 
@@ -92,27 +117,29 @@ async def warm_routes(app: FastAPI) -> None:
             return
 
 
-def _index_bytes(directory) -> int:
-    return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file()) if directory is not None else 0
-
-
-def open_engine(settings: Settings) -> Engine:
-    """The engine the settings describe (also used by `lsr serve` to fail early, with one line)."""
-    return Engine.open(settings.index, device=settings.device, backend=settings.backend, **settings.open_options())
+def open_engine(settings: Settings, path=None, encoder=None) -> Engine:
+    """The engine of one index (``path``, default ``settings.index``) as the settings describe it (also used by
+    `lsr serve` to fail early, with one line)."""
+    return Engine.open(path or settings.index, encoder=encoder, device=settings.device, backend=settings.backend,
+                       **settings.open_options())
 
 
 def make_lifespan(settings: Settings, engine: Engine | None):
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        if engine is None and not settings.index:
-            raise RuntimeError("no index: set LSR_INDEX (or pass --index DIR)")
-        app.state.engine = engine or open_engine(settings)
-        app.state.engine.warm_up()  # compile every kernel variant, load the models, page in the index
-        snapshot = app.state.engine.state().snapshot
-        metrics = app.state.metrics
-        metrics.documents.set(snapshot.doc_count)
-        metrics.postings.set(snapshot.postings)
-        metrics.index_bytes.set(_index_bytes(app.state.engine.index.directory))
+        collections: Collections = app.state.collections
+        if engine is None and not settings.index and not settings.data:
+            raise RuntimeError("nothing to serve: set LSR_INDEX or LSR_DATA (or pass --index DIR or --data DIR)")
+        if collections.data is not None:
+            if (engine is not None or settings.index) and DEFAULT in collections.data.names():
+                raise RuntimeError(f"{collections.data.root} has a collection named {DEFAULT!r} and --index serves "
+                                   "one too; drop one of them")
+            collections.open_all()  # each warmed as it opens (kernels compile once, for the first)
+        if engine is not None or settings.index:
+            ready = engine or open_engine(settings)
+            ready.warm_up()  # compile every kernel variant, load the models, page in the index
+            collections.serve_engine(DEFAULT, ready)
+        app.state.engine = collections._items[DEFAULT].engine if DEFAULT in collections.names() else None
         # Python's full collections walk every object alive: with torch and transformers loaded, hundreds of
         # thousands, 100-250 ms each, which was the p99 under load. What exists now lives as long as the process,
         # so it moves to the permanent generation, and a full collection walks only what requests allocate.
@@ -122,8 +149,8 @@ def make_lifespan(settings: Settings, engine: Engine | None):
         # CPU caches what the full collection above pushed out: the first request costs what the next ones do.
         await warm_routes(app)
         stop = threading.Event()
-        refresher = threading.Thread(target=refresh_loop_target, name="lsr-refresh", daemon=True,
-                                     args=(app.state.engine, settings.refresh_interval, stop))
+        refresher = threading.Thread(target=refresh_loop, name="lsr-refresh", daemon=True,
+                                     args=(collections, settings.refresh_interval, stop))
         refresher.start()
         app.state.ready = True
         yield
@@ -143,16 +170,22 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
                               "filtered by metadata.")
     app.state.settings = settings
     app.state.metrics = Metrics()
-    app.state.writes = Writes(settings)
+    app.state.collections = Collections(settings, app.state.metrics,
+                                        DataDirectory(settings.data) if settings.data else None)
+    app.state.engine = None
     app.state.ready = False
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(LsrError, lsr_error)
-    for router in (search.router, documents.router, health.router):
+    for router in (search.router, documents.router):  # the collection `default` at the root, any by name below
         app.include_router(router)
+        app.include_router(router, prefix="/collections/{name}", dependencies=[Depends(collection_name)])
+    app.include_router(health.router)
+    app.include_router(collection_routes.router)  # last: its catch-all answers names that match no other route
     # outermost last: CORS answers preflights and decorates 401/413; metrics see every status
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
-    if settings.api_key is not None:
-        app.add_middleware(BearerAuth, key=settings.api_key.get_secret_value())
+    grants = grants_from(settings)
+    if grants:
+        app.add_middleware(KeyAuth, grants=grants)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,

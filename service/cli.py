@@ -12,7 +12,11 @@ from lsr.retrievers import backend_names
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     serve = subparsers.add_parser("serve", help="serve an index over HTTP (FastAPI + uvicorn)")
-    serve.add_argument("--index", default=None, metavar="DIR", help="index directory (or LSR_INDEX)")
+    serve.add_argument("--index", default=None, metavar="DIR",
+                       help="index directory (or LSR_INDEX), served as the collection `default`")
+    serve.add_argument("--data", default=None, metavar="DIR",
+                       help="data directory (or LSR_DATA): every index under it is a collection named by its folder, "
+                            "served under /collections/NAME/; collections are created and dropped there")
     serve.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="port (default 8000)")
     serve.add_argument("--device", default=None, help="query encoding device (siamese and dense encoders)")
@@ -37,7 +41,8 @@ def run_serve(args: argparse.Namespace) -> int:
 
     if args.config:
         os.environ[CONFIG_FILE_ENV] = args.config
-    overrides = {key: value for key, value in (("index", args.index), ("host", args.host), ("port", args.port),
+    overrides = {key: value for key, value in (("index", args.index), ("data", args.data), ("host", args.host),
+                                               ("port", args.port),
                                                ("device", args.device), ("workers", args.workers),
                                                ("backend", args.backend), ("milvus_uri", args.milvus_uri),
                                                ("milvus_collection", args.milvus_collection)) if value is not None}
@@ -48,10 +53,15 @@ def run_serve(args: argparse.Namespace) -> int:
             print(f"lsr serve: error: setting {'.'.join(str(p) for p in error['loc'])}: {error['msg']}",
                   file=sys.stderr)
         return 2
-    if settings.index is None:
-        print("lsr serve: no index given; pass --index DIR (or set LSR_INDEX)", file=sys.stderr)
+    if settings.index is None and settings.data is None:
+        print("lsr serve: nothing to serve; pass --index DIR or --data DIR (or set LSR_INDEX or LSR_DATA)",
+              file=sys.stderr)
         return 2
-    engine = open_engine(settings)  # fail here, with one line, not in uvicorn
+    if settings.data is not None:
+        from lsr.collections import DataDirectory
+
+        DataDirectory(settings.data)  # a path that is a file: one line here (a missing folder is created)
+    engine = open_engine(settings) if settings.index is not None else None  # fail here, with one line
     if settings.workers == 1:
         uvicorn.run(create_app(settings, engine=engine), host=settings.host, port=settings.port, log_level="info",
                     http=http_protocol())

@@ -18,79 +18,15 @@ any of them wrote.
 
 from __future__ import annotations
 
-import threading
-import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Request
+from fastapi import APIRouter, HTTPException, Path
 
 from lsr.corpus import Document
-from lsr.engine import Engine
-from lsr.errors import IndexLocked, IndexReadOnly, LsrError
-from lsr.service.deps import EngineDep, unprocessable
+from lsr.service.deps import ReadDep, WriteDep, unprocessable
 from lsr.service.schemas import DocumentBody, DocumentOut, DocumentsIn, WriteOut
-from lsr.service.settings import Settings
 
 router = APIRouter(tags=["documents"])
-
-
-class Writes:
-    """What the write routes share: the settings, this worker's turn to write, its background merge."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._turn = threading.Lock()
-        self._merging = threading.Lock()
-
-    def write(self, engine: Engine, operation) -> WriteOut:
-        """Run ``operation(writer)`` with the index's writer, commit, serve the new generation."""
-        if self.settings.read_only:
-            raise HTTPException(403, detail="this server is read-only (LSR_READ_ONLY); write to another one, or "
-                                            "change the index with `lsr index add|delete`")
-        engine.check_writable()
-        started = time.perf_counter()
-        timeout = self.settings.write_timeout
-        if not self._turn.acquire(timeout=timeout):
-            raise IndexLocked(f"another write of this worker is still running (waited {timeout:g} s: "
-                              "LSR_WRITE_TIMEOUT)")
-        try:
-            summary = self._commit(engine, operation)
-        finally:
-            self._turn.release()
-        if self.settings.merge:
-            threading.Thread(target=self.merge, args=(engine,), daemon=True).start()
-        return WriteOut(generation=summary.generation, added=summary.added, replaced=summary.replaced,
-                        unchanged=summary.unchanged, deleted=summary.deleted, truncated=summary.truncated,
-                        took_ms=(time.perf_counter() - started) * 1000)
-
-    def _commit(self, engine: Engine, operation):
-        index = engine.index
-        try:
-            writer = index.writer(wait=self.settings.write_timeout, **self.settings.writer_options())
-        except IndexLocked as exc:
-            raise IndexLocked(f"{exc} (waited {self.settings.write_timeout:g} s: LSR_WRITE_TIMEOUT)") from None
-        try:
-            operation(writer)
-            return index.commit()
-        finally:  # a commit that reached the index but not a mirror is still served (and says so: 503)
-            index.rollback()
-            try:
-                engine.refresh()
-            except LsrError:  # (the backend that failed the write may fail this too: the first error is the answer)
-                pass
-
-    def merge(self, engine: Engine) -> None:
-        """One background merge at a time in this worker, when the tiered policy has runs to merge."""
-        if not self._merging.acquire(blocking=False):
-            return
-        try:
-            with self._turn:
-                if engine.index.merge(wait=self.settings.write_timeout).merged:
-                    engine.refresh()
-        except (IndexLocked, IndexReadOnly):
-            pass  # another process writes or merges: the next write tries again
-        finally:
-            self._merging.release()
 
 
 def checked(doc_id: str, title: str, text: str, metadata, loc: list) -> Document:
@@ -100,17 +36,11 @@ def checked(doc_id: str, title: str, text: str, metadata, loc: list) -> Document
     return document
 
 
-async def get_writes(request: Request) -> Writes:
-    return request.app.state.writes
-
-
-WritesDep = Annotated[Writes, Depends(get_writes)]
-
-
 @router.get("/documents/{doc_id}", response_model=DocumentOut, response_model_exclude_none=True,
             responses={404: {"description": "unknown id"}})
-def get_document(doc_id: str, engine: EngineDep):
+def get_document(doc_id: str, collection: ReadDep):
     """A stored document: its title and text (an index built with --store-documents) and its metadata."""
+    engine = collection.engine
     snapshot = engine.state().snapshot
     if not engine.stores_documents() and not engine.schema().fields:
         raise HTTPException(404, detail="this index stores no texts and no metadata; rebuild it with `lsr index ... "
@@ -123,11 +53,12 @@ def get_document(doc_id: str, engine: EngineDep):
 
 
 @router.post("/documents", response_model=WriteOut)
-def add_documents(body: DocumentsIn, engine: EngineDep, writes: WritesDep):
+def add_documents(body: DocumentsIn, collection: WriteDep):
     """Add documents, replacing those whose id is in the index (an unchanged title, text and metadata is not
     re-encoded). A 200 means committed (durable); visible on this worker at once, on every worker within the refresh
     interval. Metadata that does not fit the index's schema is a 422 naming the document and the field; nothing of
     the batch is written."""
+    writes = collection.writes
     if len(body.documents) > writes.settings.max_batch:
         raise HTTPException(413, detail=f"{len(body.documents)} documents in one write, over the server's limit of "
                                         f"{writes.settings.max_batch} (LSR_MAX_BATCH); split the batch")
@@ -139,31 +70,22 @@ def add_documents(body: DocumentsIn, engine: EngineDep, writes: WritesDep):
             raise unprocessable(["body", "documents", number, "id"], f"document id {document.id!r} appears twice in "
                                                                      "one write")
         seen.add(document.id)
-    return writes.write(engine, lambda writer: writer.add(batch, upsert=True))
+    return writes.write(collection.engine, lambda writer: writer.add(batch, upsert=True))
 
 
 @router.put("/documents/{doc_id}", response_model=WriteOut)
-def put_document(doc_id: Annotated[str, Path(min_length=1, max_length=512)], body: DocumentBody, engine: EngineDep,
-                 writes: WritesDep):
+def put_document(doc_id: Annotated[str, Path(min_length=1, max_length=512)], body: DocumentBody,
+                 collection: WriteDep):
     """Add or replace one document."""
     document = checked(doc_id, body.title, body.text, body.metadata, ["body", "text"])
-    return writes.write(engine, lambda writer: writer.add([document], upsert=True))
+    return collection.writes.write(collection.engine, lambda writer: writer.add([document], upsert=True))
 
 
 @router.delete("/documents/{doc_id}", response_model=WriteOut, responses={404: {"description": "unknown id"}})
-def delete_document(doc_id: str, engine: EngineDep, writes: WritesDep):
+def delete_document(doc_id: str, collection: WriteDep):
     """Delete one document (404 when the index does not hold it)."""
     def delete(writer) -> None:
         if writer.delete([doc_id]).unknown:  # deleted meanwhile by another writer
             raise HTTPException(404, detail=f"no document with id {doc_id!r} in this index")
 
-    return writes.write(engine, delete)
-
-
-def refresh_loop_target(engine: Engine, interval: float, stop: threading.Event) -> None:
-    """Every ``interval`` seconds: serve the published generation if another process committed one."""
-    while not stop.wait(interval):
-        try:
-            engine.refresh()
-        except Exception:  # noqa: BLE001 pragma: no cover - a damaged index, a backend down: keep serving, keep polling
-            continue
+    return collection.writes.write(collection.engine, delete)

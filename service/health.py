@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, Response
 from lsr.engine import Engine
 from lsr.errors import LsrError
 from lsr.retrievers import capabilities
+from lsr.service.collections import DEFAULT
 from lsr.service.schemas import Health, Ready
 
 router = APIRouter(tags=["operations"])
@@ -22,10 +23,19 @@ async def healthz():
 
 @router.get("/readyz", response_model=Ready, responses={503: {"description": "still loading"}})
 def readyz(request: Request):
-    """The index and the encoders are loaded and every kernel is compiled (readiness)."""
+    """The collections are open, their encoders loaded and every kernel compiled (readiness). With a collection
+    ``default`` (``--index``): what it serves. ``unavailable`` names each collection that cannot be served, and why;
+    the others serve."""
     if not request.app.state.ready:
         return JSONResponse({"status": "loading"}, status_code=503)
-    engine: Engine = request.app.state.engine
+    collections = request.app.state.collections
+    items = collections.items()
+    unavailable = {c.name: c.error for c in items if c.engine is None}
+    counts = {"collections": len(items), "unavailable": unavailable or None} if collections.data is not None else {}
+    default = next((c for c in items if c.name == DEFAULT and c.engine is not None), None)
+    if default is None:
+        return Ready(status="ready", **counts)
+    engine: Engine = default.engine
     manifest = engine.index.manifest
     snapshot = engine.state().snapshot
     fusion = engine.default_fusion() if engine.default_mode == "hybrid" else None
@@ -37,7 +47,7 @@ def readyz(request: Request):
                  backend=engine.backend, exact=engine.exact, documents_stored=bool(manifest.documents),
                  writable=not request.app.state.settings.read_only and _writable(engine),
                  filterable=all(capabilities(engine.retrievers.get(c)).filterable for c in components),
-                 metadata=dict(engine.schema().fields))
+                 metadata=dict(engine.schema().fields), **counts)
 
 
 def _writable(engine: Engine) -> bool:
@@ -53,4 +63,5 @@ def prometheus(request: Request):
     """Prometheus exposition: request counts and latency by route and mode, index size."""
     from prometheus_client import CONTENT_TYPE_LATEST
 
+    request.app.state.collections.update_gauges()
     return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -1,21 +1,18 @@
-"""ASGI middleware of the HTTP API: body size limit, bearer API key, Prometheus metrics (pure ASGI, no per-request
-object allocation beyond what each needs)."""
+"""ASGI middleware of the HTTP API: body size limit, Prometheus metrics (pure ASGI, no per-request object allocation
+beyond what each needs). The API keys are :mod:`lsr.service.keys`."""
 
 from __future__ import annotations
 
-import hmac
 import json
 import os
 import time
-
-OPEN_ROUTES = ("/healthz", "/readyz")
 
 
 class _TooLarge(Exception):
     pass
 
 
-async def _send_json(send, status: int, body: dict, headers: list | None = None) -> None:
+async def send_json(send, status: int, body: dict, headers: list | None = None) -> None:
     payload = json.dumps(body).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
@@ -36,7 +33,7 @@ class BodyLimit:
                              "send fewer or shorter queries"}
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
-            return await _send_json(send, 413, message)
+            return await send_json(send, 413, message)
         received = 0
 
         async def limited():
@@ -51,24 +48,7 @@ class BodyLimit:
         try:
             await self.app(scope, limited, send)
         except _TooLarge:
-            await _send_json(send, 413, message)
-
-
-class BearerAuth:
-    """401 unless ``Authorization: Bearer <key>`` (constant-time compare); the health probes stay open."""
-
-    def __init__(self, app, key: str) -> None:
-        self.app, self.key = app, key.encode()
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"] in OPEN_ROUTES or scope["method"] == "OPTIONS":
-            return await self.app(scope, receive, send)
-        header = dict(scope["headers"]).get(b"authorization", b"")
-        scheme, _, token = header.partition(b" ")
-        if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self.key):
-            return await _send_json(send, 401, {"detail": "missing or wrong API key: send Authorization: Bearer <key>"},
-                                    [(b"www-authenticate", b"Bearer")])
-        return await self.app(scope, receive, send)
+            await send_json(send, 413, message)
 
 
 class Metrics:
@@ -85,14 +65,35 @@ class Metrics:
         self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         self.registry = CollectorRegistry()
         registry = None if self.multiprocess else self.registry
-        self.requests = Counter("lsr_requests", "HTTP requests", ["route", "method", "mode", "status"],
+        self.requests = Counter("lsr_requests", "HTTP requests", ["collection", "route", "method", "mode", "status"],
                                 registry=registry)
-        self.latency = Histogram("lsr_request_seconds", "HTTP request latency", ["route", "mode"], registry=registry,
+        self.latency = Histogram("lsr_request_seconds", "HTTP request latency", ["collection", "route", "mode"],
+                                 registry=registry,
                                  buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
         gauge = {"multiprocess_mode": "max"} if self.multiprocess else {}
-        self.documents = Gauge("lsr_index_documents", "documents in the served index", registry=registry, **gauge)
-        self.postings = Gauge("lsr_index_postings", "postings in the served index", registry=registry, **gauge)
-        self.index_bytes = Gauge("lsr_index_bytes", "bytes on disk of the served index", registry=registry, **gauge)
+        self.documents = Gauge("lsr_index_documents", "documents in a collection", ["collection"], registry=registry,
+                               **gauge)
+        self.postings = Gauge("lsr_index_postings", "postings in a collection", ["collection"], registry=registry,
+                              **gauge)
+        self.index_bytes = Gauge("lsr_index_bytes", "bytes on disk of a collection", ["collection"],
+                                 registry=registry, **gauge)
+        self.clipped = Gauge("lsr_index_clipped_postings", "impacts above a collection's quantization maximum, "
+                             "stored as 255", ["collection"], registry=registry, **gauge)
+
+    def set_collection(self, name: str, snapshot, nbytes: int | None = None) -> None:
+        """The gauges of one collection, from the generation it serves."""
+        self.documents.labels(name).set(snapshot.doc_count)
+        self.postings.labels(name).set(snapshot.postings)
+        self.clipped.labels(name).set(sum(getattr(v.segment.info, "clipped_postings", 0) for v in snapshot.views))
+        if nbytes is not None:
+            self.index_bytes.labels(name).set(nbytes)
+
+    def forget_collection(self, name: str) -> None:
+        for gauge in (self.documents, self.postings, self.index_bytes, self.clipped):
+            try:
+                gauge.remove(name)
+            except KeyError:
+                pass
 
     def route_of(self, scope) -> str:
         route = scope.get("route")
@@ -101,7 +102,16 @@ class Metrics:
         path = scope.get("path", "")
         if path.startswith("/documents/"):
             return "/documents/{doc_id}"
+        if path.startswith("/collections"):
+            return "/collections/..."
         return path if path in self.ROUTES else "other"
+
+    @staticmethod
+    def collection_of(scope) -> str:
+        """The collection a request named (``default`` for the root routes; empty for the others): a known
+        collection's name, never what an unknown path said (a label per typo would grow without bound)."""
+        state = scope.get("state", {})
+        return state.get("lsr_collection", "")
 
     def middleware(self, app):
         async def wrapped(scope, receive, send):
@@ -120,8 +130,9 @@ class Metrics:
             finally:
                 route = self.route_of(scope)
                 mode = scope.get("state", {}).get("lsr_mode", "")
-                self.requests.labels(route, scope["method"], mode, str(status["code"])).inc()
-                self.latency.labels(route, mode).observe(time.perf_counter() - started)
+                collection = self.collection_of(scope)
+                self.requests.labels(collection, route, scope["method"], mode, str(status["code"])).inc()
+                self.latency.labels(collection, route, mode).observe(time.perf_counter() - started)
         return wrapped
 
     def exposition(self) -> bytes:

@@ -152,20 +152,22 @@ class Health(BaseModel):
 
 class Ready(BaseModel):
     status: str
-    documents: int
-    postings: int
-    generation: int
-    segments: int
-    encoder: str
-    modes: list[str]
-    default_mode: str
-    default_fusion: dict | None
-    backend: str
-    exact: bool
-    documents_stored: bool
-    writable: bool
-    filterable: bool = Field(description="whether every component of the default mode applies a filter")
-    metadata: dict[str, str] = Field(default_factory=dict, description="the index's metadata fields and their types")
+    documents: int | None = None
+    postings: int | None = None
+    generation: int | None = None
+    segments: int | None = None
+    encoder: str | None = None
+    modes: list[str] | None = None
+    default_mode: str | None = None
+    default_fusion: dict | None = None
+    backend: str | None = None
+    exact: bool | None = None
+    documents_stored: bool | None = None
+    writable: bool | None = None
+    filterable: bool | None = Field(None, description="whether every component of the default mode applies a filter")
+    metadata: dict[str, str] | None = Field(None, description="the index's metadata fields and their types")
+    collections: int | None = Field(None, description="a data directory: the collections served")
+    unavailable: dict[str, str] | None = Field(None, description="collections that cannot be served, and why")
 
 
 METADATA_DESCRIPTION = ("a flat JSON object: strings, numbers, booleans, ISO 8601 date-times, lists of strings; "
@@ -197,3 +199,85 @@ class WriteOut(BaseModel):
     deleted: int
     truncated: int = Field(description="documents cut at the encoder's window (index built without chunking)")
     took_ms: float
+
+
+# -- collections -----------------------------------------------------------------------------------------------------
+class DefaultsIn(Strict):
+    mode: Mode = Field(..., description="the mode a search without one gets")
+    fusion: FusionIn | None = Field(None, description="hybrid: the default fusion (its components must be parts of "
+                                                      "the collection)")
+
+
+class CollectionCreate(Strict):
+    encoder: str = Field("default", description="the sparse encoder: `default` (the shipped inference-free one) or "
+                                                "a name the server's `encoders` setting registers")
+    dense_encoder: str | None = Field(None, description="a dense encoder registered by name (a dense part)")
+    bm25: StrictBool = Field(False, description="a BM25 part")
+    store_documents: StrictBool = Field(False, description="store titles and texts (return_documents, GET)")
+    chunk_tokens: StrictInt | None = Field(None, ge=8, le=8192, description="split longer documents into windows")
+    chunk_overlap: StrictInt = Field(0, ge=0)
+    max_weight: Annotated[Finite, Field(gt=0.0, le=1e6)] | None = Field(
+        None, description="quantization: the weight stored as 255 (default: the encoder's calibrated maximum when it "
+                          "records one, else the largest weight of the first write)")
+    metadata: dict[str, str] | None = Field(None, description="metadata schema: {field: keyword|keywords|integer|"
+                                                              "float|boolean|datetime}")
+    unknown_fields: Literal["error", "ignore"] = Field("error", description="a document's field not in the schema")
+    defaults: DefaultsIn | None = Field(None, description="the default mode and fusion (default: from the parts)")
+
+
+class CollectionStats(BaseModel):
+    name: str
+    status: str = Field(description="ready, or unavailable (with problem)")
+    problem: str | None = None
+    documents: int | None = None
+    segments: int | None = None
+    generation: int | None = None
+    bytes: int | None = None
+    parts: list[str] | None = Field(None, description="what the index holds: sparse, dense, bm25, documents, "
+                                                      "metadata, lucene")
+    encoder: str | None = None
+    modes: list[str] | None = None
+    default_mode: str | None = None
+    default_fusion: dict | None = None
+    metadata: dict[str, str] | None = None
+    max_weight: float | None = Field(None, description="the weight stored as 255 (None: set by the first write)")
+    clipped_postings: int | None = Field(None, description="impacts above max_weight, stored as 255")
+    writable: bool | None = None
+
+
+class CollectionList(BaseModel):
+    collections: list[CollectionStats]
+
+
+class RestoreIn(Strict):
+    as_: str = Field(..., alias="as", description="the new collection's name")
+
+
+class SnapshotOut(BaseModel):
+    id: str
+    collection: str
+    generation: int | None = None
+    documents: int | None = None
+    segments: int | None = None
+    created: str | None = None
+    hard_linked: bool | None = None
+    files: int | None = None
+    path: str | None = None
+    problem: str | None = None
+
+
+class SnapshotList(BaseModel):
+    snapshots: list[SnapshotOut]
+
+
+class MergeOut(BaseModel):
+    generation: int | None
+    segments_before: int
+    segments_after: int
+    documents: int
+    dropped_deleted: int
+    seconds: float
+
+
+class Dropped(BaseModel):
+    dropped: str

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AllowInfNan, Field, SecretStr, field_validator
+from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from lsr.config_files import read_mapping
@@ -33,16 +33,35 @@ class _FileSource(PydanticBaseSettingsSource):
         return read_mapping(path, self.settings_cls.model_fields, "server settings")
 
 
+class KeyEntry(BaseModel):
+    """One API key: what it may do (``read`` < ``write`` < ``admin``) and, optionally, on which collections."""
+
+    model_config = ConfigDict(extra="forbid")
+    key: SecretStr = Field(..., min_length=16, description="the bearer token (at least 16 characters)")
+    scope: Literal["read", "write", "admin"] = "read"
+    collections: list[str] | None = Field(None, description="the collections it may use (default: all)")
+    name: str | None = Field(None, max_length=64, description="what logs and errors call it (never the key)")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LSR_", extra="forbid")
 
-    index: str | None = Field(None, description="index directory built by `lsr index`")
+    index: str | None = Field(None, description="index directory built by `lsr index` (served as the collection "
+                                                "`default`)")
+    data: str | None = Field(None, description="data directory: every index under it is a collection named by its "
+                                               "folder; collections are created and dropped over the API there")
+    encoders: dict[str, str] = Field(default_factory=dict, description="encoder folders a new collection may name, "
+                                                                       "by name ({\"medical\": \"/models/x\"}; "
+                                                                       "`default` is the shipped one)")
     device: str | None = Field(None, description="query encoding device for siamese and dense encoders")
     host: str = Field("127.0.0.1", description="bind address")
     port: int = Field(8000, ge=0, le=65535)
     workers: int = Field(1, ge=1, description="uvicorn worker processes (each memory-maps the same index)")
     api_key: SecretStr | None = Field(None, description="if set, every route but /healthz and /readyz needs "
-                                                        "`Authorization: Bearer <key>`")
+                                                        "`Authorization: Bearer <key>` (an admin key; see keys)")
+    keys: list[KeyEntry] = Field(default_factory=list, description="API keys with scopes: [{key, scope: read|write|"
+                                                                    "admin, collections: [...], name}] (LSR_KEYS, "
+                                                                    "JSON); any key set: every route needs one")
     max_k: int = Field(1000, ge=1, description="deepest rank a request may reach: k + offset")
     max_query_chars: int = Field(4096, ge=1, description="longest query, in characters")
     max_batch: int = Field(256, ge=1, description="most queries in one /search/batch call")
@@ -86,6 +105,15 @@ class Settings(BaseSettings):
         if value not in backend_names():
             raise ValueError(f"unknown backend {value!r}; known: {', '.join(backend_names())}")
         return value
+
+    @model_validator(mode="after")
+    def _distinct_keys(self):
+        secrets = [k.key.get_secret_value() for k in self.keys]
+        if self.api_key is not None:
+            secrets.append(self.api_key.get_secret_value())
+        if len(set(secrets)) != len(secrets):
+            raise ValueError("two API keys are the same; each key needs its own secret (its scope could not be told)")
+        return self
 
     @field_validator("api_key", mode="before")
     @classmethod

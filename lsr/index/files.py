@@ -11,6 +11,7 @@ Checksums are CRC32 (zlib), the checksum Lucene's codec footers carry.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -85,14 +86,26 @@ class Appender:
         self._handle.close()
 
 
-def copy(source: Path, target: Path, skip: str | None = None) -> None:
+def copy(source: Path, target: Path, skip: str | None = None, link: bool = False) -> None:
     """Copy a file, or a folder with everything in it (``skip``: a glob of names to leave out); not durable until
-    fsynced."""
+    fsynced. ``link``: hard-link each file instead where the filesystem allows (an immutable file only: both names
+    are then the same bytes), and copy it where it does not (another filesystem, a filesystem without links)."""
     _told("write", target)
+    function = _link_or_copy if link else shutil.copy2
     if Path(source).is_dir():
-        shutil.copytree(source, target, ignore=shutil.ignore_patterns(skip) if skip else None)
+        shutil.copytree(source, target, ignore=shutil.ignore_patterns(skip) if skip else None, copy_function=function)
     else:
+        function(source, target)
+
+
+def _link_or_copy(source, target) -> str:
+    try:
+        os.link(source, target)
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
         shutil.copy2(source, target)
+    return target
 
 
 def rename(source: Path, target: Path) -> None:

@@ -390,7 +390,8 @@ class IndexWriter:
         if self._pending is not None:
             name = storage.segment_name(next_segment)
             if self.manifest.scale is None:  # the first documents of the index fix its quantization
-                self.manifest.max_weight = self._pending.max_weight or 1.0
+                headroom = float(self.manifest.build.get("first_write_headroom", 1.0))  # (an index created empty)
+                self.manifest.max_weight = (self._pending.max_weight or 1.0) * headroom
                 self.manifest.scale = (255.0 / self.manifest.max_weight if self.manifest.impact_dtype == "uint8"
                                        else 1.0)
                 self.manifest.save(self.directory)

@@ -98,6 +98,8 @@ class LexicalRetriever:
         k = request.depth
         live = self.live if request.filter is None else [select(view, request.filter).doc_mask() for view in self.views]
         out = []
+        if not self.views:  # an index created empty, not written yet
+            return [Ranked(ids=[], scores=[], exact=True) for _ in queries]
         for tokens in self._analyzer()(list(queries)):
             lookups = [view.segment.lexical.lookup(tokens) for view in self.views]
             df = np.zeros(len(tokens), dtype=np.int64)

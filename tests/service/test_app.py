@@ -143,7 +143,8 @@ def test_non_finite_settings_are_refused(tmp_path, monkeypatch):
 def test_metrics_count_requests(client):
     def count() -> float:
         for line in client.get("/metrics", headers=AUTH).text.splitlines():
-            if line.startswith('lsr_requests_total{method="POST",mode="bm25",route="/search",status="200"}'):
+            if line.startswith('lsr_requests_total{collection="default",method="POST",mode="bm25",route="/search",'
+                               'status="200"}'):
                 return float(line.split()[-1])
         return 0.0
 
@@ -151,7 +152,8 @@ def test_metrics_count_requests(client):
     client.post("/search", json={"query": "salt", "mode": "bm25"}, headers=AUTH)
     assert count() == before + 1
     text = client.get("/metrics", headers=AUTH).text
-    assert "lsr_index_documents 5.0" in text and 'lsr_request_seconds_bucket{le="0.001",mode="bm25"' in text
+    assert 'lsr_index_documents{collection="default"} 5.0' in text
+    assert 'lsr_request_seconds_bucket{collection="default",le="0.001",mode="bm25"' in text
 
 
 def test_cors(client):
