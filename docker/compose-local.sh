@@ -55,7 +55,7 @@ for _ in $(seq 1 120); do
 done
 docker-compose ps
 curl -sf "http://127.0.0.1:$LSR_PORT/readyz"; echo
-curl -sf -X POST "http://127.0.0.1:$LSR_PORT/search" -H 'content-type: application/json' \
+curl -sf -X POST "http://127.0.0.1:$LSR_PORT/collections/${LSR_INDEX_NAME:-nfcorpus}/search" -H 'content-type: application/json' \
   -d '{"query": "do statins reduce breast cancer mortality", "k": 3, "mode": "hybrid"}'; echo
 if [ "${KEEP:-0}" = 1 ]; then
   echo "[compose-local] the API stays up: DOCKER_HOST=${DOCKER_HOST:-unix:///var/run/docker.sock} docker-compose down stops it"

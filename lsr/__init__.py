@@ -22,6 +22,9 @@ _EXPORTS = {
     "load_encoder": "lsr.encoders",
     "default_encoder_directory": "lsr.encoders",
     "Index": "lsr.index",
+    "DataDirectory": "lsr.collections",
+    "Client": "lsr.client",
+    "AsyncClient": "lsr.client",
     "Engine": "lsr.engine",
     "Fusion": "lsr.fusion",
     "Pruning": "lsr.request",
@@ -42,12 +45,13 @@ _EXPORTS = {
     "EncoderMismatch": "lsr.errors",
     "Unavailable": "lsr.errors",
     "NotFound": "lsr.errors",
+    "AlreadyExists": "lsr.errors",
 }
 
 __all__ = [  # = sorted(_EXPORTS); a literal so linters and IDEs see the names
-    "Contribution", "Document", "EncoderMismatch", "Engine", "Fusion", "Hit", "Index", "InvalidIndex", "InvalidInput",
-    "LsrError", "NotFound", "Pruning", "Retriever", "Schema", "SearchRequest", "SearchResult", "SparseBatch",
-    "Unavailable",
+    "AlreadyExists", "AsyncClient", "Client", "Contribution", "DataDirectory", "Document", "EncoderMismatch", "Engine",
+    "Fusion", "Hit", "Index", "InvalidIndex", "InvalidInput", "LsrError", "NotFound", "Pruning", "Retriever", "Schema",
+    "SearchRequest", "SearchResult", "SparseBatch", "Unavailable",
     "default_encoder_directory", "evaluate", "load_encoder", "read_corpus", "register_backend",
 ]
 
@@ -65,10 +69,12 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
+    from lsr.client import AsyncClient, Client
+    from lsr.collections import DataDirectory
     from lsr.corpus import Document, read_corpus
     from lsr.encoders import default_encoder_directory, load_encoder
     from lsr.engine import Engine
-    from lsr.errors import EncoderMismatch, InvalidIndex, InvalidInput, LsrError, NotFound, Unavailable
+    from lsr.errors import AlreadyExists, EncoderMismatch, InvalidIndex, InvalidInput, LsrError, NotFound, Unavailable
     from lsr.evaluation import evaluate
     from lsr.fusion import Fusion
     from lsr.index import Index, Schema

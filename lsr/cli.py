@@ -24,6 +24,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                   "BEIR split: nDCG@10, Recall@100, MRR@10, latency")
     evaluate.add_argument("--beir", required=True, metavar="DIR", help="BEIR folder (queries.jsonl, qrels/)")
     evaluate.add_argument("--index", metavar="DIR", help="index directory built by `lsr index`")
+    evaluate.add_argument("--url", metavar="URL", help="evaluate a running service instead (http://host:port), "
+                                                       "through lsr.Client: the same metrics and run file, plus the "
+                                                       "latency over HTTP and the failed requests")
+    evaluate.add_argument("--api-key", default=None, metavar="KEY",
+                          help="--url: the service's API key (default: LSR_API_KEY)")
+    evaluate.add_argument("--collection", default=None, metavar="NAME",
+                          help="--url: the collection to search (default: the root routes, collection `default`)")
     evaluate.add_argument("--baseline", choices=("bm25", "bm25s"),
                           help="evaluate a baseline over the BEIR corpus instead of an index: bm25 (Pyserini/Lucene, "
                                "BEIR multifield; extra `lucene`) or bm25s")
@@ -117,8 +124,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from lsr.engine import MODES
     from lsr.errors import InvalidInput
 
-    if (args.index is None) == (args.baseline is None):
-        raise InvalidInput("pass exactly one of --index DIR or --baseline bm25|bm25s")
+    if sum(x is not None for x in (args.index, args.baseline, args.url)) != 1:
+        raise InvalidInput("pass exactly one of --index DIR, --url URL or --baseline bm25|bm25s")
     modes = [m.strip() for m in args.mode.split(",")] if args.mode else [None]
     unknown = [m for m in modes if m not in (*MODES, None)]
     if unknown:
@@ -144,6 +151,8 @@ def evaluate_once(args: argparse.Namespace, mode: str | None, run_path: str | No
     from lsr.evaluation import evaluate, recall_against_exact
 
     baseline = baseline or args.baseline
+    if args.url and not baseline:
+        return evaluate_url(args, mode, run_path)
     if baseline:
         engine = Engine.baseline(baseline, args.beir)
         metrics = evaluate(engine, args.beir, split=args.split, k=args.k, run_path=run_path, batch_throughput=False)
@@ -182,6 +191,35 @@ def evaluate_once(args: argparse.Namespace, mode: str | None, run_path: str | No
     return metrics
 
 
+def evaluate_url(args: argparse.Namespace, mode: str | None, run_path: str | None) -> dict:
+    """One system: the service at ``--url`` (a collection of it with ``--collection``) in ``mode``."""
+    import os
+
+    from lsr.client import Client
+    from lsr.errors import InvalidInput
+    from lsr.evaluation import evaluate_service
+    from lsr.fusion import Fusion
+
+    client = Client(args.url, api_key=args.api_key or os.environ.get("LSR_API_KEY") or None)
+    if args.collection:
+        client = client.collection(args.collection)
+    fusion = None
+    if (mode == "hybrid" or mode is None) and (args.components or args.weights or args.alpha is not None or
+                                               args.fusion != "convex" or args.rrf_k != 60 or args.depth != 100):
+        if not args.components:
+            raise InvalidInput("--url with fusion options: name the --components (the service's default "
+                                    "fusion is not known here)")
+        weights = tuple(float(w) for w in args.weights.split(",")) if args.weights else None
+        fusion = Fusion(method=args.fusion, components=tuple(c.strip() for c in args.components.split(",")),
+                        weights=weights, alpha=args.alpha, rrf_k=args.rrf_k, depth=args.depth)
+    try:
+        metrics = evaluate_service(client, args.beir, split=args.split, k=args.k, run_path=run_path, mode=mode,
+                                   fusion=fusion, filter=read_filter(args.filter))
+    finally:
+        client.close()
+    return metrics
+
+
 def read_filter(text: str | None):
     """``--filter``: a JSON object, or ``@FILE`` holding one (parsed here; checked against the index's schema by the
     engine)."""
@@ -213,6 +251,8 @@ def run_report(args: argparse.Namespace, modes: list[str | None]) -> int:
         run_path = out / "runs" / f"{name_hint or 'default'}.trec"
         metrics = evaluate_once(args, mode, str(run_path), baseline)
         name = name_hint or metrics["mode"]
+        if args.url and baseline is None:  # a deployed service: named as one
+            name = f"service-{name}"
         if name_hint is None:  # the index's default mode: named by what it resolved to
             run_path = run_path.rename(out / "runs" / f"{name}.trec")
             metrics["run"] = str(run_path)

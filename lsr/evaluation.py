@@ -183,6 +183,70 @@ def evaluate(engine: Engine, beir_dir: str | Path, split: str = "test", k: int =
     return metrics
 
 
+def evaluate_service(client, beir_dir: str | Path, split: str = "test", k: int = 1000,
+                     run_path: str | Path | None = None, progress: bool = True, ignore_identical_ids: bool = True,
+                     mode: str | None = None, fusion: Fusion | None = None, filter=None) -> dict:
+    """:func:`evaluate` of a deployed service, through :class:`lsr.Client` (``client``, maybe bound to a collection):
+    the same judged queries, one request each, the same metrics and run file, plus each request's latency over HTTP
+    (client to answer: the network, the server's queueing and the search) and the queries that failed (counted,
+    scored as no hits, after the client's bounded retries)."""
+    from lsr.client import Invalid, ServiceError
+
+    queries, qrels = judged_queries(beir_dir, split)
+    qids = sorted(qrels)
+    depth = k + 1 if ignore_identical_ids else k
+    try:
+        client.search(queries[qids[0]], k=depth, mode=mode, fusion=fusion, filter=filter)  # connect, first request
+    except Invalid as exc:  # k + 1 over the server's max_k (1000 by default): ask k, as deep as it answers
+        if exc.loc != ("body", "k") or depth == k:
+            raise
+        depth = k
+        client.search(queries[qids[0]], k=depth, mode=mode, fusion=fusion, filter=filter)
+    run: dict[str, list[tuple[str, float]]] = {}
+    latencies, server_ms, errors, exact, answered = [], [], [], True, None
+    for qid in tqdm(qids, desc=f"searching {split} over HTTP", unit="query", disable=not progress):
+        started = time.perf_counter()
+        try:
+            result = client.search(queries[qid], k=depth, mode=mode, fusion=fusion, filter=filter)
+        except ServiceError as exc:
+            errors.append({"query": qid, "status": exc.status, "detail": str(exc)[:300]})
+            run[qid] = []
+            continue
+        latencies.append((time.perf_counter() - started) * 1000)
+        server_ms.append(result.retrieve_ms)
+        exact &= result.exact
+        answered = result
+        run[qid] = [(doc, score) for doc, score in zip(result.ids, result.scores)
+                    if not (ignore_identical_ids and doc == qid)][:k]
+    metrics = trec_metrics({qid: [doc for doc, _ in hits] for qid, hits in run.items()}, qrels)
+    latency = np.asarray(latencies or [float("nan")])
+    metrics.update({
+        "mode": answered.mode if answered is not None else mode,
+        **({"fusion": fusion.describe(k)} if fusion is not None else {}),
+        **({"filter": filter} if filter is not None else {}),
+        "exact": exact,
+        "service": client.url + (f"/collections/{client._routes.collection}" if client._routes.collection else ""),
+        "http_latency_ms_mean": float(latency.mean()),
+        "http_latency_ms_p50": float(np.percentile(latency, 50)),
+        "http_latency_ms_p99": float(np.percentile(latency, 99)),
+        "server_took_ms_p50": float(np.percentile(server_ms, 50)) if server_ms else float("nan"),
+        "latency_ms_mean": float(latency.mean()),  # (the names --report plots and tables)
+        "latency_ms_p50": float(np.percentile(latency, 50)),
+        "latency_ms_p99": float(np.percentile(latency, 99)),
+        "qps": float(len(latencies) / (latency.sum() / 1000)) if latencies else 0.0,
+        "errors": len(errors),
+        **({"error_examples": errors[:5]} if errors else {}),
+        "queries": len(qids),
+        "split": split,
+        "k": k,
+        "depth": depth,
+        "generation": answered.generation if answered is not None else None,
+    })
+    if run_path is not None:
+        write_trec_run(run, Path(run_path), tag=f"lsr-service-{metrics['mode']}")
+    return metrics
+
+
 def recall_against_exact(approximate: Engine, exact: Engine, beir_dir: str | Path, split: str, k: int = 1000,
                          at: int = 10, filter=None) -> dict:
     """Mean recall@``at`` of the approximate sparse top-k against the exact one (both retrieving ``k``, as the

@@ -190,8 +190,7 @@ def restore_snapshot(name: Name, snapshot: str, body: RestoreIn, request: Reques
     if "/" in snapshot or snapshot.startswith("."):
         raise _invalid(("snapshot",), f"snapshot id {snapshot!r} is not one; GET /collections/{name}/snapshots "
                                       "lists them")
-    collections.data.restore(f"{name}/{snapshot}", body.as_)
-    collection = collections.open(body.as_)
+    collection = collections.restore(f"{name}/{snapshot}", body.as_)
     return json_response(stats_of(collection, request.app.state.settings), status_code=201)
 
 

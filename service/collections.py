@@ -56,6 +56,7 @@ class Collections:
         self.settings, self.metrics, self.data = settings, metrics, data
         self._items: dict[str, Collection] = {}
         self._lock = threading.RLock()
+        self._changing = threading.RLock()  # a create, drop or restore here, or the refresh's look at the directory
         self._encoders: dict[str, object] = {}
 
     # -- lookup -----------------------------------------------------------------------------------------------------
@@ -162,12 +163,13 @@ class Collections:
             from lsr.errors import InvalidInput
 
             raise InvalidInput(f"encoder {dense_encoder_name!r} is not a dense encoder")
-        path = self.data.create(name, encoder, dense_encoder=dense, **options)
-        if defaults:
-            manifest = Manifest.load(path)
-            manifest.search_defaults = defaults
-            manifest.save(path)
-        collection = self.open(name, encoder=encoder)
+        with self._changing:  # (the refresh must not open it half-made, nor twice)
+            path = self.data.create(name, encoder, dense_encoder=dense, **options)
+            if defaults:
+                manifest = Manifest.load(path)
+                manifest.search_defaults = defaults
+                manifest.save(path)
+            collection = self.open(name, encoder=encoder)
         if collection.engine is None:  # (the defaults were checked by the route: this is a disk problem)
             raise CollectionUnavailable(f"collection {name!r} was created but cannot be opened: {collection.error}")
         return collection
@@ -176,18 +178,26 @@ class Collections:
         """Out of the registry now; its folder into the data directory's trash; its files removed once the searches
         still running on it are done (when its engine is collected)."""
         self._require_data()
-        collection = self._items.get(name)
-        if collection is None:
-            self.data.existing(name)  # 404 unless another process created it a moment ago
-        with self._lock:
-            self._items.pop(name, None)
-        self.metrics.forget_collection(name)
-        engine = collection.engine if collection is not None else None
-        if engine is not None:
-            self._own_encoders(engine)
-        trashed = self.data.drop(name, wait=self.settings.write_timeout, remove=engine is None)
+        with self._changing:
+            collection = self._items.get(name)
+            if collection is None:
+                self.data.existing(name)  # 404 unless another process created it a moment ago
+            with self._lock:
+                self._items.pop(name, None)
+            self.metrics.forget_collection(name)
+            engine = collection.engine if collection is not None else None
+            if engine is not None:
+                self._own_encoders(engine)
+            trashed = self.data.drop(name, wait=self.settings.write_timeout, remove=engine is None)
         if engine is not None:
             weakref.finalize(engine, self.data.remove_trashed, trashed)
+
+    def restore(self, snapshot: str, name: str) -> Collection:
+        """A snapshot of the data directory restored as collection ``name``, served at once."""
+        self._require_data()
+        with self._changing:
+            self.data.restore(snapshot, name)
+            return self.open(name)
 
     def _own_encoders(self, engine: Engine) -> None:
         """An encoder this collection shares with another was loaded from one folder, maybe this one: what it would
@@ -220,15 +230,16 @@ class Collections:
         """Serve every collection's published generation; open collections another process created, forget those it
         dropped, retry the unavailable ones."""
         if self.data is not None:
-            try:
-                present = set(self.data.names())
-            except OSError:
-                present = set(self._items)
-            for name in sorted(present - set(self._items)):
-                self.open(name)
-            for name in sorted(set(self._items) - present):
-                if self._items[name].path is not None:
-                    self.forget(name)
+            with self._changing:
+                try:
+                    present = set(self.data.names())
+                except OSError:
+                    present = set(self._items)
+                for name in sorted(present - set(self._items)):
+                    self.open(name)
+                for name in sorted(set(self._items) - present):
+                    if self._items[name].path is not None:
+                        self.forget(name)
         for collection in list(self._items.values()):
             if collection.engine is None:
                 if self.data is not None and collection.path is not None and time.monotonic() >= collection.retry_at:

@@ -37,7 +37,9 @@ def test_compose_file_is_valid():
     assert indexer["profiles"] == ["index"] and "--out" in indexer["command"]
     published = api["ports"][0]
     assert (published.get("host_ip") if isinstance(published, dict) else published.split(":")[0]) == "127.0.0.1"
-    assert api["environment"]["LSR_INDEX"] == indexer["command"][indexer["command"].index("--out") + 1]
+    # the API serves a data directory; the job builds one collection in it
+    out = indexer["command"][indexer["command"].index("--out") + 1]
+    assert api["environment"]["LSR_DATA"] == out.rsplit("/", 1)[0] and "LSR_INDEX" not in api["environment"]
 
 
 def test_the_milvus_overlay_is_valid_and_points_the_api_at_milvus():

@@ -42,3 +42,16 @@ def test_a_readme_python_block_runs(number, tmp_path):
                 2: ("hybrid ",)}[number]
     for line, start in zip(lines, expected):  # what the block's comments say it prints
         assert line.startswith(start), (line, start)
+
+
+def test_the_collections_python_block_runs(tmp_path):
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Collections"):]
+    section = section[:section.index("\n## ", 1)]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert len(blocks) == 1
+    env = {k: v for k, v in os.environ.items() if k != "LSR_DEFAULT_ENCODER"}
+    done = subprocess.run([sys.executable, "-c", blocks[0] + "\nprint(snapshot['generation'], snapshot['documents'], "
+                           "data.names())"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines()[-1] == "1 1 ['docs-then']"

@@ -219,3 +219,25 @@ def test_eval_report_over_modes_and_an_earlier_run(beir_slice, index_dir, tmp_pa
                              str(index_dir), "--mode", "sparse", "--report", str(tmp_path / "r2"), "--compare",
                              str(bad)], capture_output=True, text=True, timeout=600)
     assert failed.returncode == 2 and "not a metrics file" in failed.stderr
+
+
+def test_eval_over_http_equals_eval_of_the_folder(beir_slice, index_dir, server, tmp_path):
+    """`lsr eval --url` through lsr.Client: the same metrics and run as `lsr eval --index`, plus HTTP latency."""
+    base, workers, _ = server
+    if workers != 1:
+        pytest.skip("one server is enough")
+    for extra in ([], ["--mode", "sparse"], ["--mode", "hybrid", "--components", "sparse,bm25", "--fusion", "rrf"]):
+        lsr("eval", "--beir", str(beir_slice), "--index", str(index_dir), "--output", str(tmp_path / "folder.json"),
+            *extra)
+        lsr("eval", "--beir", str(beir_slice), "--url", base, "--output", str(tmp_path / "http.json"), *extra)
+        folder = json.loads((tmp_path / "folder.json").read_text())
+        http = json.loads((tmp_path / "http.json").read_text())
+        for metric in ("ndcg@10", "recall@100", "mrr@10"):
+            assert round(http[metric], 4) == round(folder[metric], 4), (extra, metric)
+        assert http["mode"] == folder["mode"] and http["errors"] == 0 and http["queries"] == folder["queries"]
+        assert 0 < http["http_latency_ms_p50"] <= http["http_latency_ms_p99"]
+        ranked = [line.split()[:3] for line in (tmp_path / "http.trec").read_text().splitlines()]
+        assert ranked == [line.split()[:3] for line in (tmp_path / "folder.trec").read_text().splitlines()]
+    failed = subprocess.run([sys.executable, "-m", "lsr", "eval", "--beir", str(beir_slice), "--url", base,
+                             "--collection", "nope"], capture_output=True, text=True)
+    assert failed.returncode == 2 or json.loads(failed.stdout)["errors"] > 0

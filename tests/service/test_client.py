@@ -1,0 +1,166 @@
+"""lsr.Client and lsr.AsyncClient against a live server (uvicorn on 127.0.0.1, in a thread): the in-process verbs
+and result types, typed errors by status, the bounded retry of a 503, shared connections."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+import uvicorn
+
+from lsr import AsyncClient, Client, Engine, Index, load_encoder
+from lsr.client import Conflict, Forbidden, Invalid, NotFoundError, ServiceUnavailable, TooLarge, Unauthorized
+from lsr.errors import InvalidInput, NotFound
+from lsr.service.app import create_app
+from lsr.service.settings import Settings
+from tests.conftest import TINY_DOCS
+
+ADMIN, READER = "admin-key-0123456789", "read-key-01234567890"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory, tiny_mlm_dir, tiny_idf_file):
+    """A server over a data directory holding `default`-less collections, plus --index as `default`."""
+    root = tmp_path_factory.mktemp("client")
+    encoder = load_encoder(tiny_mlm_dir, kind="inference-free", idf=tiny_idf_file, device="cpu")
+    encoder_dir = encoder.save(root / "encoder")
+    index = Index.build(encoder, documents=TINY_DOCS, path=root / "single", bm25=True, store_documents=True)
+    settings = Settings(index=str(index.directory), data=str(root / "data"), encoders={"tiny": str(encoder_dir)},
+                        keys=[{"key": ADMIN, "scope": "admin"}, {"key": READER, "scope": "read"}], merge=False,
+                        max_batch=4, refresh_interval=0.1)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}", Engine.open(index.directory)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_search_returns_what_the_engine_returns(live):
+    url, engine = live
+    with Client(url, api_key=READER) as client:
+        for mode in ("sparse", "bm25", "hybrid"):
+            got = client.search("salt heart", k=3, mode=mode, explain=mode != "bm25", return_documents=True)
+            want = engine.search("salt heart", 3, mode, explain=mode != "bm25", return_documents=True)
+            assert (got.ids, got.mode, got.components, got.exact) == (want.ids, want.mode, want.components,
+                                                                      want.exact)
+            assert got.scores == pytest.approx(want.scores, rel=1e-6)
+            assert got.titles == want.titles and got.texts == want.texts
+            assert got.hits[0].id == want.hits[0].id and got.generation == want.generation
+            if mode != "bm25":
+                assert got.hits[0].explanation == want.hits[0].explanation
+            if mode == "hybrid":
+                for a, b in zip(got.component_scores, want.component_scores):
+                    assert a == pytest.approx(b)
+        batch = client.search_batch(["salt", "tea"], k=2, mode="bm25")
+        assert [r.ids for r in batch] == [r.ids for r in engine.search_batch(["salt", "tea"], 2, "bm25")]
+        assert client.encode("salt heart")
+        assert client.stats()["documents"] == len(TINY_DOCS)
+        assert client.get(TINY_DOCS[0]["_id"])["id"] == TINY_DOCS[0]["_id"]
+
+
+def test_documents_and_collections(live):
+    url, _ = live
+    with Client(url, api_key=ADMIN) as client:
+        created = client.create_collection("notes", encoder="tiny", bm25=True, store_documents=True)
+        assert created["documents"] == 0
+        notes = client.collection("notes")
+        assert notes._http is client._http  # one connection pool
+        written = notes.add([{"id": "n1", "title": "Tea", "text": "green tea and the heart"},
+                             {"id": "n2", "text": "salt and blood pressure"}])
+        assert (written["added"], written["generation"]) == (2, 1)
+        assert notes.upsert([{"id": "n1", "text": "coffee"}])["replaced"] == 1
+        assert notes.search("salt", k=1, mode="bm25").ids == ["n2"]
+        assert notes.get("n1")["text"] == "coffee"
+        assert notes.delete(["n1"])["deleted"] == 1
+        with pytest.raises(NotFoundError) as missing:
+            notes.get("n1")
+        assert isinstance(missing.value, NotFound) and missing.value.status == 404
+        snapshot = notes.snapshot()
+        assert [s["id"] for s in notes.snapshots()] == [snapshot["id"]]
+        assert notes.restore(snapshot["id"], "notes-then")["documents"] == 1
+        assert {c["name"] for c in client.collections()} >= {"default", "notes", "notes-then"}
+        assert notes.stats()["documents"] == 1
+        with pytest.raises(Conflict):
+            client.create_collection("notes", encoder="tiny")
+        client.drop_collection("notes")
+        with pytest.raises(NotFoundError):
+            notes.search("salt")
+
+
+def test_typed_errors(live):
+    url, _ = live
+    with pytest.raises(Unauthorized):
+        Client(url).search("salt")
+    with pytest.raises(Unauthorized):
+        Client(url, api_key="not-a-key-of-this-server").search("salt")
+    with Client(url, api_key=READER) as reader:
+        with pytest.raises(Forbidden, match="scope 'read'"):
+            reader.add([{"id": "x", "text": "salt"}])
+        with pytest.raises(Invalid) as invalid:
+            reader.search("salt", k=0)
+        assert isinstance(invalid.value, InvalidInput) and invalid.value.loc == ("body", "k")
+        with pytest.raises(TooLarge):
+            reader.search_batch(["a", "b", "c", "d", "e"])
+        with pytest.raises(NotFoundError):
+            reader.collection("nope").search("salt")
+
+
+def test_a_503_is_retried_as_retry_after_says_then_raised():
+    calls = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        calls.append(time.monotonic())
+        if len(calls) < 3:
+            return httpx.Response(503, headers={"Retry-After": "0.05"}, json={"detail": "another writer"})
+        return httpx.Response(200, json={"hits": [{"id": "a", "score": 1.0}], "mode": "sparse",
+                                         "components": ["sparse"], "took_ms": 0.1, "exact": True})
+
+    transport = httpx.MockTransport(answer)
+    client = Client("http://test", retries=3, _http=httpx.Client(transport=transport, base_url="http://test"))
+    assert client.search("salt").ids == ["a"] and len(calls) == 3
+    assert calls[2] - calls[0] >= 0.09  # it waited as told, twice
+    calls.clear()
+
+    def always(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        return httpx.Response(503, headers={"Retry-After": "60"}, json={"detail": "collection 'x' cannot be served"})
+
+    bounded = Client("http://test", retries=2, max_retry_wait=0.01,
+                     _http=httpx.Client(transport=httpx.MockTransport(always), base_url="http://test"))
+    started = time.monotonic()
+    with pytest.raises(ServiceUnavailable, match="cannot be served"):
+        bounded.search("salt")
+    assert len(calls) == 3 and time.monotonic() - started < 1  # 60 s asked, 0.01 s waited: bounded
+
+
+def test_async_client(live):
+    url, engine = live
+
+    async def main():
+        async with AsyncClient(url, api_key=READER) as client:
+            results = await asyncio.gather(*(client.search(q, k=2, mode="bm25") for q in ("salt", "tea", "heart")))
+            with pytest.raises(Forbidden):
+                await client.add([{"id": "x", "text": "salt"}])
+            return [r.ids for r in results], (await client.stats())["documents"]
+
+    ids, documents = asyncio.run(main())
+    assert ids == [r.ids for r in engine.search_batch(["salt", "tea", "heart"], 2, "bm25")]
+    assert documents == len(TINY_DOCS)
