@@ -17,6 +17,9 @@ from lsr.retrievers import backend_capabilities, backend_names
 def register(subparsers: argparse._SubParsersAction) -> None:
     index = subparsers.add_parser(
         "index", help="build an index (encode a corpus), or change one: add, delete, merge, schema",
+        usage="lsr index --corpus CORPUS --out DIR [options]    (build an index; the options below)\n"
+              "       lsr index OPERATION --index DIR [...]       (change one: OPERATION is add, delete, merge, "
+              "schema, check or milvus; lsr index OPERATION --help)",
         description="lsr index --corpus C --out DIR builds an index; `lsr index add|delete|merge --index DIR` "
                     "changes one in place (a new generation; searches see it after their next refresh).")
     _add_build_arguments(index)
@@ -105,7 +108,7 @@ def _add_build_arguments(index: argparse.ArgumentParser) -> None:
 
 
 def _add_operations(index: argparse.ArgumentParser) -> None:
-    operations = index.add_subparsers(dest="operation", metavar="OPERATION")
+    operations = index.add_subparsers(dest="operation", metavar="OPERATION", prog="lsr index")
     add = operations.add_parser("add", help="add documents to an index, replacing those whose id is there already "
                                             "(an unchanged title and text is not re-encoded)")
     add.add_argument("--index", required=True, metavar="DIR", help="the index to change")
@@ -183,6 +186,9 @@ def run_index(args: argparse.Namespace) -> int:
     if not args.corpus or not args.out:
         raise InvalidInput("pass --corpus and --out to build an index, or an operation: lsr index "
                            "add|delete|merge|schema|check|milvus")
+    from lsr.corpus import check_corpus
+
+    check_corpus(args.corpus)  # before a model, a mirror or a cluster: a wrong path is one line, at once
     mirror = _prepare_mirror(args)
     schema = _schema_from_args(args)
     if args.ray is not None:
@@ -254,7 +260,7 @@ def _build(args: argparse.Namespace, encoder, dense, schema):
     from lsr.corpus import count_documents
 
     total = args.limit if args.limit is not None else count_documents(args.corpus)
-    with tqdm(desc="encoding documents", unit="doc", total=total) as bar:
+    with tqdm(desc="encoding documents", unit="doc", total=total, delay=0.5) as bar:  # (no bar for a quick failure)
         encode_with = None
         if args.ray is not None:
             from lsr.indexer.distributed import ray_chunk_encoder
@@ -313,8 +319,9 @@ def _report(summary, index: str) -> None:
 
 def run_add(args: argparse.Namespace) -> int:
     from lsr import Index
-    from lsr.corpus import ReadStats, read_corpus
+    from lsr.corpus import ReadStats, check_corpus, read_corpus
 
+    check_corpus(args.corpus)
     stats = ReadStats()
     index = Index.open(args.index, load_encoder=False, parts=())
     try:

@@ -12,6 +12,7 @@ import sys
 
 from lsr.cli_args import add_encoder_arguments
 from lsr.index.metadata import FIELD_TYPES, UNKNOWN_POLICIES
+from lsr.indexer.cli import positive_float
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     create.add_argument("--store-documents", action="store_true", help="store titles and texts")
     create.add_argument("--chunk-tokens", type=int, default=None, metavar="N", help="split longer documents")
     create.add_argument("--chunk-overlap", type=int, default=0, metavar="M", help="tokens two chunks share")
-    create.add_argument("--max-weight", type=float, default=None, metavar="W",
+    create.add_argument("--max-weight", type=positive_float, default=None, metavar="W",
                         help="uint8 quantization: the weight stored as 255 (default: the encoder's calibrated "
                              "maximum when it records one, else the largest weight of the first write)")
     create.add_argument("--field", action="append", default=[], metavar="NAME:TYPE",

@@ -148,14 +148,28 @@ class DataDirectory:
                 if lock is not None:
                     lock.release()
         if remove:
-            self.remove_trashed(trashed)
+            self.remove_trashed(trashed)  # (unless a server still serves it: then the trash keeps it for later)
         return trashed
 
-    def remove_trashed(self, trashed: Path | None = None) -> None:
-        """Delete a dropped collection's files (``None``: everything in the trash, as at a server's start)."""
+    def serve(self, name: str) -> Serving | None:
+        """A shared lock on collection ``name``'s folder for as long as this process serves it: a dropped folder is
+        removed only once no process holds one (None where the folder cannot take the lock file: read-only)."""
+        try:
+            return Serving(self.existing(name))
+        except OSError:
+            return None
+
+    def remove_trashed(self, trashed: Path | None = None, only_unserved: bool = True) -> list[str]:
+        """Delete dropped collections' files (``trashed``, or everything in the trash) that no process serves (holds
+        :meth:`serve`'s lock on); the others stay for a later call. Returns the names removed."""
         folder = self.root / TRASH
+        removed = []
         for path in [trashed] if trashed is not None else (sorted(folder.iterdir()) if folder.is_dir() else []):
+            if only_unserved and Serving.held(path):
+                continue
             shutil.rmtree(path, ignore_errors=True)
+            removed.append(path.name)
+        return removed
 
     # -- snapshots --------------------------------------------------------------------------------------------------
     def snapshot(self, name: str) -> dict:
@@ -165,10 +179,13 @@ class DataDirectory:
         from lsr.index import Index
         from lsr.index.builder import copy_generation
         from lsr.index.check import check_index
+        from lsr.index.manifest import Manifest
 
         path = self.existing(name)
         index = Index.open(path, load_encoder=False)
         snapshot = index.snapshot()  # pinned until the copy is complete
+        manifest = Manifest.load(path)  # read after the pin: at least as new as the generation (a first commit
+        # fixes the scale, a schema change adds fields, before it publishes)
         now = datetime.now(timezone.utc)
         snapshot_id = f"{name}-gen{snapshot.number:06d}-{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
         target = self.root / SNAPSHOTS / name / snapshot_id
@@ -186,7 +203,7 @@ class DataDirectory:
             files.write_bytes(folder / SNAPSHOT_FILE, files.with_checksum(record))
 
         try:
-            copy_generation(path, index.manifest, snapshot, target, link=True, before_publish=describe)
+            copy_generation(path, manifest, snapshot, target, link=True, before_publish=describe)
         finally:
             index.close()
         return {k: v for k, v in record.items() if k != "files"} | {"path": str(target), "files": len(record["files"])}
@@ -210,10 +227,10 @@ class DataDirectory:
                              | {"path": str(snapshot), "files": len(record.get("files", {}))})
         return sorted(found, key=lambda s: (s.get("created", ""), s["id"]))
 
-    def find_snapshot(self, ref: str | Path) -> Path:
-        """A snapshot folder from its id, ``collection/id``, or its path."""
+    def find_snapshot(self, ref: str | Path, paths: bool = True) -> Path:
+        """A snapshot folder from its id, ``collection/id``, or (``paths``) its path."""
         candidate = Path(ref)
-        if (candidate / SNAPSHOT_FILE).is_file():
+        if paths and (candidate / SNAPSHOT_FILE).is_file():
             return candidate
         text = str(ref)
         if "/" in text:
@@ -228,53 +245,99 @@ class DataDirectory:
         raise NotFound(f"no snapshot {text!r} in {self.root / SNAPSHOTS}; `lsr collection snapshots --data "
                        f"{self.root}` lists them")
 
-    def restore(self, ref: str | Path, as_name: str) -> dict:
+    def restore(self, ref: str | Path, as_name: str, paths: bool = True) -> dict:
         """Bring a snapshot back as collection ``as_name`` (a new one: drop the old first to replace it). Every file
         is checked against ``snapshot.json`` and the index against its segments' checksums before the rename that
         makes it a collection; a damaged snapshot restores nothing."""
         from lsr.index.check import check_index
 
-        source = self.find_snapshot(ref)
+        source = self.find_snapshot(ref, paths=paths)
         target = self.path(as_name)
         try:
             record = files.read_checked(source / SNAPSHOT_FILE)
         except (OSError, ValueError) as exc:
             raise InvalidIndex(f"{source / SNAPSHOT_FILE}: {exc}; this snapshot cannot be trusted") from None
-        with self._locked():
-            if target.exists():
-                raise AlreadyExists(f"collection {as_name!r} exists already in {self.root}; drop it first, or "
-                                    "restore under another name (--as)")
-            staging = self.root / f".{as_name}.restore-{uuid.uuid4().hex[:8]}"
-            try:
-                files.copy(source, staging, link=True)
-                files.remove(staging / SNAPSHOT_FILE)
-                found = files.checksum_tree(staging)
-                expected = record.get("files", {})
-                wrong = sorted(p for p in expected.keys() | found.keys() if expected.get(p) != found.get(p))
-                if wrong:
-                    raise InvalidIndex(f"snapshot {source.name}: {len(wrong)} files differ from {SNAPSHOT_FILE} "
-                                       f"(first: {wrong[0]}); it restores nothing")
-                report = check_index(staging, listeners=False)
-                if not report.ok:
-                    raise InvalidIndex(f"snapshot {source.name} does not verify: {'; '.join(report.problems[:3])}")
-                files.fsync_tree(staging)
+        if target.exists():  # (checked again under the lock, before the rename)
+            raise AlreadyExists(f"collection {as_name!r} exists already in {self.root}; drop it first, or restore "
+                                "under another name (--as)")
+        staging = self.root / f".{as_name}.restore-{uuid.uuid4().hex[:8]}"
+        try:  # the copy and its checks, outside the directory's lock: creates and drops go on meanwhile
+            _copy_snapshot(source, staging)
+            found = files.checksum_tree(staging)
+            expected = record.get("files", {})
+            wrong = sorted(p for p in expected.keys() | found.keys() if expected.get(p) != found.get(p))
+            if wrong:
+                raise InvalidIndex(f"snapshot {source.name}: {len(wrong)} files differ from {SNAPSHOT_FILE} "
+                                   f"(first: {wrong[0]}); it restores nothing")
+            report = check_index(staging, listeners=False)
+            if not report.ok:
+                raise InvalidIndex(f"snapshot {source.name} does not verify: {'; '.join(report.problems[:3])}")
+            files.fsync_tree(staging)
+            with self._locked():
+                if target.exists():
+                    raise AlreadyExists(f"collection {as_name!r} exists already in {self.root}; drop it first, or "
+                                        "restore under another name (--as)")
                 files.rename(staging, target)
                 files.fsync_directory(self.root)
-            except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         return {"collection": as_name, "snapshot": record.get("id", source.name),
                 "generation": record.get("generation"), "documents": record.get("documents"), "path": str(target)}
 
-    def clean_staging(self, older_than: float = 3600.0) -> list[str]:
-        """Hidden staging folders a crashed create or restore left behind (older than ``older_than`` seconds)."""
+    def clean_staging(self, older_than: float = 86400.0) -> list[str]:
+        """Restore staging folders a crashed restore left behind (older than a day; a build's own staging folder,
+        ``.name.tmp-*``, is its writer's to clean: it may be a long build still running)."""
         removed = []
         for path in self.root.iterdir():
-            if path.name.startswith(".") and (".tmp-" in path.name or ".restore-" in path.name) and \
+            if path.name.startswith(".") and ".restore-" in path.name and \
                     time.time() - path.stat().st_mtime > older_than:
                 shutil.rmtree(path, ignore_errors=True)
                 removed.append(path.name)
         return removed
+
+
+def _copy_snapshot(source: Path, staging: Path) -> None:
+    """A snapshot's files into a restore's staging folder: the segments and encoders hard-linked (immutable), the
+    rest copied (generation files take readers' locks, the Lucene part is rebuilt in place: two collections must not
+    share them)."""
+    def place(src: str, dst: str) -> str:
+        relative = Path(src).relative_to(source).parts
+        linkable = relative[0] in (storage.SEGMENTS, "encoder", "dense-encoder")
+        return files.link_or_copy(src, dst) if linkable else shutil.copy2(src, dst)
+
+    files.mkdir(staging.parent)
+    shutil.copytree(source, staging, copy_function=place, ignore=shutil.ignore_patterns(SNAPSHOT_FILE))
+
+
+class Serving:
+    """``flock(LOCK_SH)`` on ``<collection>/.serving``, released with :meth:`release` (or when the process dies)."""
+
+    FILE = ".serving"
+
+    def __init__(self, folder: Path) -> None:
+        self.fd: int | None = os.open(folder / self.FILE, os.O_RDONLY | os.O_CREAT, 0o644)
+        fcntl.flock(self.fd, fcntl.LOCK_SH)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    @classmethod
+    def held(cls, folder: Path) -> bool:
+        """Whether some process serves ``folder`` now."""
+        try:
+            fd = os.open(folder / cls.FILE, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
 
 
 def _linked(source: Path, copy: Path) -> bool:

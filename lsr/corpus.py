@@ -152,15 +152,27 @@ def read_ir_datasets_corpus(dataset_id: str, skip_malformed: bool = False,
     return _checked(parsed(), skip_malformed, stats if stats is not None else ReadStats())
 
 
+def is_dataset_id(path: str | Path) -> bool:
+    """Whether a corpus argument names an ir_datasets id (``beir/nfcorpus``: not a path that exists, nor under a
+    folder that exists) rather than a file or a folder."""
+    text = str(path)
+    return "/" in text and not text.startswith((".", "/", "~")) and not Path(path).parent.exists() and \
+        not Path(path).exists()
+
+
+def check_corpus(path: str | Path) -> None:
+    """Fail now, before any model loads, on a corpus path that cannot be read (an ir_datasets id is checked when
+    read)."""
+    if not is_dataset_id(path):
+        corpus_file(path)
+
+
 def read_corpus(path: str | Path, skip_malformed: bool = False, stats: ReadStats | None = None) -> Iterator[Document]:
     """Documents of a BEIR folder, a JSONL file (``_id``/``id``, ``title``, ``text``) or an ir_datasets id (a name
     such as ``beir/nfcorpus``: not a path that exists, nor under a folder that exists)."""
-    candidate = Path(path)
-    text = str(path)
-    looks_like_id = "/" in text and not text.startswith((".", "/", "~")) and not candidate.parent.exists()
-    if not candidate.exists() and looks_like_id:
-        return read_ir_datasets_corpus(text, skip_malformed, stats)
-    return read_jsonl_corpus(corpus_file(candidate), skip_malformed, stats)
+    if is_dataset_id(path):
+        return read_ir_datasets_corpus(str(path), skip_malformed, stats)
+    return read_jsonl_corpus(corpus_file(path), skip_malformed, stats)
 
 
 def documents_from(documents: Iterable[Document | Mapping] | None = None, ids: Iterable | None = None,

@@ -23,6 +23,7 @@ import logging
 import math
 import threading
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -180,7 +181,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         app.include_router(router)
         app.include_router(router, prefix="/collections/{name}", dependencies=[Depends(collection_name)])
     app.include_router(health.router)
-    app.include_router(collection_routes.router)  # last: its catch-all answers names that match no other route
+    app.include_router(collection_routes.router)  # (its catch-all answers names that match no other route)
+    mount_console(app)
     # outermost last: CORS answers preflights and decorates 401/413; metrics see every status
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     grants = grants_from(settings)
@@ -192,6 +194,22 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
                            allow_methods=["GET", "POST", "PUT", "DELETE"],
                            allow_headers=["authorization", "content-type"])
     return app
+
+
+CONSOLE = Path(__file__).resolve().parent / "console"
+
+
+def mount_console(app: FastAPI) -> None:
+    """The web console at ``/console/``: static files shipped in the package (no build step, no CDN); the page
+    calls the API with the key the user types, kept in the tab's sessionStorage."""
+    from fastapi.responses import RedirectResponse
+    from fastapi.staticfiles import StaticFiles
+
+    @app.get("/console", include_in_schema=False)
+    async def console_redirect():
+        return RedirectResponse("/console/")
+
+    app.mount("/console/", StaticFiles(directory=CONSOLE, html=True), name="console")
 
 
 def app_from_environment() -> FastAPI:

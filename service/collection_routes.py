@@ -8,13 +8,14 @@ some collections sees only those in the list, and touches no other."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, HTTPException, Path, Request
 from fastapi.concurrency import run_in_threadpool
 
 from lsr.collections import check_name
-from lsr.errors import CollectionUnavailable, InvalidInput, LsrError
+from lsr.errors import InvalidInput, LsrError, NotWritable
 from lsr.service.collections import Collection, Collections, index_bytes
 from lsr.service.deps import AdminDep, ReadDep, json_response
 from lsr.service.keys import check, grant_of
@@ -126,10 +127,9 @@ def create_collection(name: Name, body: CollectionCreate, request: Request):
         options.update(chunk_tokens=body.chunk_tokens, chunk_overlap=body.chunk_overlap)
     if body.max_weight is not None:
         options["max_weight"] = float(body.max_weight)
-    schema = ({"fields": body.metadata, "unknown": body.unknown_fields}
-              if body.metadata is not None or body.unknown_fields != "error" else None)
     collection = _collections(request).create(name, body.encoder, body.dense_encoder,
-                                              defaults=_checked_defaults(body), schema=schema, **options)
+                                              defaults=_checked_defaults(body), schema=body.metadata,
+                                              unknown_fields=body.unknown_fields, **options)
     return json_response(stats_of(collection, request.app.state.settings), status_code=201)
 
 
@@ -161,8 +161,8 @@ def snapshot_collection(collection: AdminDep, request: Request):
     collections = _collections(request)
     collections._require_data()
     if collection.path is None:
-        raise CollectionUnavailable(f"collection {collection.name!r} is the --index folder, not one of the data "
-                                    "directory's: snapshot a copy of it with `lsr collection create --from`")
+        raise NotWritable(f"collection {collection.name!r} is the --index folder, not one of the data directory's: "
+                          "copy it in with `lsr collection create NAME --from INDEX`, then snapshot that")
     return json_response(SnapshotOut(**collections.data.snapshot(collection.name)), status_code=201)
 
 
@@ -197,8 +197,13 @@ def restore_snapshot(name: Name, snapshot: str, body: RestoreIn, request: Reques
 # Registered after every other route: a name that cannot be one (a '/' in it, '..') reaches no route above; it gets a
 # 422 naming the rule instead of a 404 or a 405.
 @router.api_route("/collections/{name:path}", methods=["GET", "PUT", "DELETE", "POST"], include_in_schema=False)
-def not_a_name(name: str):
-    check_name(name.split("/")[0] if "/" not in name.rstrip("/") else name)
-    from lsr.errors import NotFound
-
-    raise NotFound(f"no route /collections/{name}; the routes of a collection are listed at /docs")
+def not_a_route(name: str, request: Request):
+    first, _, rest = name.partition("/")
+    check_name(first)  # a first segment that cannot be a name: 422 naming the rule
+    shapes = (r"search", r"search/batch", r"encode", r"documents", r"documents/[^/]+", r"merge", r"snapshots",
+              r"snapshots/[^/]+/restore")
+    if any(re.fullmatch(shape, rest) for shape in shapes):
+        raise HTTPException(405, detail=f"{request.method} is not a method of /collections/{{name}}/{rest}")
+    if request.method in ("PUT", "DELETE") and rest and "/" not in rest:
+        check_name(name)  # PUT /collections/a/b: a name with a '/' in it
+    raise HTTPException(404, detail=f"no route /collections/{name}; the routes of a collection are listed at /docs")

@@ -30,7 +30,9 @@ def readyz(request: Request):
         return JSONResponse({"status": "loading"}, status_code=503)
     collections = request.app.state.collections
     items = collections.items()
-    unavailable = {c.name: c.error for c in items if c.engine is None}
+    keyed = bool(request.app.state.settings.api_key or request.app.state.settings.keys)
+    unavailable = {c.name: "unavailable" if keyed else c.error for c in items if c.engine is None}  # (open route:
+    # with keys set, the reasons, which name server paths, are for GET /collections, behind a key)
     counts = {"collections": len(items), "unavailable": unavailable or None} if collections.data is not None else {}
     default = next((c for c in items if c.name == DEFAULT and c.engine is not None), None)
     if default is None:
@@ -60,7 +62,16 @@ def _writable(engine: Engine) -> bool:
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
 def prometheus(request: Request):
-    """Prometheus exposition: request counts and latency by route and mode, index size."""
+    """Prometheus exposition: request counts and latency by collection, route and mode; each collection's size. Every
+    collection is in it: a key limited to some collections gets 403."""
+    from lsr.service.keys import grant_of
+
+    grant = grant_of(request)
+    if grant.collections is not None:
+        from fastapi import HTTPException
+
+        raise HTTPException(403, detail=f"this API key ({grant.name}) is limited to some collections; /metrics "
+                                        "describes them all: use a key for every collection")
     from prometheus_client import CONTENT_TYPE_LATEST
 
     request.app.state.collections.update_gauges()

@@ -85,6 +85,15 @@ class SparseEncoder:
                     self._set_model(model)  # (verified before any thread can see it)
         return self._model
 
+    def follow(self, reload: Callable[[], SparseEncoder]) -> None:
+        """What is left to load (the model, the full tokenizer) is loaded from ``reload()``'s folder when needed, not
+        from the folder this encoder came from: an encoder shared by several indexes loads from one that still
+        exists (a dropped collection's folder may be gone)."""
+        if self._model is None and self._load_model is not None:
+            self._load_model = lambda: reload()._load_model()
+        if hasattr(self.tokenizer, "_load_full"):  # lsr.encoders.tokenizer.QueryTokenizer
+            self.tokenizer._load_full = lambda: reload().tokenizer.full
+
     def prepare(self) -> None:
         """Load what encoding documents needs now (the model, when it was left for the first document)."""
         self.pooler  # noqa: B018 - loads the model and builds the pooler

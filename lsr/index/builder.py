@@ -144,7 +144,8 @@ class Staging:
 
 
 def create_directory(directory: Path, encoder, options: BuildOptions, dense_encoder=None, vocab_size: int | None = None,
-                     source: str = "", schema: Schema | None = None, empty: bool = False) -> Manifest:
+                     source: str = "", schema: Schema | None = None, empty: bool = False,
+                     search_defaults: dict | None = None) -> Manifest:
     """An empty index in ``directory``: manifest (with the metadata ``schema``, when declared), encoders, generation 0
     with no segment. ``empty``: created to be filled write by write (:func:`empty_index_scale` sets its scale)."""
     if encoder is not None and getattr(encoder, "vocab_size", None) is None:
@@ -179,7 +180,8 @@ def create_directory(directory: Path, encoder, options: BuildOptions, dense_enco
     manifest = Manifest(vocab_size=vocab, impact_dtype=options.impact_dtype, encoder=encoder_info, build=build,
                         dense=dense, bm25={"k1": 1.5, "b": 0.75, "analyzer": ANALYZER} if options.bm25 else None,
                         documents=options.store_documents,
-                        search_defaults=choose_search_defaults(dense is not None, options.bm25, encoder is not None),
+                        search_defaults=search_defaults or choose_search_defaults(dense is not None, options.bm25,
+                                                                                  encoder is not None),
                         metadata=schema.to_manifest() if schema is not None and (schema.fields or
                                                                                   schema.unknown != "error") else None)
     max_weight = options.max_weight
@@ -302,8 +304,10 @@ def build(encoder=None, *, ids: Iterable | None = None, texts: Iterable[str] | N
 
 
 def create(encoder=None, *, path: str | Path | None = None, dense_encoder=None, vocab_size: int | None = None,
-           schema=None, unknown_fields: str = "error", **options) -> Built:
-    """An empty index (generation 0), to fill through its writer; in a private folder unless ``path``."""
+           schema=None, unknown_fields: str = "error", search_defaults: dict | None = None, **options) -> Built:
+    """An empty index (generation 0), to fill through its writer; in a private folder unless ``path``.
+    ``search_defaults``: its default mode and fusion (``{"mode": "hybrid", "fusion": {...}}``; default: from its
+    parts)."""
     build_options = _options(options)
     if encoder is None and vocab_size is None:
         from lsr.encoders import load_encoder
@@ -311,7 +315,7 @@ def create(encoder=None, *, path: str | Path | None = None, dense_encoder=None, 
         encoder = load_encoder()
     directory, scratch = _written(path, lambda folder: create_directory(
         folder, encoder, build_options, dense_encoder, vocab_size, "python", _schema(schema, unknown_fields),
-        empty=True))
+        empty=True, search_defaults=search_defaults))
     return Built(directory, encoder, dense_encoder, scratch, ReadStats())
 
 
@@ -388,22 +392,37 @@ def copy_generation(directory: Path, manifest: Manifest, snapshot, target: Path,
 
 
 _SHARED_ENCODERS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+_SHARED_SOURCES: dict[tuple, list[Path]] = {}
 _SHARED_LOCK = threading.Lock()
 
 
-def shared_encoder(key: tuple, load: Callable[[], object]):
-    """The encoder an open index already uses for ``key`` (side, identity, device), else ``load()``: indexes built
-    with one encoder (the collections of a data directory) share one object, its tokenizer and its model, for as
-    long as any of them is open. The identity is a digest of the encoder's files (see ``identity()``), so two
-    folders with one identity hold the same encoder."""
+def shared_encoder(key: tuple, directory: Path, load: Callable[[Path], object]):
+    """The encoder an open index already uses for ``key`` (side, identity, device), else ``load(directory)``:
+    indexes built with one encoder (the collections of a data directory) share one object, its tokenizer and its
+    model, for as long as any of them is open. The identity is a digest of the encoder's files (see
+    ``identity()``), so two folders with one identity hold the same encoder, and what the shared object loads later
+    (an inference-free model, with the first document) comes from whichever of them still exists."""
     if key[1] is None:
-        return load()
+        return load(directory)
     with _SHARED_LOCK:
+        sources = _SHARED_SOURCES.setdefault(key, [])
+        if directory not in sources:
+            sources.append(directory)
         encoder = _SHARED_ENCODERS.get(key)
         if encoder is None:
-            encoder = load()
+            encoder = load(directory)
             _SHARED_ENCODERS[key] = encoder
+            if hasattr(encoder, "follow"):
+                encoder.follow(lambda: load(_live_source(key, directory)))
         return encoder
+
+
+def _live_source(key: tuple, fallback: Path) -> Path:
+    with _SHARED_LOCK:
+        sources = _SHARED_SOURCES.get(key, [])
+        live = [p for p in sources if p.is_dir()]
+        _SHARED_SOURCES[key] = live
+    return live[0] if live else fallback
 
 
 def resolve_encoders(encoder, directory: Path, manifest: Manifest, device: str | None, dense: bool) -> tuple:
@@ -414,8 +433,8 @@ def resolve_encoders(encoder, directory: Path, manifest: Manifest, device: str |
         stored = manifest.encoder.get("directory")
         # the index's own encoder: an inference-free model loads when a document is first encoded (see load_encoder)
         identity = manifest.encoder.get("identity")
-        encoder = shared_encoder(("sparse", identity, device), lambda: load_encoder(
-            directory / stored, device=device, identity=identity)) if stored is not None else None
+        encoder = shared_encoder(("sparse", identity, device), directory / stored, lambda folder: load_encoder(
+            folder, device=device, identity=identity)) if stored is not None else None
     elif isinstance(encoder, (str, Path)):
         if not (Path(encoder) / ENCODER_CONFIG_FILE).exists():
             raise InvalidIndex(f"--encoder {encoder} is not an lsr encoder directory (no {ENCODER_CONFIG_FILE}); "
@@ -423,8 +442,9 @@ def resolve_encoders(encoder, directory: Path, manifest: Manifest, device: str |
         encoder = load_encoder(encoder, device=device)
     dense_encoder = None
     if manifest.dense and dense:
-        dense_encoder = shared_encoder(("dense", manifest.dense["encoder_identity"], device), lambda: load_encoder(
-            directory / manifest.dense["directory"], device=device))
+        dense_encoder = shared_encoder(("dense", manifest.dense["encoder_identity"], device),
+                                       directory / manifest.dense["directory"],
+                                       lambda folder: load_encoder(folder, device=device))
         if dense_encoder.identity() != manifest.dense["encoder_identity"]:
             raise InvalidIndex(f"{directory}/{manifest.dense['directory']} is not the dense encoder the index was "
                                "built with (identity differs); rebuild the index")

@@ -91,14 +91,14 @@ def copy(source: Path, target: Path, skip: str | None = None, link: bool = False
     fsynced. ``link``: hard-link each file instead where the filesystem allows (an immutable file only: both names
     are then the same bytes), and copy it where it does not (another filesystem, a filesystem without links)."""
     _told("write", target)
-    function = _link_or_copy if link else shutil.copy2
+    function = link_or_copy if link else shutil.copy2
     if Path(source).is_dir():
         shutil.copytree(source, target, ignore=shutil.ignore_patterns(skip) if skip else None, copy_function=function)
     else:
         function(source, target)
 
 
-def _link_or_copy(source, target) -> str:
+def link_or_copy(source, target) -> str:
     try:
         os.link(source, target)
     except OSError as exc:

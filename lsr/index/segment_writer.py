@@ -61,6 +61,7 @@ class SegmentWriter:
         self.rows = 0
         self.chunks = 0
         self.max_weight = 0.0
+        self.carried_clipped = 0  # merges: the clipped postings of the segments merged (their deleted rows too)
         self.truncated = 0
         self.stored = None  # whether the batches carry stored impacts (merges) or weights (new documents)
         self.schema = None  # the index's metadata schema (lsr.index.metadata.Schema): the columns written
@@ -132,6 +133,7 @@ class SegmentWriter:
             dense=np.asarray(segment.dense)[keep] if self.dense_kind is not None else None,
             analyzed=lexical.select(segment.lexical, keep) if self.lexical_part else None))
         self.max_weight = max(self.max_weight, segment.info.max_weight)
+        self.carried_clipped += getattr(segment.info, "clipped_postings", 0)
 
     def _spooled(self, name: str) -> list[np.ndarray]:
         return [np.load(self.spool / f"{c:06d}-{name}.npy") for c in range(self.chunks)]
@@ -142,7 +144,7 @@ class SegmentWriter:
             raise InvalidInput("a segment needs at least one document")
         files.mkdir(directory)
         counts = np.zeros(self.vocab_size, dtype=np.int64)
-        total = clipped = 0
+        total, clipped = 0, self.carried_clipped  # (a merge keeps its sources' count: stored 255s cannot tell)
         batches = []
         for c in range(self.chunks):
             indptr, indices, weights = (np.load(self.spool / f"{c:06d}-{n}.npy") for n in ("indptr", "indices", "weights"))

@@ -101,7 +101,15 @@ def test_bad_names_existing_and_unknown(served):
     assert http.post("/collections/nope/search", headers=auth(READER), json={"query": "salt"}).status_code == 404
     assert http.delete("/collections/nope", headers=auth(ADMIN)).status_code == 404
     unknown_encoder = http.put("/collections/c", headers=auth(ADMIN), json={"encoder": "nope"})
-    assert unknown_encoder.status_code == 404 and "tiny" in unknown_encoder.json()["detail"]
+    assert unknown_encoder.status_code == 422 and "tiny" in unknown_encoder.json()["detail"][0]["msg"]
+    assert unknown_encoder.json()["detail"][0]["loc"] == ["body", "encoder"]
+    # names of routes that are not there: 405 for another method, 404 for no route
+    assert http.get("/collections/a/search", headers=auth(ADMIN)).status_code == 405
+    assert http.get("/collections/a/documents/x/y", headers=auth(ADMIN)).status_code == 404
+    assert http.put("/collections/a/merge", headers=auth(ADMIN)).status_code == 405
+    # a body that only says to ignore unknown metadata fields is a valid one
+    ignoring = http.put("/collections/ign", headers=auth(ADMIN), json={"encoder": "tiny", "unknown_fields": "ignore"})
+    assert ignoring.status_code == 201, ignoring.text
     missing_part = http.put("/collections/c", headers=auth(ADMIN), json={"encoder": "tiny", "defaults": {"mode": "bm25"}})
     assert missing_part.status_code == 422 and missing_part.json()["detail"][0]["loc"] == ["body", "defaults"]
     assert not (served[1] / "c").exists()
@@ -395,6 +403,58 @@ def test_drop_lets_running_searches_finish_then_removes_the_files(served):
     assert wait_for(lambda: not any((data / ".trash").iterdir()))
 
 
+def test_a_folder_served_by_another_process_is_not_removed(served):
+    http, data = served
+    other = DataDirectory(data)
+    held = other.serve("b")  # what another server process holds while it serves b
+    try:
+        assert http.delete("/collections/b", headers=auth(ADMIN)).status_code == 200
+        trashed = list((data / ".trash").iterdir())
+        assert len(trashed) == 1 and (trashed[0] / "manifest.json").exists()  # kept: someone serves it
+        assert other.remove_trashed() == []
+    finally:
+        held.release()
+    assert other.remove_trashed() == [trashed[0].name]  # no one does now
+
+
+def test_a_folder_replaced_under_its_name_is_opened_again(served, encoder_dir):
+    http, data = served
+    before = http.app.state.collections.get("b").engine
+    other = DataDirectory(data)
+    other.create("b-next", load_encoder(encoder_dir), bm25=True)
+    other.drop("b", remove=False)
+    (data / "b-next").rename(data / "b")  # microseconds later: a refresh sees the same names, another folder
+    items = http.app.state.collections._items
+    assert wait_for(lambda: "b" in items and items["b"].engine is not None and items["b"].engine is not before)
+    assert http.get("/collections/b", headers=auth(READER)).json()["documents"] == 0
+
+
+def test_admin_routes_on_a_read_only_server_and_on_the_index_folder(tmp_path, encoder_dir):
+    from lsr.index import Index
+
+    single = Index.build(load_encoder(encoder_dir), documents=DOCS, path=tmp_path / "single").directory
+    with TestClient(create_app(settings(tmp_path / "data", encoder_dir, index=str(single)))) as http:
+        assert http.delete("/collections/default", headers=auth(ADMIN)).status_code == 409
+        assert create(http, "default").status_code == 409
+        assert http.post("/collections/default/snapshots", headers=auth(ADMIN)).status_code == 409
+        assert http.get("/metrics", headers=auth(LIMITED)).status_code == 403  # it describes every collection
+    with TestClient(create_app(settings(tmp_path / "data", encoder_dir, read_only=True))) as http:
+        assert create(http, "x").status_code == 403
+
+
+def test_clipped_postings_survive_a_merge(served):
+    http, _ = served
+    create(http, "m", max_weight=0.5)
+    for n in range(3):
+        http.post("/collections/m/documents", headers=auth(WRITER), json={"documents": [dict(DOCS[n], id=f"m{n}")]})
+    before = http.get("/collections/m", headers=auth(READER)).json()
+    assert before["segments"] == 3 and before["clipped_postings"] > 0
+    merged = http.post("/collections/m/merge", headers=auth(ADMIN), params={"max_segments": 1}).json()
+    assert merged["segments_after"] == 1
+    after = http.get("/collections/m", headers=auth(READER)).json()
+    assert after["clipped_postings"] == before["clipped_postings"]
+
+
 def test_collections_share_an_encoder(served):
     http, _ = served
     collections = http.app.state.collections
@@ -464,3 +524,19 @@ def test_collection_command(tmp_path, encoder_dir, capsys):
     assert main(["collection", "drop", "nope", "--data", data]) == 2
     assert "no collection named 'nope'" in capsys.readouterr().err
     assert main(["collection", "restore", "nope", "--as", "x", "--data", data]) == 2
+
+
+def test_a_shared_encoder_loads_from_a_folder_that_still_exists(tmp_path, encoder_dir):
+    import shutil
+
+    data = tmp_path / "data"
+    directory = DataDirectory(data)
+    for name in ("a", "b"):
+        directory.create(name, load_encoder(encoder_dir), bm25=True)
+    with TestClient(create_app(settings(data, encoder_dir))) as http:
+        collections = http.app.state.collections
+        assert collections.get("a").engine.index.encoder is collections.get("b").engine.index.encoder
+        shutil.rmtree(data / "a")  # the folder the shared encoder was opened from, gone (the worst a drop can do)
+        written = http.post("/collections/b/documents", headers=auth(WRITER), json={"documents": DOCS})
+        assert written.status_code == 200, written.text  # the model loaded from b's folder
+        assert http.post("/collections/b/search", headers=auth(READER), json={"query": "heart"}).json()["hits"]
