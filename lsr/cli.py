@@ -152,7 +152,10 @@ def evaluate_once(args: argparse.Namespace, mode: str | None, run_path: str | No
 
     baseline = baseline or args.baseline
     if args.url and not baseline:
-        return evaluate_url(args, mode, run_path)
+        metrics = evaluate_url(args, mode, run_path)
+        if run_path:
+            metrics["run"] = str(run_path)
+        return metrics
     if baseline:
         engine = Engine.baseline(baseline, args.beir)
         metrics = evaluate(engine, args.beir, split=args.split, k=args.k, run_path=run_path, batch_throughput=False)

@@ -238,6 +238,11 @@ def test_eval_over_http_equals_eval_of_the_folder(beir_slice, index_dir, server,
         assert 0 < http["http_latency_ms_p50"] <= http["http_latency_ms_p99"]
         ranked = [line.split()[:3] for line in (tmp_path / "http.trec").read_text().splitlines()]
         assert ranked == [line.split()[:3] for line in (tmp_path / "folder.trec").read_text().splitlines()]
+    report = lsr("eval", "--beir", str(beir_slice), "--url", base, "--mode", "sparse,bm25", "--report",
+                 str(tmp_path / "report"))
+    written = json.loads(report.stdout[report.stdout.index("{"):])
+    assert written["systems"] == ["service-sparse", "service-bm25"] and written["baseline"] == "service-bm25"
+    assert "service-sparse" in (tmp_path / "report" / "report.md").read_text()
     failed = subprocess.run([sys.executable, "-m", "lsr", "eval", "--beir", str(beir_slice), "--url", base,
                              "--collection", "nope"], capture_output=True, text=True)
     assert failed.returncode == 2 or json.loads(failed.stdout)["errors"] > 0

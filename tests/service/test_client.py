@@ -164,3 +164,33 @@ def test_async_client(live):
     ids, documents = asyncio.run(main())
     assert ids == [r.ids for r in engine.search_batch(["salt", "tea", "heart"], 2, "bm25")]
     assert documents == len(TINY_DOCS)
+
+
+def test_the_readme_client_block_runs_against_a_live_server(tmp_path, tiny_mlm_dir, tiny_idf_file):
+    """The README's client example, as written, against `lsr serve --index ... --data ...` on a free port."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("## Python client"):]
+    block = re.findall(r"```python\n(.*?)```", section[:section.index("\n## ", 1)], flags=re.S)[0]
+    encoder = load_encoder(tiny_mlm_dir, kind="inference-free", idf=tiny_idf_file, device="cpu")
+    index = Index.build(encoder, documents=TINY_DOCS, path=tmp_path / "single", bm25=True)
+    port = free_port()
+    env = {**__import__("os").environ, "LSR_KEYS": '[{"key": "admin-key-0123456789", "scope": "admin"}]'}
+    server = subprocess.Popen([sys.executable, "-m", "lsr", "serve", "--index", str(index.directory), "--data",
+                               str(tmp_path / "data"), "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        from tests.probe import wait_until_ready
+
+        wait_until_ready(f"http://127.0.0.1:{port}", server, timeout=120)
+        done = subprocess.run([sys.executable, "-c", block.replace("127.0.0.1:8000", f"127.0.0.1:{port}")],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout.splitlines()[-1] == "['d9']"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
