@@ -62,12 +62,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           help="write a Markdown + HTML report with plots (nDCG@10 against latency, recall@k, "
                                "per-query deltas against a baseline) over every --mode and --compare system")
     evaluate.add_argument("--compare", metavar="FILE.json", nargs="+", default=[],
-                          help="--report: also these systems (metrics files of earlier `lsr eval --output` runs)")
+                          help="metrics files of earlier `lsr eval --output` runs: without --report, this run is "
+                               "tested against each (nDCG@10 difference, bootstrap 95%% CI, paired randomization "
+                               "p-value); with --report, they are systems of the report too")
     evaluate.add_argument("--report-baseline", metavar="NAME", default=None,
                           help="--report: the system per-query deltas are taken against (default: a BM25 one; "
                                "without one, bm25s over the BEIR corpus is evaluated and added)")
     add_search_arguments(evaluate)
     evaluate.set_defaults(handler=run_eval)
+
+    tune = subparsers.add_parser(
+        "tune", help="fit an index's fusion (components, weights, convex or RRF, normalization, depth) to "
+                     "judgments; --save makes the best the index's default")
+    tune.add_argument("--index", required=True, metavar="DIR", help="index directory built by `lsr index`")
+    tune.add_argument("--beir", metavar="DIR", help="BEIR folder (queries.jsonl, qrels/SPLIT.tsv)")
+    tune.add_argument("--queries", metavar="FILE", help="instead of --beir: a queries JSONL file ({_id, text})")
+    tune.add_argument("--qrels", metavar="FILE", help="instead of --beir: a qrels TSV (query-id, corpus-id, score)")
+    tune.add_argument("--split", default="dev", help="qrels split to tune on (default dev; never tune on test)")
+    tune.add_argument("--metric", default="ndcg@10", choices=("ndcg@10", "recall@100", "mrr@10"))
+    tune.add_argument("--components", default=None, help="the components to fuse (default: all the index has)")
+    tune.add_argument("--depths", default="50,100,200", help="per-component depths to try (default 50,100,200)")
+    tune.add_argument("--top", type=int, default=15, help="settings listed (default 15)")
+    tune.add_argument("--save", action="store_true", help="write the best setting as the index's default mode and "
+                                                          "fusion (with the split and metric it was tuned on)")
+    tune.add_argument("--output", metavar="FILE.json", help="write the result as JSON")
+    tune.set_defaults(handler=run_tune)
 
     export_model = subparsers.add_parser(
         "export-model", help="write an encoder in another layout: sentence-transformers' SparseEncoder directory")
@@ -135,7 +154,20 @@ def run_eval(args: argparse.Namespace) -> int:
     if len(modes) > 1:
         raise InvalidInput("several --mode values need --report DIR (one report over them all)")
     run_path = args.run or (str(Path(args.output).with_suffix(".trec")) if args.output else None)
+    scratch = None
+    if args.compare and run_path is None:  # the per-query comparison reads this run's file
+        import tempfile
+
+        scratch = tempfile.mkdtemp(prefix="lsr-eval-")
+        run_path = str(Path(scratch) / "run.trec")
     metrics = evaluate_once(args, modes[0], run_path)
+    if args.compare:
+        metrics["compared"] = compare_with(args, run_path)
+        if scratch is not None:
+            import shutil
+
+            shutil.rmtree(scratch, ignore_errors=True)
+            metrics.pop("run", None)
     text = json.dumps(metrics, indent=2)
     print(text)
     if args.output:
@@ -223,6 +255,28 @@ def evaluate_url(args: argparse.Namespace, mode: str | None, run_path: str | Non
     return metrics
 
 
+def compare_with(args: argparse.Namespace, run_path: str) -> dict:
+    """This run against each ``--compare`` system, per query: the nDCG@10 difference, its bootstrap CI, the paired
+    randomization test's p-value (:mod:`lsr.significance`); printed a line each on stderr."""
+    from lsr.errors import InvalidInput
+    from lsr.evaluation import judged_queries, per_query_metrics, read_trec_run
+    from lsr.report import System
+    from lsr.significance import compare_runs, verdict
+
+    _, qrels = judged_queries(args.beir, args.split)
+    mine = per_query_metrics(read_trec_run(run_path), qrels)
+    compared = {}
+    for path in args.compare:
+        other = System.from_metrics_file(path)
+        if other.metrics.get("split") != args.split:
+            raise InvalidInput(f"--compare {path} was evaluated on split {other.metrics.get('split')!r}, this "
+                                    f"run on {args.split!r}: compare runs of one split")
+        result = compare_runs(mine, per_query_metrics(read_trec_run(other.run), qrels))
+        compared[other.name] = result
+        print(f"nDCG@10 against {other.name}: {verdict(result)}", file=sys.stderr)
+    return compared
+
+
 def read_filter(text: str | None):
     """``--filter``: a JSON object, or ``@FILE`` holding one (parsed here; checked against the index's schema by the
     engine)."""
@@ -274,6 +328,55 @@ def run_report(args: argparse.Namespace, modes: list[str | None]) -> int:
     _, qrels = judged_queries(args.beir, args.split)
     title = f"lsr evaluation: {Path(args.beir).resolve().name}, split {args.split}"
     print(json.dumps(write_report(systems, qrels, out, baseline, title), indent=2))
+    return 0
+
+
+def run_tune(args: argparse.Namespace) -> int:
+    from datetime import datetime, timezone
+
+    from lsr.corpus import read_qrels, read_queries
+    from lsr.engine import Engine
+    from lsr.errors import InvalidInput
+    from lsr.fusion import Fusion
+    from lsr.tuning import save, tune
+
+    if bool(args.beir) == bool(args.queries or args.qrels) or bool(args.queries) != bool(args.qrels):
+        raise InvalidInput("pass --beir DIR, or --queries FILE and --qrels FILE")
+    if args.split == "test":
+        print("lsr tune: warning: tuning on the test split leaves nothing to judge the result on", file=sys.stderr)
+    queries = read_queries(args.beir or args.queries)
+    qrels = read_qrels(args.beir or args.qrels, args.split)
+    missing = [q for q in qrels if q not in queries]
+    if missing:
+        raise InvalidInput(f"{len(missing)} judged queries have no text (first: {missing[0]})")
+    try:
+        depths = sorted({int(d) for d in args.depths.split(",")})
+    except ValueError:
+        raise InvalidInput(f"--depths {args.depths!r}: integers, comma-separated") from None
+    if not depths or depths[0] < 10:
+        raise InvalidInput("--depths: each at least 10 (the metrics read the top 10)")
+    components = [c.strip() for c in args.components.split(",")] if args.components else None
+    engine = Engine.open(args.index)
+    from tqdm.auto import tqdm
+
+    with tqdm(desc="fusing", unit="setting", delay=1) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        result = tune(engine, queries, qrels, metric=args.metric, depths=depths, components=components,
+                      top=args.top, progress=progress)
+    result["split"] = args.split
+    if args.save:
+        record = {"split": args.split, "metric": args.metric, "score": result["best"]["score"],
+                  "queries": result["queries"], "source": args.beir or args.qrels,
+                  "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        result["saved"] = save(args.index, Fusion.from_dict(result["best"]["fusion"]), record)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(text + "\n")
     return 0
 
 

@@ -118,8 +118,10 @@ def _fusion_body(fusion) -> dict:
             "depth": fusion.depth}
     if fusion.weights is not None:
         body["weights"] = list(fusion.weights)
-    if fusion.alpha is not None:
+    if fusion.alpha is not None and fusion.weights is None:
         body["alpha"] = fusion.alpha
+    if getattr(fusion, "normalization", "minmax") != "minmax":
+        body["normalization"] = fusion.normalization
     return body
 
 

@@ -220,7 +220,8 @@ def count_documents(path: str | Path) -> int | None:
 
 
 def read_queries(beir_dir: str | Path) -> dict[str, str]:
-    path = Path(beir_dir) / "queries.jsonl"
+    """{query id: text} of a BEIR folder's queries.jsonl, or of such a JSONL file given itself."""
+    path = Path(beir_dir) if Path(beir_dir).is_file() else Path(beir_dir) / "queries.jsonl"
     if not path.exists():
         raise CorpusError(f"{path} does not exist; --beir must be a BEIR folder (corpus.jsonl, queries.jsonl, qrels/)")
     queries: dict[str, str] = {}
@@ -237,7 +238,8 @@ def read_queries(beir_dir: str | Path) -> dict[str, str]:
 
 
 def read_qrels(beir_dir: str | Path, split: str) -> dict[str, dict[str, int]]:
-    path = Path(beir_dir) / "qrels" / f"{split}.tsv"
+    """{query id: {document id: grade}} of a BEIR folder's qrels/SPLIT.tsv, or of such a TSV file given itself."""
+    path = Path(beir_dir) if Path(beir_dir).is_file() else Path(beir_dir) / "qrels" / f"{split}.tsv"
     if not path.exists():
         available = sorted(p.stem for p in (Path(beir_dir) / "qrels").glob("*.tsv"))
         raise CorpusError(f"{path} does not exist; available splits: {', '.join(available) or 'none'}")

@@ -1,10 +1,11 @@
 """Fusing ranked lists (sparse, dense, BM25) over the union of their top hits. Pure functions, and the
 :class:`Fusion` settings a hybrid request carries.
 
-- convex: per-query min-max normalization of each list, then sum_c w_c * norm_c (w = 1/n each by default; with two
-  lists, ``alpha`` is the first list's weight and 1 - alpha the second's); a document missing from a list gets 0 from
-  it (the minimum after normalization). Bruch et al., "An Analysis of Fusion Functions for Hybrid Retrieval"
-  (TOIS 2023).
+- convex: per-query normalization of each list, then sum_c w_c * norm_c (w = 1/n each by default; with two
+  lists, ``alpha`` is the first list's weight and 1 - alpha the second's); a document missing from a list gets that
+  list's minimum. The normalization is min-max (default), z-score (mean 0, standard deviation 1 over the list), or
+  Milvus's arctan (2/pi x arctan(score), no per-query statistics). Bruch et al., "An Analysis of Fusion Functions
+  for Hybrid Retrieval" (TOIS 2023).
 - rrf: sum over lists of w_c / (k + rank), rank from 1, k = 60, w = 1 by default. Cormack et al., SIGIR 2009.
 
 Ties in the fused list go to the smaller id, so results are deterministic.
@@ -21,6 +22,7 @@ from lsr.results import COMPONENTS
 
 RankedList = Sequence[tuple[str, float]]  # (id, score), best first
 FUSION_METHODS = ("convex", "rrf")
+NORMALIZATIONS = ("minmax", "zscore", "arctan")
 
 
 def min_max_normalize(scores: Sequence[float]) -> list[float]:
@@ -33,19 +35,40 @@ def min_max_normalize(scores: Sequence[float]) -> list[float]:
     return [(s - low) / (high - low) for s in scores]
 
 
+def z_score_normalize(scores: Sequence[float]) -> list[float]:
+    """(s - mean) / standard deviation over the list; a list whose scores are all equal maps to 0.0 each."""
+    if not scores:
+        return []
+    mean = sum(scores) / len(scores)
+    deviation = math.sqrt(sum((s - mean) ** 2 for s in scores) / len(scores))
+    return [0.0] * len(scores) if deviation == 0 else [(s - mean) / deviation for s in scores]
+
+
+def arctan_normalize(scores: Sequence[float]) -> list[float]:
+    """2/pi x arctan(s): Milvus's normalization of inner-product scores into (-1, 1), the same for every query."""
+    return [2.0 / math.pi * math.atan(s) for s in scores]
+
+
+NORMALIZE = {"minmax": min_max_normalize, "zscore": z_score_normalize, "arctan": arctan_normalize}
+
+
 def _ordered(fused: dict[str, float], k: int | None) -> list[tuple[str, float]]:
     ranked = sorted(fused.items(), key=lambda item: (-item[1], item[0]))
     return ranked if k is None else ranked[:k]
 
 
 def convex_fusion(lists: Sequence[RankedList], weights: Sequence[float] | None = None,
-                  k: int | None = None) -> list[tuple[str, float]]:
-    """sum_c weights[c] * minmax(lists[c]) over the union of ids (equal weights 1/n by default)."""
+                  k: int | None = None, normalization: str = "minmax") -> list[tuple[str, float]]:
+    """sum_c weights[c] * norm(lists[c]) over the union of ids (equal weights 1/n by default); an id missing from a
+    list gets that list's minimum (the same ranking as adding norm - min, with 0 for a missing id)."""
     weights = _weights(lists, weights, 1.0 / max(1, len(lists)))
+    normalize = NORMALIZE[normalization]
     fused: dict[str, float] = {}
     for weight, hits in zip(weights, lists):
-        for (doc, _), norm in zip(hits, min_max_normalize([score for _, score in hits])):
-            fused[doc] = fused.get(doc, 0.0) + weight * norm
+        normalized = normalize([score for _, score in hits])
+        low = min(normalized) if normalized else 0.0
+        for (doc, _), norm in zip(hits, normalized):
+            fused[doc] = fused.get(doc, 0.0) + weight * (norm - low)
     return _ordered(fused, k)
 
 
@@ -82,11 +105,15 @@ class Fusion:
     alpha: float | None = None
     rrf_k: int = 60
     depth: int = 100
+    normalization: str = "minmax"  # convex: minmax, zscore or arctan
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "components", tuple(self.components))
         if self.method not in FUSION_METHODS:
             raise InvalidInput(f"fusion method must be one of {', '.join(FUSION_METHODS)}, got {self.method!r}")
+        if self.normalization not in NORMALIZATIONS:
+            raise InvalidInput(f"fusion normalization must be one of {', '.join(NORMALIZATIONS)}, got "
+                               f"{self.normalization!r}")
         if len(self.components) < 2 or len(set(self.components)) != len(self.components) or \
                 not set(self.components) <= set(COMPONENTS):
             raise InvalidInput(f"fusion components must be two or three different of {', '.join(COMPONENTS)}; got "
@@ -112,17 +139,27 @@ class Fusion:
 
     def fuse(self, lists: Sequence[RankedList], k: int) -> list[tuple[str, float]]:
         if self.method == "convex":
-            return convex_fusion(lists, self.weights, k)
+            return convex_fusion(lists, self.weights, k, self.normalization)
         return rrf_fusion(lists, self.rrf_k, self.weights, k)
+
+    def to_dict(self) -> dict:
+        """The settings :meth:`from_dict` reads (what a manifest's default fusion holds)."""
+        spec = {"method": self.method, "components": list(self.components), "rrf_k": self.rrf_k, "depth": self.depth}
+        if self.weights is not None:
+            spec["weights"] = list(self.weights)
+        if self.normalization != "minmax":
+            spec["normalization"] = self.normalization
+        return spec
 
     def describe(self, k: int) -> str:
         weights = "" if self.weights is None else " weights=" + ",".join(f"{w:g}" for w in self.weights)
-        extra = f" k={self.rrf_k}" if self.method == "rrf" else ""
+        extra = f" k={self.rrf_k}" if self.method == "rrf" else (
+            f" {self.normalization}" if self.normalization != "minmax" else "")
         return f"{self.method} {'+'.join(self.components)}{weights}{extra} depth={max(k, self.depth)}"
 
     @classmethod
     def from_dict(cls, spec: dict) -> Fusion:
-        known = {"method", "components", "weights", "alpha", "rrf_k", "depth"}
+        known = {"method", "components", "weights", "alpha", "rrf_k", "depth", "normalization"}
         unknown = set(spec) - known
         if unknown:
             raise InvalidInput(f"unknown fusion settings {sorted(unknown)}; known: {sorted(known)}")

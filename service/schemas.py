@@ -30,11 +30,14 @@ class FusionIn(Strict):
         None, description="two components, convex: weight of the first (the second gets 1 - alpha)")
     rrf_k: StrictInt = Field(60, ge=0, le=100_000)
     depth: StrictInt = Field(100, ge=1, le=10_000, description="hits per component before fusion (at least k)")
+    normalization: Literal["minmax", "zscore", "arctan"] = Field(
+        "minmax", description="convex: each list's per-query min-max, z-score, or Milvus's arctan")
 
     def to_fusion(self, default_components: tuple[str, ...]) -> Fusion:
         return Fusion(method=self.method, components=tuple(self.components or default_components),
                       weights=tuple(float(w) for w in self.weights) if self.weights is not None else None,
-                      alpha=float(self.alpha) if self.alpha is not None else None, rrf_k=self.rrf_k, depth=self.depth)
+                      alpha=float(self.alpha) if self.alpha is not None else None, rrf_k=self.rrf_k, depth=self.depth,
+                      normalization=self.normalization)
 
 
 FILTER_DESCRIPTION = (

@@ -1,0 +1,114 @@
+"""Fusion tuning (lsr tune), the fusion normalizations it searches, and the significance of a difference."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from lsr import Engine, Index, load_encoder
+from lsr.fusion import Fusion, arctan_normalize, convex_fusion, z_score_normalize
+from lsr.significance import compare_runs, paired, verdict
+from lsr.tuning import Scorer, fuse_all, search_space, tune
+from tests.conftest import TINY_DOCS, write_jsonl
+
+QUERIES = {"q1": "statin breast cancer", "q2": "fish oil heart", "q3": "green tea coffee", "q4": "salt blood pressure",
+           "q5": "soy protein men", "q6": "heart disease diet"}
+QRELS = {"q1": {"d1": 2}, "q2": {"d2": 1}, "q3": {"d3": 1}, "q4": {"d4": 1}, "q5": {"d5": 1}, "q6": {"d2": 1, "d3": 1}}
+
+
+def test_normalizations():
+    assert z_score_normalize([1.0, 2.0, 3.0]) == pytest.approx([-math.sqrt(1.5), 0.0, math.sqrt(1.5)])
+    assert z_score_normalize([2.0, 2.0]) == [0.0, 0.0]
+    assert arctan_normalize([0.0, 1.0]) == pytest.approx([0.0, 0.5])
+    # a document missing from a list gets that list's minimum, whatever the normalization
+    for normalization in ("minmax", "zscore", "arctan"):
+        fused = dict(convex_fusion([[("a", 3.0), ("b", 1.0)], [("c", 5.0), ("a", 4.0)]], normalization=normalization))
+        assert fused["b"] == 0.0 and fused["a"] > 0 and fused["c"] > 0  # b: list 1's minimum, in list 2 missing
+    with pytest.raises(ValueError, match="normalization"):
+        Fusion(normalization="softmax")
+    spec = Fusion("convex", ("sparse", "bm25"), (0.3, 0.7), depth=50, normalization="zscore").to_dict()
+    assert Fusion.from_dict(spec) == Fusion("convex", ("sparse", "bm25"), (0.3, 0.7), depth=50, normalization="zscore")
+
+
+def test_paired_significance():
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0, 1, 200)
+    same = paired(a, a)
+    assert same["p_value"] == 1.0 and not same["significant"]
+    better = paired(a + 0.1, a)
+    assert better["significant"] and better["p_value"] < 0.001
+    assert better["ci"][0] <= better["mean_difference"] <= better["ci"][1]
+    noise = paired(a + rng.normal(0, 0.2, 200), a)
+    assert noise["ci"][0] < noise["mean_difference"] < noise["ci"][1]
+    assert paired(a + 0.1, a) == better  # seeded: the same runs, the same figures
+    assert "significant" in verdict(better) and ("noise" in verdict(noise)) == (not noise["significant"])
+    result = compare_runs({"x": {"ndcg@10": 1.0}, "y": {"ndcg@10": 0.5}, "z": {"ndcg@10": 0.2}},
+                          {"x": {"ndcg@10": 0.5}, "y": {"ndcg@10": 0.5}, "z": {"ndcg@10": 0.1}})
+    assert result["queries"] == 3 and result["mean_difference"] == pytest.approx(0.2)
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory, tiny_mlm_dir, tiny_idf_file, tiny_dense_dir):
+    encoder = load_encoder(tiny_mlm_dir, kind="inference-free", idf=tiny_idf_file, device="cpu")
+    dense = load_encoder(tiny_dense_dir, kind="dense", device="cpu")
+    index = Index.build(encoder, documents=TINY_DOCS, dense_encoder=dense, bm25=True,
+                        path=tmp_path_factory.mktemp("tune") / "idx")
+    return Engine.open(index.directory)
+
+
+def test_the_search_space_and_offline_fusion_equal_the_engine(engine):
+    space = search_space(["sparse", "dense", "bm25"], [50])
+    assert len(space) == (3 * 9 + 36) * 7 and len(set(space)) == len(space)
+    scorer = Scorer(QRELS)
+    from lsr.tuning import component_lists
+
+    lists = component_lists(engine, QUERIES, ["sparse", "dense", "bm25"], 50)
+    for fusion in (space[0], space[len(space) // 2], space[-1]):
+        offline = fuse_all(fusion, lists, 10)
+        online = engine.search_batch([QUERIES[q] for q in sorted(QUERIES)], 10, "hybrid", fusion)
+        assert [offline[q] for q in sorted(QUERIES)] == [r.ids for r in online], fusion
+        assert scorer(offline)[0] == pytest.approx(scorer({q: r.ids for q, r in zip(sorted(QUERIES), online)})[0])
+
+
+def test_tune_finds_a_setting_at_least_as_good_as_the_default(engine):
+    result = tune(engine, QUERIES, QRELS, depths=(10, 50))
+    best, default = result["best"], result["default"]
+    assert result["settings"] == len(search_space(result["components"], (10, 50)))
+    assert best["score"] >= default["score"] and best["ci"][0] <= best["score"] <= best["ci"][1]
+    assert result["top"][0]["score"] == best["score"] and len(result["best_per_family"]) >= 7
+    assert "p_value" in default["best_against_it"]
+
+
+def test_lsr_tune_saves_the_default_and_eval_compare_tests_it(engine, tmp_path, capsys):
+    from lsr.cli import main
+
+    beir = tmp_path / "beir"
+    beir.mkdir()
+    write_jsonl(beir / "corpus.jsonl", TINY_DOCS)
+    write_jsonl(beir / "queries.jsonl", [{"_id": q, "text": t} for q, t in QUERIES.items()])
+    (beir / "qrels").mkdir()
+    for split in ("dev", "test"):
+        rows = "".join(f"{q}\t{d}\t{g}\n" for q, docs in QRELS.items() for d, g in docs.items())
+        (beir / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + rows)
+    index = str(engine.index.directory)
+    assert main(["eval", "--beir", str(beir), "--index", index, "--output", str(tmp_path / "before.json")]) == 0
+    capsys.readouterr()
+    assert main(["tune", "--index", index, "--beir", str(beir), "--split", "dev", "--depths", "10,50",
+                 "--save"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    saved = json.loads((engine.index.directory / "manifest.json").read_text())["search_defaults"]
+    assert saved["fusion"] == result["best"]["fusion"] and saved["tuned"]["split"] == "dev"
+    assert saved["tuned"]["metric"] == "ndcg@10"
+    reopened = Engine.open(index)
+    assert reopened.default_fusion() == Fusion.from_dict(result["best"]["fusion"])
+    assert main(["eval", "--beir", str(beir), "--index", index, "--compare", str(tmp_path / "before.json")]) == 0
+    captured = capsys.readouterr()
+    compared = json.loads(captured.out)["compared"]["before"]
+    assert compared["mean_difference"] == pytest.approx(compared["mean_difference"]) and "p_value" in compared
+    assert "nDCG@10 against before:" in captured.err
+    assert main(["tune", "--index", index, "--queries", str(beir / "queries.jsonl"), "--qrels",
+                 str(beir / "qrels" / "dev.tsv"), "--depths", "10"]) == 0
+    assert main(["tune", "--index", index]) == 2  # neither --beir nor --queries/--qrels
