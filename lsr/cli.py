@@ -58,6 +58,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--filter", default=None, metavar="JSON|@FILE",
                           help="search only the documents this filter keeps (the HTTP API's filter language, e.g. "
                                "'{\"range\": {\"pmid\": {\"gte\": 20000000}}}'); @FILE reads it from a file")
+    evaluate.add_argument("--feedback", default=None, metavar="DOCS,TERMS,WEIGHT[,BM25_TERMS]",
+                          help="pseudo-relevance feedback: the first pass's top DOCS documents expand the query (the "
+                               "sparse side, Rocchio: to its TERMS strongest terms; the bm25 side, RM3: BM25_TERMS "
+                               "expansion terms, default 10), the query keeping WEIGHT (e.g. 10,50,0.5); a second "
+                               "exact pass")
+    evaluate.add_argument("--feedback-on", default="sparse,bm25", metavar="SIDES",
+                          help="--feedback: the sides expanded, sparse and/or bm25 (default both)")
     evaluate.add_argument("--report", metavar="DIR", default=None,
                           help="write a Markdown + HTML report with plots (nDCG@10 against latency, recall@k, "
                                "per-query deltas against a baseline) over every --mode and --compare system")
@@ -213,7 +220,7 @@ def evaluate_once(args: argparse.Namespace, mode: str | None, run_path: str | No
         fusion = fusion_from_args(args, engine) if mode == "hybrid" else None
         filter_spec = read_filter(args.filter)
         metrics = evaluate(engine, args.beir, split=args.split, k=args.k, run_path=run_path, mode=mode, fusion=fusion,
-                           filter=filter_spec)
+                           filter=filter_spec, feedback=read_feedback(args.feedback, args.feedback_on))
         pruning = getattr(engine.retrievers.get("sparse"), "pruning", None)
         if "sparse" in engine.retrievers and not engine.retrievers["sparse"].exact:
             # never silent: an approximate top-k's recall against the native exact one
@@ -275,6 +282,24 @@ def compare_with(args: argparse.Namespace, run_path: str) -> dict:
         compared[other.name] = result
         print(f"nDCG@10 against {other.name}: {verdict(result)}", file=sys.stderr)
     return compared
+
+
+def read_feedback(text: str | None, sides: str = "sparse,bm25"):
+    """``--feedback DOCS,TERMS,WEIGHT`` as a :class:`lsr.request.Feedback` (None without the flag)."""
+    from lsr.errors import InvalidInput
+    from lsr.request import Feedback
+
+    if text is None:
+        return None
+    try:
+        parts = text.split(",")
+        docs, terms, weight = int(parts[0]), int(parts[1]), float(parts[2])
+        bm25_terms = int(parts[3]) if len(parts) == 4 else 10
+        if len(parts) not in (3, 4):
+            raise ValueError
+    except (ValueError, IndexError):
+        raise InvalidInput(f"--feedback {text!r}: give DOCS,TERMS,WEIGHT[,BM25_TERMS], e.g. 10,50,0.5") from None
+    return Feedback(docs, terms, weight, bm25_terms, tuple(s.strip() for s in sides.split(",")))
 
 
 def read_filter(text: str | None):

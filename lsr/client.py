@@ -95,8 +95,12 @@ def _httpx():
 
 # -- requests and answers: what the sync and async clients share ----------------------------------------------------
 def _search_body(k: int, mode: str | None, fusion, filter, explain: bool, return_documents: bool,
-                 return_metadata: bool, offset: int, pruning) -> dict:
+                 return_metadata: bool, offset: int, pruning, feedback=None) -> dict:
     body: dict = {"k": k, "offset": offset}
+    if feedback is not None:
+        body["feedback"] = feedback if isinstance(feedback, Mapping) else \
+            {"docs": feedback.docs, "terms": feedback.terms, "weight": feedback.weight,
+             "bm25_terms": feedback.bm25_terms, "components": list(feedback.components)}
     if mode is not None:
         body["mode"] = mode
     if fusion is not None:
@@ -225,9 +229,9 @@ class Client:
     # -- search -----------------------------------------------------------------------------------------------------
     def search(self, query: str, k: int = 10, mode: str | None = None, fusion=None, *, filter=None,
                explain: bool = False, return_documents: bool = False, return_metadata: bool = False, offset: int = 0,
-               pruning=None) -> SearchResult:
+               pruning=None, feedback=None) -> SearchResult:
         body = {"query": query, **_search_body(k, mode, fusion, filter, explain, return_documents, return_metadata,
-                                               offset, pruning)}
+                                               offset, pruning, feedback)}
         answer = self._call("POST", f"{self._routes.prefix}/search", body)
         return result_from(answer["hits"], answer)
 
@@ -349,9 +353,9 @@ class AsyncClient:
 
     async def search(self, query: str, k: int = 10, mode: str | None = None, fusion=None, *, filter=None,
                      explain: bool = False, return_documents: bool = False, return_metadata: bool = False,
-                     offset: int = 0, pruning=None) -> SearchResult:
+                     offset: int = 0, pruning=None, feedback=None) -> SearchResult:
         body = {"query": query, **_search_body(k, mode, fusion, filter, explain, return_documents, return_metadata,
-                                               offset, pruning)}
+                                               offset, pruning, feedback)}
         answer = await self._call("POST", f"{self._routes.prefix}/search", body)
         return result_from(answer["hits"], answer)
 

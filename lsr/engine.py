@@ -223,6 +223,8 @@ class Engine:
         """Whether a resolved request costs less than a thread-pool hop: every retriever it asks is light (in
         process, no model, no I/O wait) and the sparse query needs no model (inference-free)."""
         retrievers = self.retrievers
+        if request.feedback is not None:  # a vector read a feedback document, a second pass
+            return False
         if not all(capabilities(retrievers.get(c)).light for c in request.components):
             return False
         if "sparse" in request.components:
@@ -317,10 +319,28 @@ class Engine:
         for component in components:
             retriever = state.retrievers[component]
             answers[component] = retriever.retrieve(encoded.get(retriever.takes), request)
+        original = None
+        feedback = request.feedback
+        if feedback is not None and "sparse" in components and "sparse" in feedback.components:
+            original = encoded.get("sparse")  # a second, exact pass with the expanded sparse queries
+            first = answers["sparse"]
+            if request.depth < feedback.docs:
+                first = state.retrievers["sparse"].retrieve(original, replace(
+                    request, k=feedback.docs, offset=0, mode="sparse", fusion=None, components=("sparse",)))
+            expanded = self._rocchio(original, first, feedback, state.snapshot)
+            answers["sparse"] = state.retrievers["sparse"].retrieve(expanded, request)
+        if feedback is not None and "bm25" in components and "bm25" in feedback.components:
+            lexical = state.retrievers["bm25"]
+            first = answers["bm25"]
+            if request.depth < feedback.docs:
+                first = lexical.retrieve(encoded.get("text"), replace(
+                    request, k=feedback.docs, offset=0, mode="bm25", fusion=None, components=("bm25",)))
+            answers["bm25"] = lexical.retrieve_weighted(self._rm3(encoded.get("text"), first, feedback,
+                                                                  state.snapshot, lexical), request)
         fused_lists = self._fused(request, answers, len(encoded))
         retrieve_ms = ((time.perf_counter() - started) * 1000 - encoded.encode_ms) / len(encoded)
         encode_ms = encoded.encode_ms / len(encoded)
-        sparse = encoded.get("sparse") if request.explain else None
+        sparse = (expanded if original is not None else encoded.get("sparse")) if request.explain else None
         out = []
         for q, (per, ids, scores) in enumerate(fused_lists):
             titles = texts = explanations = chunks = metadata = None
@@ -335,7 +355,8 @@ class Engine:
                 metadata = [state.snapshot.metadata(doc) or {} for doc in ids]
             if request.explain:
                 token_ids, weights = sparse.row(q)
-                explanations = [self.explain_vector(token_ids, weights, doc, state.snapshot) for doc in ids]
+                asked = set(original.row(q)[0].tolist()) if original is not None else None
+                explanations = [self.explain_vector(token_ids, weights, doc, state.snapshot, asked) for doc in ids]
             out.append(SearchResult(ids=ids, scores=scores, mode=request.mode, components=tuple(components),
                                     exact=all(per[c].exact for c in components), encode_ms=encode_ms,
                                     retrieve_ms=retrieve_ms, postings=sum(per[c].postings for c in components),
@@ -359,9 +380,74 @@ class Engine:
                 out.append((per, ranked.ids[first:end], ranked.scores[first:end]))
         return out
 
+    def _rocchio(self, queries: SparseBatch, first: list[Ranked], feedback, snapshot) -> SparseBatch:
+        """Per query: weight x q / max(q) + (1 - weight) x mean over its top documents of d / max(d), the strongest
+        ``feedback.terms`` terms, scaled back to the query's maximum (:class:`lsr.request.Feedback`)."""
+        vocab = self.index.vocab_size
+        scale = self.index.manifest.scale or 1.0
+        rows = []
+        for q, ranked in enumerate(first):
+            ids, weights = queries.row(q)
+            top = float(weights.max()) if len(weights) else 1.0
+            vector = np.zeros(vocab, dtype=np.float64)
+            vector[ids] = feedback.weight * weights / top
+            centroid = np.zeros(vocab, dtype=np.float64)
+            used = 0
+            for doc in ranked.ids[:feedback.docs]:
+                found = snapshot.find(doc)
+                if found is None:
+                    continue
+                view, local = found
+                doc_rows, forward = view.segment.doc_rows(), view.segment.forward()
+                stored = np.zeros(vocab, dtype=np.float64)
+                for row in range(doc_rows[local], doc_rows[local + 1]):  # (a chunked document: its chunks' max)
+                    tokens, impacts = forward.row(row)
+                    np.maximum.at(stored, tokens, impacts.astype(np.float64) / scale)
+                if stored.max() > 0:
+                    centroid += stored / stored.max()
+                    used += 1
+            if used:
+                vector += (1.0 - feedback.weight) * centroid / used
+            keep = np.argsort(-vector, kind="stable")[:feedback.terms]
+            keep = np.sort(keep[vector[keep] > 0]).astype(np.int32)
+            rows.append((keep, (vector[keep] * top).astype(np.float32)))
+        return SparseBatch.from_rows(rows)
+
+    @staticmethod
+    def _rm3(texts: Sequence[str], first: list[Ranked], feedback, snapshot, lexical) -> list[list[tuple[str, float]]]:
+        """Per query, RM3's weighted terms (:class:`lsr.request.Feedback`): the query's own distribution x weight +
+        the top documents' relevance model (its ``bm25_terms`` strongest, normalized) x (1 - weight)."""
+        from collections import Counter
+
+        out = []
+        for query_terms, ranked in zip(lexical.analyze(texts), first):
+            own = Counter(query_terms)
+            total = sum(own.values())
+            ids, scores = ranked.ids[:feedback.docs], ranked.scores[:feedback.docs]
+            mass = sum(scores)
+            model: Counter = Counter()
+            records = [snapshot.document(doc) for doc in ids]
+            analyzed = lexical.analyze([f"{r.get('title') or ''} {r.get('text') or ''}" if r else "" for r in records])
+            for terms, score in zip(analyzed, scores):
+                if not terms or mass <= 0:
+                    continue
+                share = score / mass
+                for term, count in Counter(terms).items():
+                    model[term] += share * count / len(terms)
+            top = model.most_common(feedback.bm25_terms)
+            top_mass = sum(w for _, w in top)
+            mixed: dict[str, float] = {}
+            for term, count in own.items():
+                mixed[term] = feedback.weight * count / total
+            for term, weight in top:
+                mixed[term] = mixed.get(term, 0.0) + (1 - feedback.weight) * weight / top_mass
+            out.append([(term, weight) for term, weight in mixed.items() if weight > 0] or
+                       [(term, 1.0) for term in query_terms])
+        return out
+
     # -- explanations and documents -----------------------------------------------------------------------------------
     def explain_vector(self, token_ids: np.ndarray, weights: np.ndarray, doc_id: str,
-                       snapshot=None) -> list[Contribution]:
+                       snapshot=None, asked: set[int] | None = None) -> list[Contribution]:
         """The query tokens ``doc_id`` holds: query weight x document impact (dequantized, as scored), largest
         contribution first; the contributions add up to the document's sparse score. In a chunked index: the
         tokens of its best chunk (``max``), or summed over its chunks (``sum``)."""
@@ -388,7 +474,8 @@ class Engine:
             if impact > 0:
                 document_weight = impact / scale
                 parts.append(Contribution(token=tokens[token], query_weight=float(weight),
-                                          document_weight=document_weight, contribution=float(weight) * document_weight))
+                                          document_weight=document_weight, contribution=float(weight) * document_weight,
+                                          feedback=asked is not None and token not in asked))
         parts.sort(key=lambda c: -c.contribution)
         return parts
 

@@ -105,7 +105,7 @@ def judged_queries(beir_dir: str | Path, split: str, qids: Sequence[str] | None 
 def evaluate(engine: Engine, beir_dir: str | Path, split: str = "test", k: int = 1000,
              run_path: str | Path | None = None, progress: bool = True, ignore_identical_ids: bool = True,
              qids: Sequence[str] | None = None, batch_throughput: bool = True, mode: str | None = None,
-             fusion: Fusion | None = None, filter=None) -> dict:
+             fusion: Fusion | None = None, filter=None, feedback=None) -> dict:
     """Run every judged query of ``split`` one at a time (timed end to end: encode + retrieve + fuse) and score the
     run.
 
@@ -120,7 +120,7 @@ def evaluate(engine: Engine, beir_dir: str | Path, split: str = "test", k: int =
         print(f"warning: --k {k} < 100, so recall@100 is computed on {k} hits", file=sys.stderr)
     qids = sorted(qrels)
     depth = k + 1 if ignore_identical_ids else k
-    request = engine.resolve(SearchRequest(k=depth, mode=mode, fusion=fusion, filter=filter))
+    request = engine.resolve(SearchRequest(k=depth, mode=mode, fusion=fusion, filter=filter, feedback=feedback))
     mode, fusion = request.mode, request.fusion
     one, batch = request.with_(threads=1), request
     warm = [queries[qid] for qid in qids[:2]]  # warm-up: compile both kernel variants, page in the index
@@ -148,6 +148,9 @@ def evaluate(engine: Engine, beir_dir: str | Path, split: str = "test", k: int =
         **({"fusion": fusion.describe(k)} if mode == "hybrid" else {}),
         **({"filter": filter if not isinstance(filter, str) else __import__("json").loads(filter)}
            if filter is not None else {}),
+        **({"feedback": {"docs": feedback.docs, "terms": feedback.terms, "weight": feedback.weight,
+                         "bm25_terms": feedback.bm25_terms, "components": list(feedback.components)}}
+           if feedback is not None else {}),
         "components": {c: engine.retrievers[c].name for c in (fusion.components if mode == "hybrid" else (mode,))},
         "exact": exact,
         "latency_ms_mean": float(latency.mean()),

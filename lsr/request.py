@@ -61,6 +61,41 @@ class Pruning:
         return self.alpha == 1.0 and self.query_cut == 0
 
 
+@dataclass(frozen=True)
+class Feedback:
+    """Pseudo-relevance feedback: a first pass's top ``docs`` documents expand the query, and a second pass searches
+    the expanded query (exactly: its top-k is the exact top-k of the expanded query). On each of ``components``
+    the request has:
+
+    - ``sparse`` (Rocchio): the documents' stored vectors, each scaled to a maximum of 1, are averaged; the query
+      (scaled the same way) gets ``weight`` and the average ``1 - weight``; the ``terms`` strongest terms are kept.
+    - ``bm25`` (RM3, as Anserini): P(w|R) = sum over the documents of P(w|D) x the document's share of the first
+      pass's scores, from their stored texts analyzed as BM25 reads them; the ``bm25_terms`` strongest, normalized,
+      interpolated with the query's own term distribution (``weight`` for the query).
+
+    A hybrid fuses the expanded lists; a component without feedback is as asked."""
+
+    docs: int = 10
+    terms: int = 50
+    weight: float = 0.5
+    bm25_terms: int = 10
+    components: tuple[str, ...] = ("sparse", "bm25")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "components", tuple(self.components))
+        if not self.components or not set(self.components) <= {"sparse", "bm25"}:
+            raise InvalidRequest(("feedback", "components"), f"feedback applies to sparse (Rocchio) and bm25 (RM3), "
+                                                             f"got {list(self.components)}")
+        for name, low, high in (("docs", 1, 1000), ("terms", 1, 100_000), ("bm25_terms", 1, 10_000)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not low <= value <= high:
+                raise InvalidRequest(("feedback", name), f"feedback {name} must be an integer in [{low}, {high}], "
+                                                         f"got {value!r}")
+        if not 0.0 <= self.weight <= 1.0:  # (False for NaN too)
+            raise InvalidRequest(("feedback", "weight"), f"feedback weight (the original query's share) must be in "
+                                                         f"[0, 1], got {self.weight}")
+
+
 def check_k(k, loc: str = "k") -> None:
     if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
         raise InvalidRequest((loc,), f"{loc} must be an integer >= 1, got {k!r}")
@@ -73,7 +108,8 @@ class SearchRequest:
     ``k`` hits from rank ``offset`` on (a page: ``offset=10, k=10`` is ranks 11-20 of one deeper search); ``mode``
     (sparse, dense, bm25, hybrid; None: the index default) and ``fusion`` (hybrid); ``filter``: the documents it may
     return (:mod:`lsr.filters`: a JSON object, or its text); ``explain``, ``return_documents``, ``return_metadata``:
-    what each hit carries; ``pruning``: the native kernel's knobs (None: the engine's); ``threads``: for a batch.
+    what each hit carries; ``pruning``: the native kernel's knobs (None: the engine's); ``feedback``: pseudo-relevance
+    feedback on the sparse side (:class:`Feedback`); ``threads``: for a batch.
     """
 
     k: int = 10
@@ -85,6 +121,7 @@ class SearchRequest:
     return_documents: bool = False
     return_metadata: bool = False
     pruning: Pruning | None = None
+    feedback: Feedback | None = None
     threads: int | None = None
     components: tuple[str, ...] = ()  # filled in by Engine.resolve: the components asked
     resolved: bool = False
@@ -173,6 +210,19 @@ def resolve(request: SearchRequest, engine, state, max_k: int | None = None) -> 
                 why = getattr(found, "why_not_filterable", "it declares no filter support")
                 raise _located(Unavailable(f"the {component} component ({retriever.name}) cannot filter: {why}"),
                                ("filter",))
+    if request.feedback is not None:
+        expanded = [c for c in request.feedback.components if c in components]
+        if not expanded:
+            raise InvalidRequest(("feedback",), f"feedback expands the sparse (Rocchio) or the bm25 (RM3) query; mode "
+                                                f"{mode!r} has neither of {list(request.feedback.components)}")
+        if "sparse" in expanded and (engine.index is None or not hasattr(state.retrievers["sparse"], "pruning")):
+            raise InvalidRequest(("feedback",), "sparse feedback reads the index's stored vectors and searches them "
+                                                "with the native kernel; this engine's sparse component cannot")
+        if "bm25" in expanded and (not hasattr(state.retrievers["bm25"], "retrieve_weighted") or
+                                   not engine.stores_documents()):
+            raise InvalidRequest(("feedback",), "bm25 feedback (RM3) reads the feedback documents' stored texts and "
+                                                "searches the index's BM25 part: build with --bm25 --store-documents, "
+                                                "or give feedback components [\"sparse\"]")
     pruning = request.pruning
     if pruning is not None and "sparse" in components and not hasattr(state.retrievers["sparse"], "pruning"):
         raise InvalidRequest(("pruning",), f"pruning knobs belong to the native kernel; the sparse component here is "

@@ -21,6 +21,7 @@ class Contribution:
     query_weight: float
     document_weight: float
     contribution: float
+    feedback: bool = False  # a term the query got from pseudo-relevance feedback (not in the query as encoded)
 
 
 @dataclass(frozen=True, slots=True)

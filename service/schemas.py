@@ -54,6 +54,16 @@ class PruningIn(Strict):
     query_cut: StrictInt = Field(0, ge=0, le=1024, description="APPROXIMATE above 0: the heaviest N query terms")
 
 
+class FeedbackIn(Strict):
+    docs: StrictInt = Field(10, ge=1, le=1000, description="first-pass documents whose vectors expand the query")
+    terms: StrictInt = Field(50, ge=1, le=100_000, description="strongest terms the expanded query keeps")
+    weight: Annotated[Finite, Field(ge=0.0, le=1.0)] = Field(0.5, description="the original query's share (the "
+                                                                              "documents' centroid gets 1 - weight)")
+    bm25_terms: StrictInt = Field(10, ge=1, le=10_000, description="bm25 (RM3): expansion terms kept")
+    components: list[Literal["sparse", "bm25"]] = Field(["sparse", "bm25"], min_length=1,
+                                                        description="the sides expanded: sparse (Rocchio), bm25 (RM3)")
+
+
 class SearchOptions(Strict):
     k: StrictInt = Field(10, ge=1, description="number of hits (k + offset at most the server's max_k, default 1000)")
     offset: StrictInt = Field(0, ge=0, description="a page: skip this many hits (ranks offset+1 .. offset+k of one "
@@ -69,15 +79,21 @@ class SearchOptions(Strict):
                                                             "built with --store-documents)")
     return_metadata: StrictBool = Field(False, description="add each hit's metadata")
     pruning: PruningIn | None = Field(None, description="the native kernel's top-k (default: the server's)")
+    feedback: FeedbackIn | None = Field(None, description="pseudo-relevance feedback on the sparse side (Rocchio): "
+                                                          "the top documents' vectors expand the query, searched "
+                                                          "again exactly; explain marks the terms it added")
 
     def to_request(self, default_components: tuple[str, ...]) -> core.SearchRequest:
         """The one request object this body asks for (checked once more by the engine)."""
         fusion = self.fusion.to_fusion(default_components) if self.fusion is not None else None
         pruning = core.Pruning(self.pruning.method, float(self.pruning.alpha), self.pruning.query_cut) \
             if self.pruning is not None else None
+        feedback = core.Feedback(self.feedback.docs, self.feedback.terms, float(self.feedback.weight),
+                                 self.feedback.bm25_terms, tuple(self.feedback.components)) \
+            if self.feedback is not None else None
         return core.SearchRequest(k=self.k, offset=self.offset, mode=self.mode, fusion=fusion, filter=self.filter,
                                   explain=self.explain, return_documents=self.return_documents,
-                                  return_metadata=self.return_metadata, pruning=pruning)
+                                  return_metadata=self.return_metadata, pruning=pruning, feedback=feedback)
 
 
 class SearchRequest(SearchOptions):
@@ -93,6 +109,7 @@ class Contribution(BaseModel):
     query_weight: float
     document_weight: float
     contribution: float
+    feedback: bool = Field(False, description="a term pseudo-relevance feedback added to the query")
 
 
 class HitOut(BaseModel):

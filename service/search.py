@@ -63,7 +63,7 @@ def might_be_light(body: SearchOptions, engine: Engine) -> bool:
     """Before any check: a request that might run on the event loop. Not one with explanations or stored texts (a
     Python loop over the hits, a disk read a hit), nor a deep k, page or fusion, nor on an engine whose sparse
     backend is not in process (Milvus, Lucene: resolving may rebuild their state, over the network or the JVM)."""
-    if body.explain or body.return_documents or body.k + body.offset > LOOP_MAX_K:
+    if body.explain or body.return_documents or body.feedback is not None or body.k + body.offset > LOOP_MAX_K:
         return False
     if not backend_capabilities(engine.backend).light:
         return False
@@ -73,7 +73,8 @@ def might_be_light(body: SearchOptions, engine: Engine) -> bool:
 def hits_out(result) -> list[HitOut]:
     return [HitOut(id=h.id, score=h.score, title=h.title, text=h.text,
                    explanation=[Contribution(token=c.token, query_weight=c.query_weight,
-                                             document_weight=c.document_weight, contribution=c.contribution)
+                                             document_weight=c.document_weight, contribution=c.contribution,
+                                             feedback=c.feedback)
                                 for c in h.explanation] if h.explanation is not None else None,
                    component_scores=h.component_scores, chunk=h.chunk, metadata=h.metadata)
             for h in result.hits]

@@ -161,6 +161,17 @@ class Segment:
         """Every row's stored vector (stored impacts, not divided by the scale), in row order."""
         return SparseBatch.from_scipy(self.postings().tocsr())
 
+    def forward(self) -> SparseBatch:
+        """:meth:`row_vectors`, built on first use and kept with the segment (pseudo-relevance feedback reads rows by
+        number: one slice each, not a lookup per vocabulary term). Costs the segment's postings again in memory."""
+        found = self.__dict__.get("_forward")
+        if found is None:
+            with self._lock:
+                found = self.__dict__.get("_forward")
+                if found is None:
+                    found = self.__dict__["_forward"] = self.row_vectors()
+        return found
+
     def doc_rows(self) -> np.ndarray:
         """int64 (documents + 1): the rows of document d are [doc_rows[d], doc_rows[d+1]) (rows of a document are
         contiguous)."""

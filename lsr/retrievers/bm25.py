@@ -89,8 +89,19 @@ class LexicalRetriever:
     def warm_up(self) -> None:
         self.retrieve(["warm up"], 1)
 
+    def analyze(self, texts: Sequence[str]) -> list[list[str]]:
+        """The terms BM25 reads of each text (lowercased, stopwords out, stemmed: the index's analyzer)."""
+        return self._analyzer()(list(texts))
+
     def retrieve(self, queries: Sequence[str], request: SearchRequest | int, threads: int | None = None) -> list[Ranked]:
         """BM25 over the documents the filter keeps; the statistics stay those of every live document."""
+        return self.retrieve_weighted([[(t, 1.0) for t in tokens] for tokens in self.analyze(queries)], request,
+                                      threads)
+
+    def retrieve_weighted(self, queries: Sequence[Sequence[tuple[str, float]]], request: SearchRequest | int,
+                          threads: int | None = None) -> list[Ranked]:
+        """BM25 of weighted analyzed queries: sum over the query's terms of weight x the term's BM25 (a text query is
+        every term at weight 1, a repeated term counted each time; RM3's expanded queries weigh theirs)."""
         from lsr.index.lexical import idf, score_segment
 
         np = self._np
@@ -100,12 +111,15 @@ class LexicalRetriever:
         out = []
         if not self.views:  # an index created empty, not written yet
             return [Ranked(ids=[], scores=[], exact=True) for _ in queries]
-        for tokens in self._analyzer()(list(queries)):
+        for weighted in queries:
+            tokens = [t for t, _ in weighted]
+            term_weights = np.array([w for _, w in weighted], dtype=np.float32)
             lookups = [view.segment.lexical.lookup(tokens) for view in self.views]
             df = np.zeros(len(tokens), dtype=np.int64)
             for ids, segment_df in zip(lookups, self.df):
                 df += np.where(ids >= 0, segment_df[np.maximum(ids, 0)], 0)
             idfs = np.array([idf(int(d), self.documents) if d > 0 else 0.0 for d in df], dtype=np.float32)
+            idfs = idfs * term_weights if len(term_weights) else idfs
             scores, locals_, positions = [], [], []
             for position, (view, ids) in enumerate(zip(self.views, lookups)):
                 lexical = view.segment.lexical

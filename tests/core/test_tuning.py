@@ -54,7 +54,7 @@ def test_paired_significance():
 def engine(tmp_path_factory, tiny_mlm_dir, tiny_idf_file, tiny_dense_dir):
     encoder = load_encoder(tiny_mlm_dir, kind="inference-free", idf=tiny_idf_file, device="cpu")
     dense = load_encoder(tiny_dense_dir, kind="dense", device="cpu")
-    index = Index.build(encoder, documents=TINY_DOCS, dense_encoder=dense, bm25=True,
+    index = Index.build(encoder, documents=TINY_DOCS, dense_encoder=dense, bm25=True, store_documents=True,
                         path=tmp_path_factory.mktemp("tune") / "idx")
     return Engine.open(index.directory)
 
@@ -112,3 +112,77 @@ def test_lsr_tune_saves_the_default_and_eval_compare_tests_it(engine, tmp_path, 
     assert main(["tune", "--index", index, "--queries", str(beir / "queries.jsonl"), "--qrels",
                  str(beir / "qrels" / "dev.tsv"), "--depths", "10"]) == 0
     assert main(["tune", "--index", index]) == 2  # neither --beir nor --queries/--qrels
+
+
+def test_sparse_feedback_is_an_exact_second_pass_and_explained(engine):
+    from lsr.request import Feedback, SearchRequest
+
+    query = "fish oil heart"
+    feedback = Feedback(docs=2, terms=8, weight=0.6, components=("sparse",))
+    expanded = engine.search(query, 5, "sparse", feedback=feedback, explain=True)
+    # the same ranking as searching the expanded vector directly, exhaustively (exact for the expanded query)
+    first = engine.search(query, 2, "sparse")
+    vectors = engine._rocchio(engine.sparse_encoder().encode_queries([query]), [
+        type("R", (), {"ids": first.ids})()], feedback, engine.state().snapshot)
+    from lsr import Pruning
+
+    exhaustive = engine.search_vectors(vectors, 5, request=SearchRequest(k=5, mode="sparse",
+                                                                        pruning=Pruning("exhaustive")))[0]
+    assert expanded.ids == exhaustive.ids and expanded.scores == pytest.approx(exhaustive.scores, rel=1e-5)
+    assert len(vectors.row(0)[0]) <= 8
+    asked = set(engine.sparse_encoder().encode_queries([query]).row(0)[0].tolist())
+    tokens = engine.index.token_strings()
+    for hit in expanded.hits:
+        for c in hit.explanation:
+            assert c.feedback == (tokens.index(c.token) not in asked)
+        assert sum(c.contribution for c in hit.explanation) == pytest.approx(hit.score, rel=1e-4)
+    hybrid = engine.search(query, 3, "hybrid", feedback=feedback)
+    assert hybrid.mode == "hybrid" and len(hybrid.ids) == 3
+    with pytest.raises(ValueError, match="has neither"):
+        engine.search(query, 3, "bm25", feedback=feedback)
+    with pytest.raises(ValueError, match="weight"):
+        Feedback(weight=1.5)
+
+
+def test_feedback_over_http(engine):
+    from fastapi.testclient import TestClient
+
+    from lsr.service.app import create_app
+    from lsr.service.settings import Settings
+
+    with TestClient(create_app(Settings(), engine=engine)) as http:
+        body = {"query": "fish oil heart", "k": 3, "mode": "sparse", "explain": True,
+                "feedback": {"docs": 2, "terms": 8, "weight": 0.6}}
+        answer = http.post("/search", json=body).json()
+        from lsr.request import Feedback
+
+        want = engine.search("fish oil heart", 3, "sparse", explain=True, feedback=Feedback(2, 8, 0.6))
+        assert [h["id"] for h in answer["hits"]] == want.ids
+        assert any(c["feedback"] for h in answer["hits"] for c in h["explanation"]) == \
+            any(c.feedback for h in want.hits for c in h.explanation)
+        bad = http.post("/search", json={**body, "feedback": {"docs": 0}})
+        assert bad.status_code == 422 and bad.json()["detail"][0]["loc"][-2:] == ["feedback", "docs"]
+        no_sparse = http.post("/search", json={**body, "mode": "dense", "explain": False})
+        assert no_sparse.status_code == 422 and no_sparse.json()["detail"][0]["loc"] == ["body", "feedback"]
+
+
+def test_bm25_feedback_is_rm3_over_the_stored_texts(engine):
+    from collections import Counter
+
+    from lsr.request import Feedback
+
+    query = "heart disease diet"
+    feedback = Feedback(docs=2, weight=0.5, bm25_terms=4, components=("bm25",))
+    first = engine.search(query, 2, "bm25")
+    lexical = engine.retrievers["bm25"]
+    terms = dict(engine._rm3([query], [first.per_component["bm25"]], feedback, engine.state().snapshot, lexical)[0])
+    assert sum(terms.values()) == pytest.approx(1.0)
+    own = Counter(lexical.analyze([query])[0])
+    for term, count in own.items():  # the query keeps its share
+        assert terms[term] >= 0.5 * count / sum(own.values()) - 1e-9
+    texts = " ".join(f"{d['title']} {d['text']}" for d in TINY_DOCS if d["_id"] in first.ids)
+    assert set(terms) - set(own) <= set(lexical.analyze([texts])[0])  # expansion terms come from those documents
+    expanded = engine.search(query, 5, "bm25", feedback=feedback)
+    assert expanded.ids == lexical.retrieve_weighted([list(terms.items())], 5)[0].ids
+    plain = engine.search(query, 5, "bm25")
+    assert lexical.retrieve_weighted([[(t, 1.0) for t in lexical.analyze([query])[0]]], 5)[0].scores == plain.scores
