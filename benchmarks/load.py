@@ -37,6 +37,7 @@ import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+EXTRA: dict = {}  # --extra: what every /search body carries besides the query, k and mode
 sys.path.insert(0, str(ROOT))
 
 
@@ -64,7 +65,7 @@ async def closed_loop(base: str, queries: list[str], mode: str, k: int, concurre
             while time.perf_counter() < deadline:
                 started = time.perf_counter()
                 response = await client.post("/search", json={"query": queries[i % len(queries)], "k": k,
-                                                              "mode": mode})
+                                                              "mode": mode, **EXTRA})
                 if response.status_code == 200:
                     latencies.append((time.perf_counter() - started) * 1000)
                 else:
@@ -123,7 +124,7 @@ def ready(base: str, server: subprocess.Popen, log, timeout: float = 300.0, poll
 
 def wrk_script(queries: list[str], mode: str, k: int, directory: Path) -> Path:
     """A wrk Lua script that POSTs /search bodies for the queries in turn (each wrk thread keeps its own counter)."""
-    bodies = ",".join(json.dumps(json.dumps({"query": q, "k": k, "mode": mode})) for q in queries)
+    bodies = ",".join(json.dumps(json.dumps({"query": q, "k": k, "mode": mode, **EXTRA})) for q in queries)
     path = directory / f"{mode}.lua"
     # every wrk thread has its own Lua state: setup() numbers them, so each starts at another query
     path.write_text(f"""local bodies = {{{bodies}}}
@@ -177,7 +178,7 @@ def first_requests(base: str, queries: list[str], modes: list[str], k: int) -> d
         client.post("/healthz", json={"query": "client warm-up"})
         for mode in modes:
             started = time.perf_counter()
-            response = client.post("/search", json={"query": queries[-1], "k": k, "mode": mode})
+            response = client.post("/search", json={"query": queries[-1], "k": k, "mode": mode, **EXTRA})
             out[mode] = {"ms": (time.perf_counter() - started) * 1000, "status": response.status_code}
             if response.status_code != 200:
                 raise SystemExit(f"the first {mode} request answered {response.status_code}: {response.text[:500]}")
@@ -237,7 +238,12 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--device", default=None, help="the server's query encoding device (siamese, dense), e.g. cuda")
     parser.add_argument("--output", default=None, help="write the figures as JSON")
+    parser.add_argument("--extra", default=None, metavar="JSON",
+                        help="fields added to every /search body, e.g. '{\"feedback\": {\"docs\": 5, "
+                             "\"components\": [\"bm25\"]}}'")
     args = parser.parse_args()
+    if args.extra:
+        EXTRA.update(json.loads(args.extra))
 
     from lsr.corpus import read_qrels, read_queries
 
@@ -274,7 +280,8 @@ def main() -> None:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps({"index": args.index, "queries": len(queries), "k": args.k,
                                                  "cores": os.cpu_count(), "duration_s": args.duration,
-                                                 "concurrency": c, "in_process": local, "runs": runs}, indent=2) + "\n")
+                                                 "concurrency": c, "in_process": local, "runs": runs,
+                                                 "extra": EXTRA}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

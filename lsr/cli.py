@@ -92,6 +92,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tune.add_argument("--top", type=int, default=15, help="settings listed (default 15)")
     tune.add_argument("--save", action="store_true", help="write the best setting as the index's default mode and "
                                                           "fusion (with the split and metric it was tuned on)")
+    tune.add_argument("--feedback", default=None, metavar="DOCS,TERMS,WEIGHT[,BM25_TERMS]",
+                      help="--save: also make this pseudo-relevance feedback part of the default mode (as `lsr "
+                           "eval --feedback`); a request turns it off with \"feedback\": false")
+    tune.add_argument("--feedback-on", default="bm25", metavar="SIDES",
+                      help="--feedback: the sides expanded (default bm25: RM3, the side that gained on NFCorpus)")
     tune.add_argument("--output", metavar="FILE.json", help="write the result as JSON")
     tune.set_defaults(handler=run_tune)
 
@@ -175,11 +180,16 @@ def run_eval(args: argparse.Namespace) -> int:
 
             shutil.rmtree(scratch, ignore_errors=True)
             metrics.pop("run", None)
-    text = json.dumps(metrics, indent=2)
+    return emit(metrics, args.output)
+
+
+def emit(result: dict, output: str | None) -> int:
+    """Print ``result`` as JSON and, with ``output``, write it there too."""
+    text = json.dumps(result, indent=2)
     print(text)
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(text + "\n")
+    if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(text + "\n")
     return 0
 
 
@@ -396,13 +406,9 @@ def run_tune(args: argparse.Namespace) -> int:
         record = {"split": args.split, "metric": args.metric, "score": result["best"]["score"],
                   "queries": result["queries"], "source": args.beir or args.qrels,
                   "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        result["saved"] = save(args.index, Fusion.from_dict(result["best"]["fusion"]), record)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(text + "\n")
-    return 0
+        result["saved"] = save(args.index, Fusion.from_dict(result["best"]["fusion"]), record,
+                               read_feedback(args.feedback, args.feedback_on))
+    return emit(result, args.output)
 
 
 def run_export_model(args: argparse.Namespace) -> int:

@@ -186,8 +186,11 @@ def _retry_after(response, attempt: int, retries: int, max_wait: float) -> float
     return min(max(wait, 0.0), max_wait)
 
 
-class Client:
-    """The HTTP API as Python calls; see the module's documentation."""
+class _Connection:
+    """What both clients hold: the service's URL, the retry bounds, one httpx pool (``_http``: shared by the
+    clients of its collections), and the routes of the collection bound (None: the root routes)."""
+
+    _pool = "Client"
 
     def __init__(self, url: str = "http://127.0.0.1:8000", api_key: str | None = None, *, timeout: float = 30.0,
                  retries: int = 3, max_retry_wait: float = 10.0, collection: str | None = None,
@@ -195,9 +198,23 @@ class Client:
         httpx = _httpx()
         self.url, self.retries, self.max_retry_wait = url.rstrip("/"), retries, max_retry_wait
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = _http or httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        self._http = _http or getattr(httpx, self._pool)(base_url=self.url, headers=headers, timeout=timeout)
         self._owner = _http is None
         self._routes = _Routes(collection)
+
+    def collection(self, name: str):
+        """The same verbs on collection ``name`` (the connections are shared)."""
+        return type(self)(self.url, retries=self.retries, max_retry_wait=self.max_retry_wait, collection=name,
+                          _http=self._http)
+
+    def _require_collection(self) -> str:
+        if self._routes.collection is None:
+            raise InvalidInput("merge, snapshots and restore act on a collection: client.collection(name).snapshot()")
+        return self._routes.collection
+
+
+class Client(_Connection):
+    """The HTTP API as Python calls; see the module's documentation."""
 
     # -- plumbing ---------------------------------------------------------------------------------------------------
     def _call(self, method: str, path: str, json: Any = None, params: dict | None = None) -> Any:
@@ -220,11 +237,6 @@ class Client:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-    def collection(self, name: str) -> Client:
-        """The same verbs on collection ``name`` (the connections are shared)."""
-        return Client(self.url, retries=self.retries, max_retry_wait=self.max_retry_wait, collection=name,
-                      _http=self._http)
 
     # -- search -----------------------------------------------------------------------------------------------------
     def search(self, query: str, k: int = 10, mode: str | None = None, fusion=None, *, filter=None,
@@ -301,10 +313,6 @@ class Client:
         return self._call("POST", f"/collections/{self._require_collection()}/snapshots/{snapshot}/restore",
                           {"as": as_name})
 
-    def _require_collection(self) -> str:
-        if self._routes.collection is None:
-            raise InvalidInput("merge, snapshots and restore act on a collection: client.collection(name).snapshot()")
-        return self._routes.collection
 
 
 def _quote(doc_id: str) -> str:
@@ -313,18 +321,10 @@ def _quote(doc_id: str) -> str:
     return quote(str(doc_id), safe="")
 
 
-class AsyncClient:
+class AsyncClient(_Connection):
     """:class:`Client` with ``async`` verbs (``await client.search(...)``), over ``httpx.AsyncClient``."""
 
-    def __init__(self, url: str = "http://127.0.0.1:8000", api_key: str | None = None, *, timeout: float = 30.0,
-                 retries: int = 3, max_retry_wait: float = 10.0, collection: str | None = None,
-                 _http=None) -> None:
-        httpx = _httpx()
-        self.url, self.retries, self.max_retry_wait = url.rstrip("/"), retries, max_retry_wait
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = _http or httpx.AsyncClient(base_url=self.url, headers=headers, timeout=timeout)
-        self._owner = _http is None
-        self._routes = _Routes(collection)
+    _pool = "AsyncClient"
 
     async def _call(self, method: str, path: str, json: Any = None, params: dict | None = None) -> Any:
         attempt = 0
@@ -346,10 +346,6 @@ class AsyncClient:
 
     async def __aexit__(self, *exc) -> None:
         await self.aclose()
-
-    def collection(self, name: str) -> AsyncClient:
-        return AsyncClient(self.url, retries=self.retries, max_retry_wait=self.max_retry_wait, collection=name,
-                           _http=self._http)
 
     async def search(self, query: str, k: int = 10, mode: str | None = None, fusion=None, *, filter=None,
                      explain: bool = False, return_documents: bool = False, return_metadata: bool = False,
@@ -413,5 +409,3 @@ class AsyncClient:
     async def restore(self, snapshot: str, as_name: str) -> dict:
         return await self._call("POST", f"/collections/{self._require_collection()}/snapshots/{snapshot}/restore",
                                 {"as": as_name})
-
-    _require_collection = Client._require_collection

@@ -99,6 +99,7 @@ class Engine:
                         if "sparse" in self.retrievers and (index is None or index.encoder is not None)
                         else {"mode": next(iter(self.retrievers))})
         self.default_mode, self._default_fusion = self._parse_defaults(defaults)
+        self.default_feedback = self._parse_feedback(defaults.get("feedback"))
 
     def _build(self, snapshot) -> State:
         from lsr.retrievers.bm25 import LexicalRetriever
@@ -488,6 +489,18 @@ class Engine:
         return self.state().snapshot.document(doc_id)
 
     # -- defaults ---------------------------------------------------------------------------------------------------
+    def _parse_feedback(self, spec):
+        """The index default's pseudo-relevance feedback (``search_defaults.feedback``), for the sides it can serve."""
+        if not spec:
+            return None
+        from lsr.request import Feedback
+
+        feedback = Feedback(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()})
+        components = set(self.default_fusion().components if self.default_mode == "hybrid" else (self.default_mode,))
+        sides = tuple(c for c in feedback.components if c in components and c in self.retrievers and
+                      (c != "bm25" or self.stores_documents()))
+        return replace(feedback, components=sides) if sides else None
+
     def _parse_defaults(self, defaults: dict) -> tuple[str, Fusion | None]:
         mode = defaults.get("mode", "sparse")
         fusion = Fusion.from_dict(defaults["fusion"]) if defaults.get("fusion") else None

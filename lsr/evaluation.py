@@ -120,6 +120,8 @@ def evaluate(engine: Engine, beir_dir: str | Path, split: str = "test", k: int =
         print(f"warning: --k {k} < 100, so recall@100 is computed on {k} hits", file=sys.stderr)
     qids = sorted(qrels)
     depth = k + 1 if ignore_identical_ids else k
+    if feedback is None and mode in (None, engine.default_mode) and fusion is None:
+        feedback = getattr(engine, "default_feedback", None)  # the index default's, as a server's default mode
     request = engine.resolve(SearchRequest(k=depth, mode=mode, fusion=fusion, filter=filter, feedback=feedback))
     mode, fusion = request.mode, request.fusion
     one, batch = request.with_(threads=1), request
@@ -150,7 +152,7 @@ def evaluate(engine: Engine, beir_dir: str | Path, split: str = "test", k: int =
            if filter is not None else {}),
         **({"feedback": {"docs": feedback.docs, "terms": feedback.terms, "weight": feedback.weight,
                          "bm25_terms": feedback.bm25_terms, "components": list(feedback.components)}}
-           if feedback is not None else {}),
+           if feedback else {}),
         "components": {c: engine.retrievers[c].name for c in (fusion.components if mode == "hybrid" else (mode,))},
         "exact": exact,
         "latency_ms_mean": float(latency.mean()),

@@ -60,13 +60,15 @@ def _ordered(fused: dict[str, float], k: int | None) -> list[tuple[str, float]]:
 def convex_fusion(lists: Sequence[RankedList], weights: Sequence[float] | None = None,
                   k: int | None = None, normalization: str = "minmax") -> list[tuple[str, float]]:
     """sum_c weights[c] * norm(lists[c]) over the union of ids (equal weights 1/n by default); an id missing from a
-    list gets that list's minimum (the same ranking as adding norm - min, with 0 for a missing id)."""
+    list gets 0 from it: min-max's minimum; for z-score and arctan each list is shifted so that its minimum is 0
+    (a missing id ranks as the list's last)."""
     weights = _weights(lists, weights, 1.0 / max(1, len(lists)))
     normalize = NORMALIZE[normalization]
     fused: dict[str, float] = {}
     for weight, hits in zip(weights, lists):
         normalized = normalize([score for _, score in hits])
-        low = min(normalized) if normalized else 0.0
+        # min-max already puts a list's minimum at 0 (a list of equal scores at 1: its documents above the missing)
+        low = min(normalized) if normalized and normalization != "minmax" else 0.0
         for (doc, _), norm in zip(hits, normalized):
             fused[doc] = fused.get(doc, 0.0) + weight * (norm - low)
     return _ordered(fused, k)

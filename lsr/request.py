@@ -121,7 +121,7 @@ class SearchRequest:
     return_documents: bool = False
     return_metadata: bool = False
     pruning: Pruning | None = None
-    feedback: Feedback | None = None
+    feedback: Feedback | bool | None = None  # None: the index default's (in its default mode); False: none
     threads: int | None = None
     components: tuple[str, ...] = ()  # filled in by Engine.resolve: the components asked
     resolved: bool = False
@@ -210,6 +210,15 @@ def resolve(request: SearchRequest, engine, state, max_k: int | None = None) -> 
                 why = getattr(found, "why_not_filterable", "it declares no filter support")
                 raise _located(Unavailable(f"the {component} component ({retriever.name}) cannot filter: {why}"),
                                ("filter",))
+    feedback = request.feedback
+    if feedback is None and request.mode is None:  # a mode parameter of the index default
+        feedback = getattr(engine, "default_feedback", None)
+    if feedback is False or feedback is True:
+        if feedback is True:
+            raise InvalidRequest(("feedback",), "feedback: give its settings ({\"docs\": 10, ...}), or false for "
+                                                "none")
+        feedback = None
+    request = replace(request, feedback=feedback)
     if request.feedback is not None:
         expanded = [c for c in request.feedback.components if c in components]
         if not expanded:

@@ -150,8 +150,9 @@ def _best_per_family(scored: list[Scored]) -> list[dict]:
              "describe": s.fusion.describe(10), "score": s.score} for f, s in seen.items()]
 
 
-def save(index_directory, fusion: Fusion, record: dict) -> dict:
-    """Make ``fusion`` the index's default (mode hybrid), recording what it was tuned on; under the write lock."""
+def save(index_directory, fusion: Fusion, record: dict, feedback=None) -> dict:
+    """Make ``fusion`` (and ``feedback``, a :class:`lsr.request.Feedback`) the index's default (mode hybrid),
+    recording what it was tuned on; under the write lock."""
     from pathlib import Path
 
     from lsr.index import storage
@@ -162,6 +163,11 @@ def save(index_directory, fusion: Fusion, record: dict) -> dict:
     try:
         manifest = Manifest.load(directory)
         manifest.search_defaults = {"mode": "hybrid", "fusion": fusion.to_dict(), "tuned": record}
+        if feedback is not None:
+            from dataclasses import asdict
+
+            manifest.search_defaults["feedback"] = {k: list(v) if isinstance(v, tuple) else v
+                                                    for k, v in asdict(feedback).items()}
         manifest.save(directory)
     finally:
         lock.release()

@@ -79,9 +79,10 @@ class SearchOptions(Strict):
                                                             "built with --store-documents)")
     return_metadata: StrictBool = Field(False, description="add each hit's metadata")
     pruning: PruningIn | None = Field(None, description="the native kernel's top-k (default: the server's)")
-    feedback: FeedbackIn | None = Field(None, description="pseudo-relevance feedback on the sparse side (Rocchio): "
-                                                          "the top documents' vectors expand the query, searched "
-                                                          "again exactly; explain marks the terms it added")
+    feedback: FeedbackIn | Literal[False] | None = Field(
+        None, description="pseudo-relevance feedback: the top documents expand the query (sparse: Rocchio over their "
+                          "vectors; bm25: RM3 over their texts), searched again exactly; explain marks the terms it "
+                          "added. Default: the index default's, in its default mode; false: none")
 
     def to_request(self, default_components: tuple[str, ...]) -> core.SearchRequest:
         """The one request object this body asks for (checked once more by the engine)."""
@@ -90,7 +91,7 @@ class SearchOptions(Strict):
             if self.pruning is not None else None
         feedback = core.Feedback(self.feedback.docs, self.feedback.terms, float(self.feedback.weight),
                                  self.feedback.bm25_terms, tuple(self.feedback.components)) \
-            if self.feedback is not None else None
+            if isinstance(self.feedback, FeedbackIn) else self.feedback
         return core.SearchRequest(k=self.k, offset=self.offset, mode=self.mode, fusion=fusion, filter=self.filter,
                                   explain=self.explain, return_documents=self.return_documents,
                                   return_metadata=self.return_metadata, pruning=pruning, feedback=feedback)

@@ -63,7 +63,8 @@ def might_be_light(body: SearchOptions, engine: Engine) -> bool:
     """Before any check: a request that might run on the event loop. Not one with explanations or stored texts (a
     Python loop over the hits, a disk read a hit), nor a deep k, page or fusion, nor on an engine whose sparse
     backend is not in process (Milvus, Lucene: resolving may rebuild their state, over the network or the JVM)."""
-    if body.explain or body.return_documents or body.feedback is not None or body.k + body.offset > LOOP_MAX_K:
+    if body.explain or body.return_documents or body.k + body.offset > LOOP_MAX_K or body.feedback or (
+            body.feedback is None and body.mode is None and engine.default_feedback is not None):
         return False
     if not backend_capabilities(engine.backend).light:
         return False

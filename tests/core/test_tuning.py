@@ -161,7 +161,9 @@ def test_feedback_over_http(engine):
         assert any(c["feedback"] for h in answer["hits"] for c in h["explanation"]) == \
             any(c.feedback for h in want.hits for c in h.explanation)
         bad = http.post("/search", json={**body, "feedback": {"docs": 0}})
-        assert bad.status_code == 422 and bad.json()["detail"][0]["loc"][-2:] == ["feedback", "docs"]
+        loc = bad.json()["detail"][0]["loc"]
+        assert bad.status_code == 422 and loc[:2] == ["body", "feedback"] and loc[-1] == "docs"
+        assert http.post("/search", json={**body, "feedback": False}).status_code == 200
         no_sparse = http.post("/search", json={**body, "mode": "dense", "explain": False})
         assert no_sparse.status_code == 422 and no_sparse.json()["detail"][0]["loc"] == ["body", "feedback"]
 
@@ -186,3 +188,27 @@ def test_bm25_feedback_is_rm3_over_the_stored_texts(engine):
     assert expanded.ids == lexical.retrieve_weighted([list(terms.items())], 5)[0].ids
     plain = engine.search(query, 5, "bm25")
     assert lexical.retrieve_weighted([[(t, 1.0) for t in lexical.analyze([query])[0]]], 5)[0].scores == plain.scores
+
+
+def test_feedback_as_a_parameter_of_the_default_mode(tmp_path, tiny_mlm_dir, tiny_idf_file, tiny_dense_dir):
+    from lsr.fusion import Fusion
+    from lsr.request import Feedback, SearchRequest
+    from lsr.tuning import save
+
+    encoder = load_encoder(tiny_mlm_dir, kind="inference-free", idf=tiny_idf_file, device="cpu")
+    index = Index.build(encoder, documents=TINY_DOCS, bm25=True, store_documents=True, path=tmp_path / "idx")
+    feedback = Feedback(docs=2, weight=0.5, bm25_terms=4, components=("bm25",))
+    save(index.directory, Fusion("convex", ("sparse", "bm25")), {"split": "dev"}, feedback)
+    engine = Engine.open(index.directory)
+    assert engine.default_feedback == feedback
+    query = "heart disease diet"
+    with_default = engine.search(query, 5)  # the default mode: its feedback
+    explicit = engine.search(query, 5, "hybrid", Fusion("convex", ("sparse", "bm25")), feedback=feedback)
+    assert with_default.ids == explicit.ids and with_default.scores == explicit.scores
+    off = engine.run(SearchRequest(k=5, feedback=False), __import__("lsr.engine", fromlist=["x"]).EncodedQueries(
+        [query], engine))[0]
+    plain = Engine(Index.open(index.directory), search_defaults={"mode": "hybrid", "fusion": Fusion(
+        "convex", ("sparse", "bm25")).to_dict()}).search(query, 5)
+    assert off.ids == plain.ids and off.scores == plain.scores
+    bm25_explicit = engine.search(query, 5, "bm25")
+    assert bm25_explicit.ids == Engine.open(tmp_path / "idx").retrievers["bm25"].retrieve([query], 5)[0].ids

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 import time
 
 import httpx
 import pytest
-import uvicorn
 
 from lsr import AsyncClient, Client, Engine, Index, load_encoder
 from lsr.client import Conflict, Forbidden, Invalid, NotFoundError, ServiceUnavailable, TooLarge, Unauthorized
@@ -38,19 +36,10 @@ def live(tmp_path_factory, tiny_mlm_dir, tiny_idf_file):
     settings = Settings(index=str(index.directory), data=str(root / "data"), encoders={"tiny": str(encoder_dir)},
                         keys=[{"key": ADMIN, "scope": "admin"}, {"key": READER, "scope": "read"}], merge=False,
                         max_batch=4, refresh_interval=0.1)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}", Engine.open(index.directory)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    from tests.probe import serve_in_thread
+
+    with serve_in_thread(create_app(settings)) as base:
+        yield base, Engine.open(index.directory)
 
 
 def test_search_returns_what_the_engine_returns(live):

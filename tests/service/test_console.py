@@ -10,9 +10,6 @@ import json
 import os
 import re
 import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -41,16 +38,8 @@ if _missing() and os.environ.get("LSR_REQUIRE_BROWSER") == "1":  # CI installs t
 pytestmark = pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
-    import uvicorn
-
     from lsr import Index, load_encoder
     from lsr.service.app import create_app
     from lsr.service.settings import Settings
@@ -65,19 +54,10 @@ def live(tmp_path_factory):
                 store_documents=True)
     settings = Settings(data=str(root / "data"), keys=[{"key": WRITER, "scope": "write", "name": "console-test"},
                                                        {"key": READER, "scope": "read"}], merge=False)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    from tests.probe import serve_in_thread
+
+    with serve_in_thread(create_app(settings)) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")
