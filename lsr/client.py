@@ -129,7 +129,7 @@ def _fusion_body(fusion) -> dict:
     return body
 
 
-def result_from(hits: list[dict], answer: dict) -> SearchResult:
+def result_from(hits: list[dict], answer: dict, expansion: dict | None = None) -> SearchResult:
     """A :class:`~lsr.results.SearchResult` from one answer's hits, as :meth:`lsr.Engine.search` returns it."""
     def column(name: str, convert=lambda value: value):
         values = [h.get(name) for h in hits]
@@ -141,7 +141,8 @@ def result_from(hits: list[dict], answer: dict) -> SearchResult:
                           mode=answer["mode"], components=tuple(answer["components"]), exact=answer["exact"],
                           retrieve_ms=float(answer.get("took_ms", 0.0)), generation=answer.get("generation"),
                           titles=column("title"), texts=column("text"), explanations=explanations,
-                          chunks=column("chunk"), metadata=column("metadata"), offset=answer.get("offset", 0))
+                          chunks=column("chunk"), metadata=column("metadata"), offset=answer.get("offset", 0),
+                          expansion=expansion)
     if answer["mode"] == "hybrid":  # what the service computed (in process it comes from the components' lists)
         result.__dict__["component_scores"] = [h.get("component_scores") or {} for h in hits]
     return result
@@ -245,7 +246,7 @@ class Client(_Connection):
         body = {"query": query, **_search_body(k, mode, fusion, filter, explain, return_documents, return_metadata,
                                                offset, pruning, feedback)}
         answer = self._call("POST", f"{self._routes.prefix}/search", body)
-        return result_from(answer["hits"], answer)
+        return result_from(answer["hits"], answer, answer.get("expansion"))
 
     def search_batch(self, queries: list[str], k: int = 10, mode: str | None = None, fusion=None, *, filter=None,
                      explain: bool = False, return_documents: bool = False, return_metadata: bool = False,
@@ -253,7 +254,7 @@ class Client(_Connection):
         body = {"queries": list(queries), **_search_body(k, mode, fusion, filter, explain, return_documents,
                                                          return_metadata, offset, pruning)}
         answer = self._call("POST", f"{self._routes.prefix}/search/batch", body)
-        return [result_from(r["hits"], answer) for r in answer["results"]]
+        return [result_from(r["hits"], answer, r.get("expansion")) for r in answer["results"]]
 
     def encode(self, text: str, side: str = "query") -> dict[str, float]:
         """The sparse vector of ``text`` as the index's encoder makes it: {token: weight}, largest first."""
@@ -353,7 +354,7 @@ class AsyncClient(_Connection):
         body = {"query": query, **_search_body(k, mode, fusion, filter, explain, return_documents, return_metadata,
                                                offset, pruning, feedback)}
         answer = await self._call("POST", f"{self._routes.prefix}/search", body)
-        return result_from(answer["hits"], answer)
+        return result_from(answer["hits"], answer, answer.get("expansion"))
 
     async def search_batch(self, queries: list[str], k: int = 10, mode: str | None = None, fusion=None, *,
                            filter=None, explain: bool = False, return_documents: bool = False,
@@ -361,7 +362,7 @@ class AsyncClient(_Connection):
         body = {"queries": list(queries), **_search_body(k, mode, fusion, filter, explain, return_documents,
                                                          return_metadata, offset, pruning)}
         answer = await self._call("POST", f"{self._routes.prefix}/search/batch", body)
-        return [result_from(r["hits"], answer) for r in answer["results"]]
+        return [result_from(r["hits"], answer, r.get("expansion")) for r in answer["results"]]
 
     async def encode(self, text: str, side: str = "query") -> dict[str, float]:
         return (await self._call("POST", f"{self._routes.prefix}/encode", {"text": text, "side": side}))["vector"]

@@ -322,6 +322,7 @@ class Engine:
             answers[component] = retriever.retrieve(encoded.get(retriever.takes), request)
         original = None
         feedback = request.feedback
+        expansions: list[dict] = [{} for _ in range(len(encoded))]
         if feedback is not None and "sparse" in components and "sparse" in feedback.components:
             original = encoded.get("sparse")  # a second, exact pass with the expanded sparse queries
             first = answers["sparse"]
@@ -330,14 +331,23 @@ class Engine:
                     request, k=feedback.docs, offset=0, mode="sparse", fusion=None, components=("sparse",)))
             expanded = self._rocchio(original, first, feedback, state.snapshot)
             answers["sparse"] = state.retrievers["sparse"].retrieve(expanded, request)
+            tokens = self.index.token_strings()
+            for q in range(len(encoded)):
+                asked = set(original.row(q)[0].tolist())
+                ids, weights = expanded.row(q)
+                expansions[q]["sparse"] = [{"term": tokens[t], "weight": float(w), "added": t not in asked}
+                                           for t, w in sorted(zip(ids.tolist(), weights.tolist()), key=lambda x: -x[1])]
         if feedback is not None and "bm25" in components and "bm25" in feedback.components:
             lexical = state.retrievers["bm25"]
             first = answers["bm25"]
             if request.depth < feedback.docs:
                 first = lexical.retrieve(encoded.get("text"), replace(
                     request, k=feedback.docs, offset=0, mode="bm25", fusion=None, components=("bm25",)))
-            answers["bm25"] = lexical.retrieve_weighted(self._rm3(encoded.get("text"), first, feedback,
-                                                                  state.snapshot, lexical), request)
+            weighted = self._rm3(encoded.get("text"), first, feedback, state.snapshot, lexical)
+            answers["bm25"] = lexical.retrieve_weighted(weighted, request)
+            for q, (terms, asked) in enumerate(zip(weighted, lexical.analyze(encoded.get("text")))):
+                expansions[q]["bm25"] = [{"term": t, "weight": float(w), "added": t not in set(asked)}
+                                         for t, w in sorted(terms, key=lambda x: -x[1])]
         fused_lists = self._fused(request, answers, len(encoded))
         retrieve_ms = ((time.perf_counter() - started) * 1000 - encoded.encode_ms) / len(encoded)
         encode_ms = encoded.encode_ms / len(encoded)
@@ -363,7 +373,8 @@ class Engine:
                                     retrieve_ms=retrieve_ms, postings=sum(per[c].postings for c in components),
                                     generation=state.snapshot.number if state.snapshot is not None else None,
                                     titles=titles, texts=texts, explanations=explanations, chunks=chunks,
-                                    metadata=metadata, offset=request.offset, per_component=per))
+                                    metadata=metadata, offset=request.offset, per_component=per,
+                                    expansion=expansions[q] or None))
         return out
 
     @staticmethod

@@ -68,6 +68,7 @@ class SearchResult:
     chunks: list[dict | None] | None = None
     metadata: list[dict] | None = None
     offset: int = 0  # the rank (from 0) of the first hit: a page
+    expansion: dict | None = None  # feedback: per side, the expanded query's terms ({"term", "weight", "added"})
     per_component: dict[str, Ranked] = field(default_factory=dict, repr=False)
 
     @cached_property

@@ -124,8 +124,13 @@ class HitOut(BaseModel):
     metadata: dict[str, Any] | None = Field(None, description="with return_metadata: the document's metadata")
 
 
+EXPANSION = ("with feedback: per side (sparse, bm25), the expanded query's terms, heaviest first: {term, weight, "
+             "added} (added: from the feedback documents, not the query)")
+
+
 class SearchResponse(BaseModel):
     hits: list[HitOut]
+    expansion: dict[str, list[dict]] | None = Field(None, description=EXPANSION)
     mode: str
     components: list[str]
     took_ms: float
@@ -137,6 +142,7 @@ class SearchResponse(BaseModel):
 
 class BatchResult(BaseModel):
     hits: list[HitOut]
+    expansion: dict[str, list[dict]] | None = Field(None, description=EXPANSION)
 
 
 class BatchResponse(BaseModel):

@@ -84,7 +84,8 @@ def hits_out(result) -> list[HitOut]:
 def answer(body: SearchBody, engine: Engine, request: SearchRequest) -> Response:
     started = time.perf_counter()
     result = engine.search(body.query, request=request)
-    return json_response(SearchResponse(hits=hits_out(result), mode=result.mode, components=list(result.components),
+    return json_response(SearchResponse(hits=hits_out(result), expansion=result.expansion, mode=result.mode,
+                                        components=list(result.components),
                                         took_ms=(time.perf_counter() - started) * 1000, exact=result.exact,
                                         generation=result.generation, offset=request.offset))
 
@@ -117,7 +118,8 @@ def search_batch(body: BatchRequest, http: Request, engine: EngineDep, settings:
     request = resolved(body, engine, settings, http)
     started = time.perf_counter()
     results = engine.search_batch(body.queries, request=request)
-    return json_response(BatchResponse(results=[BatchResult(hits=hits_out(r)) for r in results], mode=request.mode,
+    return json_response(BatchResponse(results=[BatchResult(hits=hits_out(r), expansion=r.expansion) for r in results],
+                                       mode=request.mode,
                                        components=list(request.components),
                                        took_ms=(time.perf_counter() - started) * 1000,
                                        exact=all(r.exact for r in results), generation=results[0].generation,

@@ -212,3 +212,29 @@ def test_feedback_as_a_parameter_of_the_default_mode(tmp_path, tiny_mlm_dir, tin
     assert off.ids == plain.ids and off.scores == plain.scores
     bm25_explicit = engine.search(query, 5, "bm25")
     assert bm25_explicit.ids == Engine.open(tmp_path / "idx").retrievers["bm25"].retrieve([query], 5)[0].ids
+
+
+def test_the_expanded_query_says_which_terms_feedback_added(engine):
+    from fastapi.testclient import TestClient
+
+    from lsr.request import Feedback
+    from lsr.service.app import create_app
+    from lsr.service.settings import Settings
+
+    query = "heart disease diet"
+    result = engine.search(query, 3, "hybrid", Fusion("convex", ("sparse", "bm25")),
+                           feedback=Feedback(docs=2, terms=8, bm25_terms=4))
+    sparse, bm25 = result.expansion["sparse"], result.expansion["bm25"]
+    asked = set(engine.sparse_encoder().encode_queries([query]).row(0)[0].tolist())
+    tokens = engine.index.token_strings()
+    assert {t["term"] for t in sparse if not t["added"]} == {tokens[i] for i in asked} & {t["term"] for t in sparse}
+    assert any(t["added"] for t in sparse) and len(sparse) <= 8
+    words = set(engine.retrievers["bm25"].analyze([query])[0])
+    assert {t["term"] for t in bm25 if not t["added"]} == words and any(t["added"] for t in bm25)
+    assert [t["weight"] for t in bm25] == sorted((t["weight"] for t in bm25), reverse=True)
+    assert engine.search(query, 3, "sparse").expansion is None
+    with TestClient(create_app(Settings(), engine=engine)) as http:
+        answer = http.post("/search", json={"query": query, "k": 3, "mode": "bm25",
+                                            "feedback": {"docs": 2, "bm25_terms": 4, "components": ["bm25"]}}).json()
+        assert {t["term"] for t in answer["expansion"]["bm25"] if t["added"]} == \
+            {t["term"] for t in bm25 if t["added"]} and "sparse" not in answer["expansion"]
