@@ -93,8 +93,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tune.add_argument("--save", action="store_true", help="write the best setting as the index's default mode and "
                                                           "fusion (with the split and metric it was tuned on)")
     tune.add_argument("--feedback", default=None, metavar="DOCS,TERMS,WEIGHT[,BM25_TERMS]",
-                      help="--save: also make this pseudo-relevance feedback part of the default mode (as `lsr "
-                           "eval --feedback`); a request turns it off with \"feedback\": false")
+                      help="tune the fusion of the lists this pseudo-relevance feedback expands (as `lsr eval "
+                           "--feedback`), and with --save make it part of the default mode; a request turns it off "
+                           "with \"feedback\": false")
     tune.add_argument("--feedback-on", default="bm25", metavar="SIDES",
                       help="--feedback: the sides expanded (default bm25: RM3, the side that gained on NFCorpus)")
     tune.add_argument("--output", metavar="FILE.json", help="write the result as JSON")
@@ -399,15 +400,15 @@ def run_tune(args: argparse.Namespace) -> int:
             bar.total = total
             bar.update(done - bar.n)
 
+        feedback = read_feedback(args.feedback, args.feedback_on)
         result = tune(engine, queries, qrels, metric=args.metric, depths=depths, components=components,
-                      top=args.top, progress=progress)
+                      top=args.top, progress=progress, feedback=feedback)
     result["split"] = args.split
     if args.save:
         record = {"split": args.split, "metric": args.metric, "score": result["best"]["score"],
                   "queries": result["queries"], "source": args.beir or args.qrels,
                   "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        result["saved"] = save(args.index, Fusion.from_dict(result["best"]["fusion"]), record,
-                               read_feedback(args.feedback, args.feedback_on))
+        result["saved"] = save(args.index, Fusion.from_dict(result["best"]["fusion"]), record, feedback)
     return emit(result, args.output)
 
 

@@ -35,15 +35,17 @@ class Scored:
     per_query: dict[str, float]
 
 
-def component_lists(engine, queries: Mapping[str, str], components: Sequence[str], depth: int
+def component_lists(engine, queries: Mapping[str, str], components: Sequence[str], depth: int, feedback=None
                     ) -> dict[str, dict[str, list[tuple[str, float]]]]:
     """{component: {query id: [(doc, score), ...]}}: each component's top-``depth`` for every query, one batch
-    each (the exact lists a hybrid request of that depth fuses)."""
+    each (the exact lists a hybrid request of that depth fuses; with ``feedback``, its sides' lists are those of the
+    expanded queries, as a hybrid request with that feedback fuses them)."""
     qids = sorted(queries)
     texts = [queries[q] for q in qids]
     out = {}
     for component in components:
-        results = engine.search_batch(texts, k=depth, mode=component)
+        expand = feedback is not None and component in feedback.components
+        results = engine.search_batch(texts, k=depth, mode=component, feedback=feedback if expand else False)
         out[component] = {q: list(zip(r.ids, r.scores)) for q, r in zip(qids, results)}
     return out
 
@@ -97,9 +99,10 @@ def fuse_all(fusion: Fusion, lists: Mapping[str, Mapping[str, list]], k: int) ->
 
 def tune(engine, queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, int]], metric: str = "ndcg@10",
          depths: Sequence[int] = (50, 100, 200), components: Sequence[str] | None = None, top: int = 15,
-         progress=None) -> dict:
-    """Search the fusion space on these judgments. Returns the best setting, its score and CI, the index's default
-    setting's score and the paired test against it, the ``top`` settings, and what it cost."""
+         progress=None, feedback=None) -> dict:
+    """Search the fusion space on these judgments (with ``feedback``: over the lists of its expanded sides, as a
+    default mode with that feedback fuses them). Returns the best setting, its score and CI, the index's default
+    setting's score (with the same feedback) and the paired test against it, the ``top`` settings, and the cost."""
     from lsr.significance import mean_ci, paired
 
     started = time.perf_counter()
@@ -109,7 +112,7 @@ def tune(engine, queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, in
     queries = {q: queries[q] for q in qrels}
     default = engine.default_fusion() if engine.default_mode == "hybrid" else None
     deepest = max(max(depths), default.depth if default is not None else 0)
-    lists = component_lists(engine, queries, components, deepest)
+    lists = component_lists(engine, queries, components, deepest, feedback)
     retrieved_s = time.perf_counter() - started
     scorer = Scorer(qrels, metric)
     space = search_space(components, depths)

@@ -238,3 +238,18 @@ def test_the_expanded_query_says_which_terms_feedback_added(engine):
                                             "feedback": {"docs": 2, "bm25_terms": 4, "components": ["bm25"]}}).json()
         assert {t["term"] for t in answer["expansion"]["bm25"] if t["added"]} == \
             {t["term"] for t in bm25 if t["added"]} and "sparse" not in answer["expansion"]
+
+
+def test_tune_over_feedback_lists_scores_what_the_engine_serves(engine):
+    from lsr.request import Feedback
+    from lsr.tuning import Scorer, component_lists
+
+    feedback = Feedback(docs=2, bm25_terms=4, components=("bm25",))
+    result = tune(engine, QUERIES, QRELS, depths=(10,), components=["sparse", "bm25"], feedback=feedback)
+    lists = component_lists(engine, QUERIES, ["sparse", "bm25"], 100, feedback)
+    plain = component_lists(engine, QUERIES, ["sparse", "bm25"], 100)
+    assert lists["sparse"] == plain["sparse"] and lists["bm25"] != plain["bm25"]  # only the expanded side differs
+    best = Fusion.from_dict(result["best"]["fusion"])
+    served = engine.search_batch([QUERIES[q] for q in sorted(QUERIES)], 10, "hybrid", best, feedback=feedback)
+    score = Scorer(QRELS)({q: r.ids for q, r in zip(sorted(QUERIES), served)})[0]
+    assert score == pytest.approx(result["best"]["score"])
