@@ -104,7 +104,7 @@ def _search_body(k: int, mode: str | None, fusion, filter, explain: bool, return
     if mode is not None:
         body["mode"] = mode
     if fusion is not None:
-        body["fusion"] = fusion if isinstance(fusion, Mapping) else _fusion_body(fusion)
+        body["fusion"] = fusion if isinstance(fusion, Mapping) else fusion.to_dict()  # (the API's own fields)
     if filter is not None:
         body["filter"] = filter
     if pruning is not None:
@@ -114,18 +114,6 @@ def _search_body(k: int, mode: str | None, fusion, filter, explain: bool, return
                         ("return_metadata", return_metadata)):
         if value:
             body[name] = True
-    return body
-
-
-def _fusion_body(fusion) -> dict:
-    body = {"method": fusion.method, "components": list(fusion.components), "rrf_k": fusion.rrf_k,
-            "depth": fusion.depth}
-    if fusion.weights is not None:
-        body["weights"] = list(fusion.weights)
-    if fusion.alpha is not None and fusion.weights is None:
-        body["alpha"] = fusion.alpha
-    if getattr(fusion, "normalization", "minmax") != "minmax":
-        body["normalization"] = fusion.normalization
     return body
 
 

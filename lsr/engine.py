@@ -343,10 +343,12 @@ class Engine:
             if request.depth < feedback.docs:
                 first = lexical.retrieve(encoded.get("text"), replace(
                     request, k=feedback.docs, offset=0, mode="bm25", fusion=None, components=("bm25",)))
-            weighted = self._rm3(encoded.get("text"), first, feedback, state.snapshot, lexical)
+            analyzed = lexical.analyze(encoded.get("text"))
+            weighted = self._rm3(analyzed, first, feedback, state.snapshot, lexical)
             answers["bm25"] = lexical.retrieve_weighted(weighted, request)
-            for q, (terms, asked) in enumerate(zip(weighted, lexical.analyze(encoded.get("text")))):
-                expansions[q]["bm25"] = [{"term": t, "weight": float(w), "added": t not in set(asked)}
+            for q, (terms, asked) in enumerate(zip(weighted, analyzed)):
+                asked = set(asked)
+                expansions[q]["bm25"] = [{"term": t, "weight": float(w), "added": t not in asked}
                                          for t, w in sorted(terms, key=lambda x: -x[1])]
         fused_lists = self._fused(request, answers, len(encoded))
         retrieve_ms = ((time.perf_counter() - started) * 1000 - encoded.encode_ms) / len(encoded)
@@ -426,13 +428,15 @@ class Engine:
         return SparseBatch.from_rows(rows)
 
     @staticmethod
-    def _rm3(texts: Sequence[str], first: list[Ranked], feedback, snapshot, lexical) -> list[list[tuple[str, float]]]:
-        """Per query, RM3's weighted terms (:class:`lsr.request.Feedback`): the query's own distribution x weight +
-        the top documents' relevance model (its ``bm25_terms`` strongest, normalized) x (1 - weight)."""
+    def _rm3(analyzed_queries: Sequence[list[str]], first: list[Ranked], feedback, snapshot, lexical
+             ) -> list[list[tuple[str, float]]]:
+        """Per query (its terms as BM25 reads them), RM3's weighted terms (:class:`lsr.request.Feedback`): the query's
+        own distribution x weight + the top documents' relevance model (its ``bm25_terms`` strongest, normalized) x
+        (1 - weight)."""
         from collections import Counter
 
         out = []
-        for query_terms, ranked in zip(lexical.analyze(texts), first):
+        for query_terms, ranked in zip(analyzed_queries, first):
             own = Counter(query_terms)
             total = sum(own.values())
             ids, scores = ranked.ids[:feedback.docs], ranked.scores[:feedback.docs]

@@ -18,7 +18,7 @@ from lsr.fusion import Fusion
 from lsr.request import SearchRequest
 
 
-def _rank_scored(run: dict[str, list[str]], qrels: dict[str, dict[str, int]]) -> dict[str, dict[str, float]]:
+def rank_scored(run: dict[str, list[str]], qrels: dict[str, dict[str, int]]) -> dict[str, dict[str, float]]:
     """Each judged query's ranking as strictly decreasing scores (trec_eval re-sorts by score); no hits: one dummy."""
     return {qid: {doc: float(len(ranked) - rank) for rank, doc in enumerate(ranked)} or {"__no_hit__": 0.0}
             for qid in qrels for ranked in [run.get(qid, [])]}
@@ -33,7 +33,7 @@ def trec_metrics(run: dict[str, list[str]], qrels: dict[str, dict[str, int]]) ->
     """
     import pytrec_eval
 
-    full_run = _rank_scored(run, qrels)
+    full_run = rank_scored(run, qrels)
     top10 = {qid: {doc: float(10 - rank) for rank, doc in enumerate(run.get(qid, [])[:10])} or {"__no_hit__": 0.0}
              for qid in qrels}
     per_query = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.100"}).evaluate(full_run)
@@ -54,7 +54,7 @@ def per_query_metrics(run: dict[str, list[str]], qrels: dict[str, dict[str, int]
     :func:`trec_metrics` scores them; a query with no hits scores 0)."""
     import pytrec_eval
 
-    full_run = _rank_scored(run, qrels)
+    full_run = rank_scored(run, qrels)
     measures = {"ndcg_cut.10", "recall." + ",".join(str(c) for c in cutoffs)}
     evaluated = pytrec_eval.RelevanceEvaluator(qrels, measures).evaluate(full_run)
     return {qid: {"ndcg@10": m["ndcg_cut_10"], **{f"recall@{c}": m[f"recall_{c}"] for c in cutoffs}}

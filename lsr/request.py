@@ -109,7 +109,8 @@ class SearchRequest:
     (sparse, dense, bm25, hybrid; None: the index default) and ``fusion`` (hybrid); ``filter``: the documents it may
     return (:mod:`lsr.filters`: a JSON object, or its text); ``explain``, ``return_documents``, ``return_metadata``:
     what each hit carries; ``pruning``: the native kernel's knobs (None: the engine's); ``feedback``: pseudo-relevance
-    feedback on the sparse side (:class:`Feedback`); ``threads``: for a batch.
+    feedback (:class:`Feedback`: Rocchio on the sparse side, RM3 on the bm25 side; None: the index default's in its
+    default mode, False: none); ``threads``: for a batch.
     """
 
     k: int = 10

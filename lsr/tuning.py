@@ -84,9 +84,10 @@ class Scorer:
         self.cut = 10 if metric == "mrr@10" else k
 
     def __call__(self, ranked: Mapping[str, Sequence[str]]) -> tuple[float, dict[str, float]]:
-        run = {q: {doc: float(len(ids) - rank) for rank, doc in enumerate(ids[:self.cut])} or {"__none__": 0.0}
-               for q in self.qrels for ids in [list(ranked.get(q, []))]}
-        evaluated = self.evaluator.evaluate(run)
+        from lsr.evaluation import rank_scored
+
+        evaluated = self.evaluator.evaluate(rank_scored({q: list(ranked.get(q, []))[:self.cut] for q in self.qrels},
+                                                        self.qrels))
         per_query = {q: m[METRICS[self.metric]] for q, m in evaluated.items()}
         return sum(per_query.values()) / max(1, len(per_query)), per_query
 

@@ -101,13 +101,7 @@ def _checked_defaults(body: CollectionCreate) -> dict | None:
     if defaults.fusion is None:
         return {"mode": defaults.mode}
     fusion = defaults.fusion.to_fusion(tuple(components))  # (checked here: weights against components, ...)
-    spec = {"method": fusion.method, "components": list(fusion.components), "rrf_k": fusion.rrf_k,
-            "depth": fusion.depth}
-    if fusion.weights is not None:
-        spec["weights"] = list(fusion.weights)
-    if fusion.alpha is not None:
-        spec["alpha"] = fusion.alpha
-    return {"mode": defaults.mode, "fusion": spec}
+    return {"mode": defaults.mode, "fusion": fusion.to_dict()}  # (alpha is in the weights it set)
 
 
 def _invalid(loc: tuple, message: str) -> InvalidInput:

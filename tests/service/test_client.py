@@ -58,6 +58,12 @@ def test_search_returns_what_the_engine_returns(live):
             if mode == "hybrid":
                 for a, b in zip(got.component_scores, want.component_scores):
                     assert a == pytest.approx(b)
+        from lsr import Fusion
+
+        for fusion in (Fusion("rrf", ("sparse", "bm25"), (0.3, 0.7), rrf_k=10),
+                       Fusion("convex", ("sparse", "bm25"), alpha=0.2, normalization="zscore")):
+            assert client.search("salt heart", k=4, mode="hybrid", fusion=fusion).ids == \
+                engine.search("salt heart", 4, "hybrid", fusion).ids
         batch = client.search_batch(["salt", "tea"], k=2, mode="bm25")
         assert [r.ids for r in batch] == [r.ids for r in engine.search_batch(["salt", "tea"], 2, "bm25")]
         assert client.encode("salt heart")
