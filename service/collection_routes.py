@@ -58,7 +58,7 @@ def stats_of(collection: Collection, settings) -> CollectionStats:
         default_fusion={"method": fusion.method, "components": list(fusion.components),
                         "weights": list(fusion.weights) if fusion.weights else None} if fusion else None,
         metadata=dict(engine.schema().fields), max_weight=manifest.max_weight,
-        clipped_postings=sum(getattr(v.segment.info, "clipped_postings", 0) for v in snapshot.views),
+        clipped_postings=snapshot.clipped_postings,
         writable=writable)
 
 

@@ -84,7 +84,7 @@ class Metrics:
         """The gauges of one collection, from the generation it serves."""
         self.documents.labels(name).set(snapshot.doc_count)
         self.postings.labels(name).set(snapshot.postings)
-        self.clipped.labels(name).set(sum(getattr(v.segment.info, "clipped_postings", 0) for v in snapshot.views))
+        self.clipped.labels(name).set(snapshot.clipped_postings)
         if nbytes is not None:
             self.index_bytes.labels(name).set(nbytes)
 

@@ -133,7 +133,7 @@ class SegmentWriter:
             dense=np.asarray(segment.dense)[keep] if self.dense_kind is not None else None,
             analyzed=lexical.select(segment.lexical, keep) if self.lexical_part else None))
         self.max_weight = max(self.max_weight, segment.info.max_weight)
-        self.carried_clipped += getattr(segment.info, "clipped_postings", 0)
+        self.carried_clipped += segment.info.clipped_postings
 
     def _spooled(self, name: str) -> list[np.ndarray]:
         return [np.load(self.spool / f"{c:06d}-{name}.npy") for c in range(self.chunks)]

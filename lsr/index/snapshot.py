@@ -40,6 +40,11 @@ class Snapshot:
     def postings(self) -> int:
         return sum(view.segment.info.postings for view in self.views)
 
+    @property
+    def clipped_postings(self) -> int:
+        """Impacts above the index's quantization maximum, stored as 255 (a merge keeps its sources' count)."""
+        return sum(view.segment.info.clipped_postings for view in self.views)
+
     def find(self, doc_id: str) -> tuple[SegmentView, int] | None:
         """The live copy of a document: (segment view, local number), or None."""
         for view in reversed(self.views):
