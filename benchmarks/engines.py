@@ -43,37 +43,45 @@ SYSTEMS = ("lsr", "lucene", "seismic", "bmp")
 
 
 # -- collections ---------------------------------------------------------------------------------------------------------
+_GENERATOR = None
+
+
 def _generate(n_docs: int, vocab: int, nnz: int, seed: int, perm: np.ndarray):
-    import numba
+    """``n_docs`` synthetic documents (CSR indptr, sorted term ids, float32 weights) from numba's generator seeded
+    with ``seed``; compiled once a process (benchmarks/scale.py calls it once per chunk of documents)."""
+    global _GENERATOR
+    if _GENERATOR is None:
+        import numba
 
-    @numba.njit(cache=False)
-    def generate(n_docs, vocab, nnz, seed, perm):  # pragma: no cover - numba
-        np.random.seed(seed)
-        log_span = np.log((vocab + 10.0) / 10.0)
-        counts = np.empty(n_docs, np.int64)
-        for i in range(n_docs):
-            counts[i] = min(vocab, max(1, np.random.poisson(nnz)))
-        indptr = np.zeros(n_docs + 1, np.int64)
-        for i in range(n_docs):
-            indptr[i + 1] = indptr[i] + counts[i]
-        indices = np.empty(indptr[-1], np.int32)
-        weights = np.empty(indptr[-1], np.float32)
-        seen = np.full(vocab, -1, np.int64)
-        for i in range(n_docs):
-            start, n, got = indptr[i], counts[i], 0
-            while got < n:  # distinct terms by inverse-CDF sampling of p(rank) ~ 1 / (rank + 10)
-                rank = min(vocab - 1, int(10.0 * np.exp(np.random.random() * log_span) - 10.0))
-                term = perm[rank]
-                if seen[term] != i:
-                    seen[term] = i
-                    indices[start + got] = term
-                    got += 1
-            indices[start:start + n] = np.sort(indices[start:start + n])
-            for j in range(start, start + n):
-                weights[j] = min(np.exp(np.random.normal(0.0, 0.5)), 3.0)
-        return indptr, indices, weights
+        @numba.njit(cache=False)
+        def generate(n_docs, vocab, nnz, seed, perm):  # pragma: no cover - numba
+            np.random.seed(seed)
+            log_span = np.log((vocab + 10.0) / 10.0)
+            counts = np.empty(n_docs, np.int64)
+            for i in range(n_docs):
+                counts[i] = min(vocab, max(1, np.random.poisson(nnz)))
+            indptr = np.zeros(n_docs + 1, np.int64)
+            for i in range(n_docs):
+                indptr[i + 1] = indptr[i] + counts[i]
+            indices = np.empty(indptr[-1], np.int32)
+            weights = np.empty(indptr[-1], np.float32)
+            seen = np.full(vocab, -1, np.int64)
+            for i in range(n_docs):
+                start, n, got = indptr[i], counts[i], 0
+                while got < n:  # distinct terms by inverse-CDF sampling of p(rank) ~ 1 / (rank + 10)
+                    rank = min(vocab - 1, int(10.0 * np.exp(np.random.random() * log_span) - 10.0))
+                    term = perm[rank]
+                    if seen[term] != i:
+                        seen[term] = i
+                        indices[start + got] = term
+                        got += 1
+                indices[start:start + n] = np.sort(indices[start:start + n])
+                for j in range(start, start + n):
+                    weights[j] = min(np.exp(np.random.normal(0.0, 0.5)), 3.0)
+            return indptr, indices, weights
 
-    return generate(n_docs, vocab, nnz, seed, perm)
+        _GENERATOR = generate
+    return _GENERATOR(n_docs, vocab, nnz, seed, perm)
 
 
 def synthetic(n_docs: int, n_queries: int, seed: int = 0) -> dict:

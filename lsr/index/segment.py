@@ -508,6 +508,112 @@ def compact_postings(offsets: np.ndarray, doc_ids: np.ndarray, impacts: np.ndarr
     return arrays
 
 
+class CompactBuilder:
+    """:func:`compact_postings`'s layout built from rows instead of term-sorted postings, in two passes over the
+    rows (row-major CSR batches, in row order), so that a segment's postings are never held twice: :meth:`count`
+    every batch, :meth:`plan` once, :meth:`fill` every batch again in the same order, then :attr:`arrays`. Memory is
+    the layout itself plus one batch (the old path held every batch's postings, then all of them again as term-sorted
+    uint32 row numbers and impacts: 16 GB for the 1.6 billion postings of 8.8M synthetic documents). The arrays are
+    bit-identical to :func:`compact_postings` over the same postings (a test checks). Impacts 0 are not postings."""
+
+    def __init__(self, vocab: int, rows: int, block_size: int, dense_ratio: int,
+                 bound_ratio: int = DEFAULT_BOUND_RATIO) -> None:
+        check_block_size(block_size)
+        self.vocab, self.rows, self.block_size = vocab, rows, block_size
+        self.dense_ratio, self.bound_ratio = dense_ratio, bound_ratio
+        self.n_windows = max(1, (rows + (1 << WINDOW_BITS) - 1) >> WINDOW_BITS)
+        self.counts = np.zeros((vocab, self.n_windows), dtype=np.int64)
+        self._counted = self._filled = 0
+        self.arrays: dict[str, np.ndarray] | None = None
+
+    def count(self, indptr: np.ndarray, indices: np.ndarray, impacts: np.ndarray) -> None:
+        _count_rows(indptr, indices, impacts, self._counted, self.counts)
+        self._counted += len(indptr) - 1
+
+    @property
+    def postings(self) -> int:
+        return int(self.counts.sum())
+
+    def plan(self, impact_dtype) -> None:
+        if self._counted != self.rows:
+            raise ValueError(f"counted {self._counted} rows of {self.rows}")
+        vocab, n_windows, rows = self.vocab, self.n_windows, self.rows
+        df = self.counts.sum(axis=1)
+
+        def at_least(ratio: int) -> np.ndarray:
+            return df >= max(1, rows / ratio) if ratio > 0 else np.zeros(vocab, dtype=bool)
+
+        dense = at_least(self.dense_ratio)
+        dense_terms = np.flatnonzero(dense).astype(np.int32)
+        max_terms = np.concatenate([dense_terms, np.flatnonzero(at_least(self.bound_ratio) & ~dense)]).astype(np.int32)
+        self.dense_slot = np.full(vocab, -1, dtype=np.int32)
+        self.dense_slot[dense_terms] = np.arange(len(dense_terms), dtype=np.int32)
+        self.max_slot = np.full(vocab, -1, dtype=np.int32)
+        self.max_slot[max_terms] = np.arange(len(max_terms), dtype=np.int32)
+        counts = self.counts
+        counts[dense] = 0  # a dense term's postings are its row
+        inclusive = np.cumsum(counts.ravel()).reshape(vocab, n_windows)
+        term_windows = np.empty((vocab, n_windows + 1), dtype=np.int64)
+        term_windows[:, :n_windows] = inclusive - counts
+        term_windows[:, n_windows] = inclusive[:, -1]
+        self.counts = None
+        n_rare = int(inclusive[-1, -1]) if vocab else 0
+        n_blocks = (rows + self.block_size - 1) // self.block_size
+        self.cursor = term_windows[:, 0].copy()
+        self.arrays = {
+            "term_windows": term_windows, "doc_low": np.empty(n_rare, dtype=np.uint16),
+            "impacts": np.empty(n_rare, dtype=impact_dtype), "dense_terms": dense_terms,
+            "dense_rows": np.zeros((len(dense_terms), n_blocks * self.block_size), impact_dtype),
+            "max_terms": max_terms, "max_rows": np.zeros((len(max_terms), n_blocks), dtype=impact_dtype),
+        }
+
+    def fill(self, indptr: np.ndarray, indices: np.ndarray, impacts: np.ndarray) -> None:
+        a = self.arrays
+        _fill_rows(indptr, indices, impacts, self._filled, self.block_size, self.dense_slot, self.max_slot,
+                   self.cursor, a["doc_low"], a["impacts"], a["dense_rows"], a["max_rows"])
+        self._filled += len(indptr) - 1
+
+    def finish(self) -> dict[str, np.ndarray]:
+        if self._filled != self.rows:
+            raise ValueError(f"filled {self._filled} rows of {self.rows}")
+        self.arrays["skips"] = np.ascontiguousarray(self.arrays["doc_low"][:: 1 << SKIP_BITS])
+        return self.arrays
+
+
+@numba.njit(cache=True)
+def _count_rows(indptr, indices, impacts, row_base, counts):  # pragma: no cover - numba
+    for row in range(len(indptr) - 1):
+        window = (row_base + row) >> WINDOW_BITS
+        for j in range(indptr[row], indptr[row + 1]):
+            if impacts[j] != 0:
+                counts[indices[j], window] += 1
+
+
+@numba.njit(cache=True)
+def _fill_rows(indptr, indices, impacts, row_base, block_size, dense_slot, max_slot, cursor, doc_low, impacts_out,
+               dense_rows, max_rows):  # pragma: no cover - numba
+    for row in range(len(indptr) - 1):
+        doc = row_base + row
+        block = doc // block_size
+        low = doc & 0xFFFF
+        for j in range(indptr[row], indptr[row + 1]):
+            value = impacts[j]
+            if value == 0:
+                continue
+            term = indices[j]
+            bound = max_slot[term]
+            if bound >= 0 and value > max_rows[bound, block]:
+                max_rows[bound, block] = value
+            slot = dense_slot[term]
+            if slot >= 0:
+                dense_rows[slot, doc] = value
+                continue
+            position = cursor[term]
+            doc_low[position] = low
+            impacts_out[position] = value
+            cursor[term] = position + 1
+
+
 def kernel_arrays(arrays: dict[str, np.ndarray]) -> tuple:
     """The tuple the kernels (:mod:`lsr.index.kernel`) take as ``ix``: (term_windows, doc_low, skips, impacts,
     dense_slot, dense_rows, max_slot, max_rows); a slot is a term's row in ``dense_rows`` / ``max_rows``, -1 for

@@ -12,7 +12,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import numba
 import numpy as np
 
 from lsr.errors import InvalidInput
@@ -20,7 +19,7 @@ from lsr.index import files, lexical
 from lsr.index.documents import DocumentStoreWriter
 from lsr.index.manifest import IMPACT_DTYPES, SegmentInfo
 from lsr.index.metadata import write_columns
-from lsr.index.segment import DEFAULT_BOUND_RATIO, Segment, check_block_size, compact_postings, quantize
+from lsr.index.segment import DEFAULT_BOUND_RATIO, CompactBuilder, Segment, check_block_size, quantize
 from lsr.index.storage import SEGMENTS
 from lsr.sparse import SparseBatch
 
@@ -143,32 +142,32 @@ class SegmentWriter:
         if not self.ids:
             raise InvalidInput("a segment needs at least one document")
         files.mkdir(directory)
-        counts = np.zeros(self.vocab_size, dtype=np.int64)
         total, clipped = 0, self.carried_clipped  # (a merge keeps its sources' count: stored 255s cannot tell)
-        batches = []
-        for c in range(self.chunks):
-            indptr, indices, weights = (np.load(self.spool / f"{c:06d}-{n}.npy") for n in ("indptr", "indices", "weights"))
-            if self.stored or self.impact_dtype == "float32":
-                impacts = weights.astype(np.uint8 if self.impact_dtype == "uint8" else np.float32)
-            else:
-                impacts, cut = quantize(weights, scale, self.impact_dtype)
-                clipped += cut
-            counts += np.bincount(indices[impacts > 0], minlength=self.vocab_size)
-            total += len(indices)
-            batches.append((indptr, indices, impacts))
-        offsets = np.zeros(self.vocab_size + 1, dtype=np.int64)
-        np.cumsum(counts, out=offsets[1:])
-        postings = int(offsets[-1])
-        doc_ids = np.empty(postings, dtype=np.uint32)
-        impacts_out = np.empty(postings, dtype=np.uint8 if self.impact_dtype == "uint8" else np.float32)
-        cursor, base = offsets[:-1].copy(), 0
-        for indptr, indices, impacts in batches:
-            _fill_postings(indptr, indices, impacts, base, cursor, doc_ids, impacts_out)
-            base += len(indptr) - 1
-        del batches
-        save = compact_postings(offsets, doc_ids, impacts_out, self.rows, self.block_size, self.dense_ratio,
-                                self.bound_ratio)
-        del doc_ids, impacts_out
+        impact_dtype = np.uint8 if self.impact_dtype == "uint8" else np.float32
+        layout = CompactBuilder(self.vocab_size, self.rows, self.block_size, self.dense_ratio, self.bound_ratio)
+        for fill in (False, True):  # two passes over the spooled batches: count, then lay out (one batch in memory)
+            if fill:
+                layout.plan(impact_dtype)
+            for c in range(self.chunks):
+                indptr, indices, weights = (np.load(self.spool / f"{c:06d}-{n}.npy", mmap_mode="r")
+                                            for n in ("indptr", "indices", "weights"))
+                if self.stored or self.impact_dtype == "float32":
+                    impacts = np.asarray(weights).astype(impact_dtype)
+                else:
+                    impacts, cut = quantize(np.asarray(weights), scale, self.impact_dtype)
+                    if not fill:
+                        clipped += cut
+                indptr, indices = np.asarray(indptr), np.asarray(indices)
+                if fill:
+                    layout.fill(indptr, indices, impacts)
+                else:
+                    layout.count(indptr, indices, impacts)
+                    total += len(indices)
+                del indptr, indices, weights, impacts
+            if not fill:
+                postings = layout.postings
+        save = layout.finish()
+        del layout
         save.update({"ids": np.asarray(self.ids, dtype=str), "hashes": np.concatenate(self._spooled("hashes"))})
         if self.chunked:
             save["row_doc"] = np.concatenate(self._spooled("row_doc")).astype(np.int32)
@@ -224,16 +223,3 @@ def _write_hnsw(vectors: np.ndarray, path: Path) -> None:
     index.add(np.ascontiguousarray(vectors, dtype=np.float32))
     files.write_bytes(path, b"")  # (told to the file layer; faiss writes the file itself)
     faiss.write_index(index, str(path))
-
-
-@numba.njit(cache=True)
-def _fill_postings(indptr, indices, impacts, doc_base, cursor, doc_ids_out, impacts_out):  # pragma: no cover - numba
-    for row in range(len(indptr) - 1):
-        for j in range(indptr[row], indptr[row + 1]):
-            if impacts[j] == 0:
-                continue
-            term = indices[j]
-            position = cursor[term]
-            doc_ids_out[position] = doc_base + row
-            impacts_out[position] = impacts[j]
-            cursor[term] = position + 1
