@@ -131,20 +131,21 @@ def test_blockmax_equals_exhaustive(dtype, block_size, dense_ratio, bound_ratio,
     """Exact mode returns the exhaustive kernel's top-k bit for bit (ties broken the same way), serial and parallel,
     whatever the block size, however many terms are stored dense and however many have rows of block maxima (the
     others bound a block by the sum of their impacts there, and are found in it through their skips); blocks are
-    scored in batches, term by term; the scratch is left clean for the next call."""
+    scored in batches, term by term; ``acc`` is left clean for the next call, and ``ub`` may hold anything."""
     for seed in range(3):
         (offsets, doc_ids, impacts), dense, (q_indptr, q_terms, q_weights) = random_collection(seed, dtype=dtype)
         n = dense.shape[0]
         ix = stored(offsets, doc_ids, impacts, n, block_size, dense_ratio, bound_ratio)
         expected = score_batch(ix, ALL, q_indptr, q_terms, q_weights, n, k, 2)
         scratch = blockmax_scratch(n, block_size)
+        scratch[0][:] = 7.0  # the bound pass overwrites ub whatever it holds (and leaves it holding the last bounds)
         for docs, scores, _, _ in (score_batch_blockmax(ix, ALL, block_size, q_indptr, q_terms, q_weights, n, k, 2),
                                    score_batch_blockmax_serial(ix, ALL, block_size, q_indptr, q_terms, q_weights, n,
                                                                k, scratch)):
             np.testing.assert_array_equal(docs, expected[0])
             np.testing.assert_array_equal(scores, expected[1])
-        ub, _, acc = scratch  # (candidates are written before they are read)
-        assert not ub.any() and not acc.any()
+        _, _, acc = scratch  # (candidates are written before they are read)
+        assert not acc.any()
 
 
 def test_blockmax_prunes_and_the_approximate_knobs_are_subsets():
@@ -242,7 +243,7 @@ def test_one_call_over_several_segments_equals_the_exhaustive_top_k():
                                                            np.array(blocks), q_indptr, q_terms, q_weights, k, scratch)):
                     np.testing.assert_array_equal(got[0], want[0])
                     np.testing.assert_array_equal(got[1], want[1])
-                assert not scratch[0].any()
+                assert not scratch[2].any()  # acc left zero (ub is overwritten by every bound pass)
 
 
 def test_scoring_the_kept_rows_directly_equals_the_exhaustive_top_k_over_them():
@@ -322,3 +323,95 @@ def test_a_block_size_that_is_not_a_power_of_two_is_refused(block_size):
 
     with pytest.raises(InvalidInput, match="power of two"):
         compact_postings(np.array([0, 1]), np.array([0], np.uint32), np.array([1], np.uint8), 1, block_size, 0)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_the_row_streaming_layout_is_the_term_sorted_one_bit_for_bit(dtype):
+    """CompactBuilder (a segment's write, two passes over row batches) against compact_postings (term-sorted CSR):
+    the same arrays, across windows of 65,536 rows, zero impacts left out, batches of uneven sizes."""
+    import scipy.sparse
+
+    from lsr.index.segment import CompactBuilder
+
+    rng = np.random.default_rng(7)
+    n, vocab = 200_000, 60
+    rows = rng.integers(0, n, 400_000)
+    terms = np.minimum(rng.zipf(1.3, len(rows)) - 1, vocab - 1)
+    csr = scipy.sparse.csr_matrix((rng.integers(0, 256, len(rows)).astype(np.float32), (rows, terms)),
+                                  shape=(n, vocab))
+    csr.sum_duplicates()
+    csr.data = np.minimum(csr.data, 255).astype(np.float32)
+    csr.data[::97] = 0  # explicit zeros: not postings in either path
+    values = csr.data.astype(dtype)
+    csc = csr.tocsc()
+    csc.eliminate_zeros()
+    csc.sort_indices()
+    for block_size, dense_ratio, bound_ratio in ((4, 8, 16), (64, 0, 0), (1, 4, 0), (65536, 8, 16)):
+        want = compact_postings(csc.indptr.astype(np.int64), csc.indices.astype(np.uint32), csc.data.astype(dtype), n,
+                                block_size, dense_ratio, bound_ratio)
+        builder = CompactBuilder(vocab, n, block_size, dense_ratio, bound_ratio)
+        cuts = [0, 1, 70_000, 131_073, n]
+        batches = [(csr.indptr[a:b + 1] - csr.indptr[a], csr.indices[csr.indptr[a]:csr.indptr[b]],
+                    values[csr.indptr[a]:csr.indptr[b]]) for a, b in zip(cuts[:-1], cuts[1:])]
+        for batch in batches:
+            builder.count(*batch)
+        assert builder.postings == csc.nnz
+        builder.plan(dtype)
+        for batch in batches:
+            builder.fill(*batch)
+        got = builder.finish()
+        assert sorted(got) == sorted(want)
+        for name in want:
+            assert got[name].dtype == want[name].dtype, name
+            np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+@pytest.mark.parametrize("block_size", [1, 4, 64])
+def test_the_tiled_bound_pass_gives_the_term_by_term_bounds(block_size):
+    """_bounds sums a tile of blocks over every query term before the next tile: against a plain term-by-term pass in
+    NumPy (float32, the same additions in the same order), every block's bound is the same float, across windows of
+    65,536 rows and tiles, with and without live-row and live-block masks, for dense, bounded and rare terms."""
+    import scipy.sparse
+
+    from lsr.index import kernel
+
+    rng = np.random.default_rng(block_size)
+    n, vocab = 150_000, 40
+    rows = rng.integers(0, n, 500_000)
+    terms = np.minimum(rng.zipf(1.2, len(rows)) - 1, vocab - 1)
+    matrix = scipy.sparse.csc_matrix((rng.integers(1, 256, len(rows)).astype(np.float32), (rows, terms)),
+                                     shape=(n, vocab))
+    matrix.sum_duplicates()
+    matrix.data = np.minimum(matrix.data, 255)
+    arrays = compact_postings(matrix.indptr.astype(np.int64), matrix.indices.astype(np.uint32),
+                              matrix.data.astype(np.uint8), n, block_size, 8, 16)
+    assert len(arrays["dense_terms"]) and len(arrays["max_terms"]) > len(arrays["dense_terms"])
+    ix = kernel_arrays(arrays)
+    max_slot, max_rows = ix[6], ix[7]
+    slots = kernel.bound_slots(n, block_size)
+    n_blocks = -(-n // block_size)
+    q_terms = np.array([0, 1, 2, 7, 20, 33, 39], dtype=np.int32)  # frequent (rows of maxima) and rare terms
+    q_weights = rng.uniform(0.1, 3.0, len(q_terms)).astype(np.float32)
+    use = np.arange(len(q_terms))
+    for live, block_live in ((ALL, ALL), ((rng.random(n) > 0.3).astype(np.uint8), ALL),
+                             (ALL, (rng.random(n_blocks) > 0.5).astype(np.uint8))):
+        want = np.zeros(slots, np.float32)
+        for term, weight in zip(q_terms.tolist(), q_weights.tolist()):
+            weight = np.float32(weight)
+            if max_slot[term] >= 0:
+                want[:n_blocks] += weight * max_rows[max_slot[term]].astype(np.float32)
+                continue
+            column = matrix[:, term]
+            docs, values = column.indices, column.data.astype(np.float32)
+            contribution = weight * values
+            if len(live):
+                contribution = contribution * live[docs].astype(np.float32)
+            np.add.at(want, docs // block_size, contribution)  # unbuffered, in posting order
+        if len(block_live):
+            want[:n_blocks] *= block_live.astype(np.float32)
+        ub = np.full(slots, 123.0, np.float32)  # whatever it held before
+        chunk_max = np.empty(slots // kernel._CHUNK, np.float32)
+        best = kernel._bounds(ix, block_size, q_terms, q_weights, use, ub, chunk_max, block_live, live)
+        np.testing.assert_array_equal(ub, want)
+        assert best == want.max()
+        np.testing.assert_array_equal(chunk_max, want.reshape(kernel._CHUNK, -1).max(axis=0))
