@@ -91,8 +91,12 @@ async def healthz_floor(base: str, duration: float) -> dict:
 
 
 def in_process(index: str, queries: list[str], modes: list[str], k: int, limit: int) -> dict:
+    """Engine.search_batch one query at a time, in this process, with the thread pools a served worker has
+    (lsr.threads.configure: one torch thread unless LSR_TORCH_THREADS; nothing under LSR_THREADS=0)."""
     from lsr.engine import Engine
+    from lsr.threads import configure
 
+    configure(workers=1)
     engine = Engine.open(index)
     out = {}
     for mode in modes:
@@ -104,6 +108,35 @@ def in_process(index: str, queries: list[str], modes: list[str], k: int, limit: 
             latencies.append((time.perf_counter() - started) * 1000)
         out[mode] = percentiles(latencies)
     return out
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time of ``pid`` and its children (uvicorn's workers), in seconds."""
+    total = 0.0
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        pids += [int(c) for c in (task / "children").read_text().split()]
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def settled(pid: int, timeout: float = 180.0) -> None:
+    """Wait until the server and its workers are idle (under 0.05 CPU s in 0.5 s): /readyz is answered by whichever
+    worker is ready first, and another may still be loading its models and compiling; measuring then would time one
+    worker against the other's warm-up."""
+    deadline = time.monotonic() + timeout
+    before = _cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = _cpu_seconds(pid)
+        if now - before < 0.05:
+            return
+        before = now
 
 
 def ready(base: str, server: subprocess.Popen, log, timeout: float = 300.0, poll: float = 0.3) -> None:
@@ -201,7 +234,7 @@ def measure(args, queries: list[str], modes: list[str], workers: int, clients: l
     result: dict = {"workers": workers, "modes": {}, "healthz_c1": {}}
     try:
         ready(base, server, log)
-        time.sleep(2.0 * (workers - 1))  # /readyz answers from the first worker up; give the others their start
+        settled(server.pid)  # every worker warmed up, not only the one that answered /readyz
         result["first_request"] = first_requests(base, queries, modes, args.k)
         for mode in modes:
             asyncio.run(closed_loop(base, queries, mode, args.k, 2 * workers, 2.0))  # every worker, every mode

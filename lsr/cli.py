@@ -166,6 +166,10 @@ def run_eval(args: argparse.Namespace) -> int:
         return run_report(args, modes)
     if len(modes) > 1:
         raise InvalidInput("several --mode values need --report DIR (one report over them all)")
+    if args.index is not None:  # queries answered here: the thread pools sized as a served worker's (lsr.threads)
+        from lsr.threads import configure
+
+        configure(workers=1)
     run_path = args.run or (str(Path(args.output).with_suffix(".trec")) if args.output else None)
     scratch = None
     if args.compare and run_path is None:  # the per-query comparison reads this run's file

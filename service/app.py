@@ -213,5 +213,10 @@ def mount_console(app: FastAPI) -> None:
 
 
 def app_from_environment() -> FastAPI:
-    """Factory for ``uvicorn --factory`` (``lsr serve --workers N``): settings from LSR_* and LSR_CONFIG_FILE."""
-    return create_app(Settings())
+    """Factory for ``uvicorn --factory`` (``lsr serve --workers N``): settings from LSR_* and LSR_CONFIG_FILE; the
+    worker's thread pools sized for its share of the cores (:mod:`lsr.threads`)."""
+    from lsr.threads import configure
+
+    settings = Settings()
+    configure(workers=settings.workers)
+    return create_app(settings)

@@ -11,7 +11,11 @@ from lsr.errors import InvalidInput
 
 
 def resolve_device(device: str | None = None) -> torch.device:
-    """Return ``device`` if given, else ``cuda`` when available, else ``cpu``."""
+    """Return ``device`` if given, else ``cuda`` when available, else ``cpu`` (and give torch the thread counts
+    :func:`lsr.threads.configure` chose, if it was called: every encoder resolves its device before its model runs)."""
+    from lsr.threads import apply_to_torch
+
+    apply_to_torch()
     if device in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     resolved = torch.device(device)

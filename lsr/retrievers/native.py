@@ -34,7 +34,9 @@ FILTER_LISTS = 32  # filters whose kernel arguments a retriever keeps
 
 
 def default_threads() -> int:
-    return max(1, int(os.environ.get("NUMBA_NUM_THREADS", os.cpu_count() or 1)))
+    from lsr.threads import kernel_threads
+
+    return kernel_threads() or max(1, int(os.environ.get("NUMBA_NUM_THREADS", os.cpu_count() or 1)))
 
 
 class NativeRetriever:
