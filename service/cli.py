@@ -32,11 +32,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    """One worker: this process opens the index and serves it. Several: the index is checked first in a child process
+    that exits, then this process replaces itself with the supervisor (:mod:`lsr.service.supervisor`: uvicorn's
+    parent, which imports nothing else), and each worker opens the memory-mapped index itself; the parent never
+    holds an engine, the models or the kernels (README, "Serving memory")."""
     from pydantic import ValidationError
 
-    from lsr.service.app import create_app, open_engine
-    from lsr.service.server import http_protocol
     from lsr.service.settings import CONFIG_FILE_ENV, Settings
 
     if args.config:
@@ -61,16 +62,53 @@ def run_serve(args: argparse.Namespace) -> int:
         from lsr.collections import DataDirectory
 
         DataDirectory(settings.data)  # a path that is a file: one line here (a missing folder is created)
-    engine = open_engine(settings) if settings.index is not None else None  # fail here, with one line
+    from lsr.threads import plan
+
+    plan(settings.workers)  # a bad LSR_THREADS / LSR_TORCH_THREADS: one line here, before any worker starts
     if settings.workers == 1:
+        import uvicorn
+
+        from lsr.service.app import create_app, open_engine
+        from lsr.service.server import http_protocol
+        from lsr.threads import configure
+
+        engine = open_engine(settings) if settings.index is not None else None  # fail here, with one line
+        configure(workers=1)
         uvicorn.run(create_app(settings, engine=engine), host=settings.host, port=settings.port, log_level="info",
                     http=http_protocol())
         return 0
-    del engine  # each worker opens the (memory-mapped) index itself
     for key, value in overrides.items():  # the workers build their Settings from the environment
         os.environ[f"LSR_{key.upper()}"] = str(value)
+    if settings.index is not None and not index_opens():
+        return 2
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # /metrics adds up every worker's counts
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="lsr-metrics-")
-    uvicorn.run("lsr.service.app:app_from_environment", factory=True, host=settings.host, port=settings.port,
-                workers=settings.workers, log_level="info", http=http_protocol())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # this process becomes the supervisor (same pid, so signals reach it), without what it imported to get here
+    os.execv(sys.executable, [sys.executable, "-m", "lsr.service.supervisor", "--host", settings.host,
+                              "--port", str(settings.port), "--workers", str(settings.workers)])
+    return 0  # pragma: no cover - execv does not return
+
+
+def index_opens() -> bool:
+    """Open the index the environment's settings name in a child process, as a worker will (a bad index fails here
+    with the worker's one line, not in a restart loop of workers); True when it opened."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", "import sys; from lsr.service.cli import check_index; "
+                                                 "sys.exit(check_index())"])
+    return done.returncode == 0
+
+
+def check_index() -> int:
+    from lsr.errors import LsrError
+    from lsr.service.app import open_engine
+    from lsr.service.settings import Settings
+
+    try:
+        open_engine(Settings())
+    except LsrError as exc:
+        print(f"lsr serve: error: {exc}", file=sys.stderr)
+        return 2
     return 0

@@ -12,7 +12,6 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from lsr.config_files import read_mapping
 from lsr.errors import MissingFile
-from lsr.index.listeners import listener_options
 from lsr.retrievers import backend_names, backend_options
 
 CONFIG_FILE_ENV = "LSR_CONFIG_FILE"
@@ -97,6 +96,8 @@ class Settings(BaseSettings):
 
     def writer_options(self) -> dict:
         """What the index's commit listeners take from the settings (a Milvus mirror's URI)."""
+        from lsr.index.listeners import listener_options  # (lsr.index imports numpy and numba: not in the supervisor)
+
         return listener_options(self)
 
     @field_validator("backend")

@@ -241,6 +241,41 @@ def test_serve_with_a_bad_index_fails_before_starting(tmp_path, capsys):
     assert "is not an lsr index" in capsys.readouterr().err
 
 
+def test_serve_with_workers_checks_the_index_in_a_child_and_fails_in_one_line(tmp_path, capfd):
+    """With several workers the parent never opens the index itself (its memory stays Python + uvicorn): a child
+    process opens it first, and a bad index fails there with the same one line, before any worker starts."""
+    from lsr.cli import main
+
+    assert main(["serve", "--index", str(tmp_path / "nope"), "--port", "1", "--workers", "2"]) == 2
+    err = capfd.readouterr().err
+    assert "lsr serve: error:" in err and "is not an lsr index" in err and "Traceback" not in err
+
+
+def test_the_supervisor_of_several_workers_imports_no_numpy_numba_or_torch():
+    """What `lsr serve --workers N`'s parent process imports (uvicorn, the settings, the protocol classes, the thread
+    plan) stays free of numpy, numba, torch and FastAPI, which the workers load: the parent costs Python + uvicorn."""
+    import subprocess
+    import sys
+
+    code = ("import sys, uvicorn, lsr.cli, lsr.service.cli\n"
+            "from lsr.service.settings import Settings\n"
+            "from lsr.service.server import http_protocol\n"
+            "from lsr.threads import plan\n"
+            "Settings(index='somewhere', workers=2)\n"
+            "print(sorted(m for m in ('numpy', 'numba', 'torch', 'fastapi') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", (done.stdout, done.stderr[-2000:])
+
+
+def test_serve_names_a_bad_thread_count_in_one_line(monkeypatch, capsys, full_index):
+    from lsr.cli import main
+
+    monkeypatch.setenv("LSR_THREADS", "two")
+    assert main(["serve", "--index", str(full_index), "--port", "1", "--workers", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lsr serve: error: LSR_THREADS='two' is not a thread count") and "Traceback" not in err
+
+
 
 
 def test_startup_compiles_every_kernel_variant_with_a_thread_safe_layer(full_index):
