@@ -111,7 +111,8 @@ def main() -> int:
         for case, index, mode in cases:
             for setting in args.settings.split(","):
                 env = {**{k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY",
-                                                                             "LSR_THREADS", "MKL_NUM_THREADS")},
+                                                                             "LSR_THREADS", "LSR_TORCH_THREADS",
+                                                                             "NUMBA_NUM_THREADS", "MKL_NUM_THREADS")},
                        **SETTINGS[setting]}
                 result.unlink(missing_ok=True)
                 done = subprocess.run([sys.executable, __file__, "--worker", "--index", index, "--mode", mode,

@@ -115,7 +115,10 @@ def _cpu_seconds(pid: int) -> float:
     total = 0.0
     pids = [pid]
     for task in Path(f"/proc/{pid}/task").iterdir():
-        pids += [int(c) for c in (task / "children").read_text().split()]
+        try:
+            pids += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:  # a thread that ended during the scan
+            continue
     for p in pids:
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()

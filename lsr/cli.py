@@ -162,14 +162,21 @@ def run_eval(args: argparse.Namespace) -> int:
     unknown = [m for m in modes if m not in (*MODES, None)]
     if unknown:
         raise InvalidInput(f"--mode {','.join(unknown)}: expected {', '.join(MODES)}")
+    if args.index is None:
+        return _run_eval(args, modes)
+    from lsr.threads import configured
+
+    with configured(workers=1):  # queries answered here: the thread pools of a served worker (lsr.threads)
+        return _run_eval(args, modes)
+
+
+def _run_eval(args: argparse.Namespace, modes: list) -> int:
+    from lsr.errors import InvalidInput
+
     if args.report:
         return run_report(args, modes)
     if len(modes) > 1:
         raise InvalidInput("several --mode values need --report DIR (one report over them all)")
-    if args.index is not None:  # queries answered here: the thread pools sized as a served worker's (lsr.threads)
-        from lsr.threads import configure
-
-        configure(workers=1)
     run_path = args.run or (str(Path(args.output).with_suffix(".trec")) if args.output else None)
     scratch = None
     if args.compare and run_path is None:  # the per-query comparison reads this run's file

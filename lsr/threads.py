@@ -5,13 +5,15 @@ handlers in), torch's intra-op OpenMP team (siamese and dense query encoding) an
 kernels). Left alone, torch and numba each start one thread a core in every worker, so ``lsr serve --workers 2`` on 2
 cores runs four OpenMP threads per core-pair beside the server's own. An OpenMP team is only as fast as its slowest
 thread: when another job holds a core, every parallel region of a forward pass waits for a thread the scheduler has
-parked, and the team's other threads spin while they wait. Measured on 2 cores with one other CPU-bound process
-(``benchmarks/busy_cpu.py``, README "Busy CPU"): one dense query went from about 9 ms to over 200 ms.
+parked. Measured on 2 cores beside one other CPU-bound process (``benchmarks/busy_cpu.py``, README "Queries that run
+a model"): a dense query 3.3x slower at p50 (5.2x mean) with torch's team of 2, 1.06x with one thread.
 
 :func:`configure` (called by ``lsr serve`` in each worker, and by ``lsr eval``) sets:
 
-- numba's batch kernels: ``cores // workers`` threads a process (at least 1): a batch of queries is many independent
-  queries and scales across the cores that are this worker's share;
+- numba's batch kernels: ``cores // workers`` threads a process (at least 1), or ``NUMBA_NUM_THREADS`` when the user
+  set it: a batch of queries is many independent queries and scales across the cores that are this worker's share.
+  numba's thread count is per calling thread, so the retriever sets it in the handler thread before each parallel
+  launch (:func:`team`), and the supervisor of several workers sizes each worker's pool (``NUMBA_NUM_THREADS``);
 - torch: 1 intra-op thread and 1 inter-op thread. One query is about ten tokens: a second thread gains little on
   it (see the README's figures), and with one thread a query never waits on a parked team member. Concurrent
   requests still use every core, each in its own handler thread.
@@ -19,13 +21,15 @@ parked, and the team's other threads spin while they wait. Measured on 2 cores w
 ``cores`` is what the process may run on: its CPU affinity (``taskset``, cpusets), capped by a cgroup v2 CPU quota
 (``cpu.max``, what ``docker run --cpus`` and compose's ``cpus:`` set), rounded up.
 
-Settings (environment): ``LSR_THREADS=N`` gives the kernels N threads a process; ``LSR_TORCH_THREADS=N`` gives torch
-N; ``LSR_THREADS=0`` leaves every pool as the libraries size it (lsr before this module). Library users who embed an
-:class:`lsr.Engine` call :func:`configure` themselves if they want this; nothing else calls it.
+Settings (environment): ``LSR_THREADS=N`` gives the kernels N threads a process; ``LSR_TORCH_THREADS=N`` (N >= 1) gives
+torch N; ``LSR_THREADS=0`` leaves every pool as the libraries size it (lsr before this module). Library users who embed
+an :class:`lsr.Engine` call :func:`configure` themselves if they want this (or :func:`configured`, which puts the
+pools back afterwards, as ``lsr eval`` does); nothing else calls it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -83,12 +87,22 @@ def _positive(name: str, value: str) -> int:
 def plan(workers: int = 1, environ=os.environ, cores: int | None = None) -> Plan | None:
     """The thread counts :func:`configure` would set; None when ``LSR_THREADS=0`` asks to leave them alone."""
     kernel = environ.get(THREADS_ENV)
+    torch_threads = _positive(TORCH_THREADS_ENV, environ.get(TORCH_THREADS_ENV, "1"))
+    if torch_threads == 0:
+        from lsr.errors import InvalidInput
+
+        raise InvalidInput(f"{TORCH_THREADS_ENV}=0: torch needs at least 1 thread; use {THREADS_ENV}=0 to leave every "
+                           "pool as the libraries size it")
     if kernel is not None and _positive(THREADS_ENV, kernel) == 0:
         return None
     cores = cores or available_cores()
     workers = max(1, int(workers))
-    kernel_threads = _positive(THREADS_ENV, kernel) if kernel is not None else max(1, cores // workers)
-    torch_threads = max(1, _positive(TORCH_THREADS_ENV, environ.get(TORCH_THREADS_ENV, "1")))
+    if kernel is not None:
+        kernel_threads = _positive(THREADS_ENV, kernel)
+    elif environ.get("NUMBA_NUM_THREADS", "").isdigit() and int(environ["NUMBA_NUM_THREADS"]) > 0:
+        kernel_threads = int(environ["NUMBA_NUM_THREADS"])  # the user's (or the supervisor's) numba setting
+    else:
+        kernel_threads = max(1, cores // workers)
     return Plan(cores, workers, kernel_threads, torch_threads)
 
 
@@ -112,6 +126,46 @@ def configure(workers: int = 1) -> Plan | None:
     if "torch" in sys.modules:
         apply_to_torch()
     return chosen
+
+
+@contextlib.contextmanager
+def configured(workers: int = 1):
+    """:func:`configure` for the duration of a ``with`` block, then the plan and torch's and numba's thread counts
+    as they were (``lsr eval`` in a process that goes on: a notebook, a test)."""
+    global _PLAN
+    previous = _PLAN
+    torch_threads = None
+    if "torch" in sys.modules:
+        import torch
+
+        torch_threads = torch.get_num_threads()
+    numba_threads = None
+    if "numba" in sys.modules:
+        import numba
+
+        numba_threads = numba.get_num_threads()
+    try:
+        yield configure(workers)
+    finally:
+        _PLAN = previous
+        if "torch" in sys.modules:  # (imported inside the block: back to what torch would have started with)
+            import torch
+
+            torch.set_num_threads(torch_threads or int(os.environ.get("OMP_NUM_THREADS") or available_cores()))
+        if numba_threads is not None:
+            import numba
+
+            numba.set_num_threads(numba_threads)
+
+
+def team(threads: int) -> None:
+    """Give the calling thread's next numba parallel launch ``threads`` threads (at most numba's pool): numba's count
+    is per calling thread, so a server's handler thread must set its own."""
+    import numba
+
+    wanted = max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS))
+    if numba.get_num_threads() != wanted:
+        numba.set_num_threads(wanted)
 
 
 def kernel_threads() -> int | None:

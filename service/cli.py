@@ -77,27 +77,27 @@ def run_serve(args: argparse.Namespace) -> int:
         uvicorn.run(create_app(settings, engine=engine), host=settings.host, port=settings.port, log_level="info",
                     http=http_protocol())
         return 0
-    for key, value in overrides.items():  # the workers build their Settings from the environment
-        os.environ[f"LSR_{key.upper()}"] = str(value)
-    if settings.index is not None and not index_opens():
+    # the workers build their Settings from the environment (this process's own is left as it was)
+    env = {**os.environ, **{f"LSR_{key.upper()}": str(value) for key, value in overrides.items()}}
+    if settings.index is not None and not index_opens(env):
         return 2
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # /metrics adds up every worker's counts
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="lsr-metrics-")
+    if not env.get("PROMETHEUS_MULTIPROC_DIR"):  # /metrics adds up every worker's counts
+        env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="lsr-metrics-")
     sys.stdout.flush()
     sys.stderr.flush()
     # this process becomes the supervisor (same pid, so signals reach it), without what it imported to get here
-    os.execv(sys.executable, [sys.executable, "-m", "lsr.service.supervisor", "--host", settings.host,
-                              "--port", str(settings.port), "--workers", str(settings.workers)])
-    return 0  # pragma: no cover - execv does not return
+    os.execve(sys.executable, [sys.executable, "-m", "lsr.service.supervisor", "--host", settings.host,
+                               "--port", str(settings.port), "--workers", str(settings.workers)], env)
+    return 0  # pragma: no cover - execve does not return
 
 
-def index_opens() -> bool:
-    """Open the index the environment's settings name in a child process, as a worker will (a bad index fails here
+def index_opens(env: dict) -> bool:
+    """Open the index the settings in ``env`` name in a child process, as a worker will (a bad index fails here
     with the worker's one line, not in a restart loop of workers); True when it opened."""
     import subprocess
 
     done = subprocess.run([sys.executable, "-c", "import sys; from lsr.service.cli import check_index; "
-                                                 "sys.exit(check_index())"])
+                                                 "sys.exit(check_index())"], env=env)
     return done.returncode == 0
 
 

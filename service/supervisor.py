@@ -19,6 +19,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, required=True)
     args = parser.parse_args(argv)
+    import os
+
+    from lsr.threads import plan
+
+    chosen = plan(args.workers)  # (checked by `lsr serve` already)
+    if chosen is not None:  # each worker's numba pool, sized when it first imports numba
+        os.environ["NUMBA_NUM_THREADS"] = str(chosen.kernel_threads)
     import uvicorn
 
     from lsr.service.server import http_protocol

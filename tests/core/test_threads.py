@@ -35,6 +35,41 @@ def test_the_rule_splits_the_cores_among_the_workers():
 def test_a_bad_thread_count_is_named(name, value):
     with pytest.raises(InvalidInput, match=f"{name}='{value}' is not a thread count"):
         plan(1, {name: value}, cores=2)
+    with pytest.raises(InvalidInput, match=name):  # checked even when the pools are left alone
+        plan(1, {name: value, "LSR_THREADS": "0"} if name != "LSR_THREADS" else {name: value}, cores=2)
+
+
+def test_torch_needs_a_thread_and_a_users_numba_setting_is_kept():
+    with pytest.raises(InvalidInput, match="LSR_TORCH_THREADS=0: torch needs at least 1 thread"):
+        plan(1, {"LSR_TORCH_THREADS": "0"}, cores=2)
+    assert plan(1, {"NUMBA_NUM_THREADS": "3"}, cores=8).kernel_threads == 3
+    assert plan(1, {"NUMBA_NUM_THREADS": "3", "LSR_THREADS": "5"}, cores=8).kernel_threads == 5  # LSR_THREADS first
+
+
+def test_a_handler_thread_sets_its_own_numba_team_and_configured_puts_the_pools_back():
+    """numba's thread count is per calling thread: team() in a new thread (a server's handler) limits that thread's
+    launches; configured() restores torch's and numba's counts and the plan after its block (lsr eval)."""
+    code = (
+        "import threading, numba, torch\n"
+        "from lsr import threads\n"
+        "torch.set_num_threads(2)\n"
+        "before = numba.get_num_threads()\n"
+        "with threads.configured(workers=2) as chosen:\n"
+        "    assert torch.get_num_threads() == 1 and threads.kernel_threads() == chosen.kernel_threads\n"
+        "assert torch.get_num_threads() == 2 and numba.get_num_threads() == before\n"
+        "assert threads.kernel_threads() is None\n"
+        "seen = []\n"
+        "def handler():\n"
+        "    threads.team(1)\n"
+        "    seen.append(numba.get_num_threads())\n"
+        "t = threading.Thread(target=handler); t.start(); t.join()\n"
+        "assert seen == [1] and numba.get_num_threads() == before, (seen, before)\n"
+        "print('ok')\n"
+    )
+    env = {k: v for k, v in __import__("os").environ.items()
+           if k not in ("LSR_THREADS", "LSR_TORCH_THREADS", "NUMBA_NUM_THREADS")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
 def test_configure_sets_torch_and_numba_in_the_process_that_calls_it():
@@ -56,7 +91,8 @@ def test_configure_sets_torch_and_numba_in_the_process_that_calls_it():
         "assert torch.get_num_threads() == 1\n"
         "print('ok')\n"
     )
-    env = {k: v for k, v in __import__("os").environ.items() if k not in ("LSR_THREADS", "NUMBA_NUM_THREADS")}
+    env = {k: v for k, v in __import__("os").environ.items()
+           if k not in ("LSR_THREADS", "LSR_TORCH_THREADS", "NUMBA_NUM_THREADS")}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 

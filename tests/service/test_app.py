@@ -244,11 +244,15 @@ def test_serve_with_a_bad_index_fails_before_starting(tmp_path, capsys):
 def test_serve_with_workers_checks_the_index_in_a_child_and_fails_in_one_line(tmp_path, capfd):
     """With several workers the parent never opens the index itself (its memory stays Python + uvicorn): a child
     process opens it first, and a bad index fails there with the same one line, before any worker starts."""
+    import os
+
     from lsr.cli import main
 
+    before = {k: v for k, v in os.environ.items() if k.startswith("LSR_")}
     assert main(["serve", "--index", str(tmp_path / "nope"), "--port", "1", "--workers", "2"]) == 2
     err = capfd.readouterr().err
     assert "lsr serve: error:" in err and "is not an lsr index" in err and "Traceback" not in err
+    assert {k: v for k, v in os.environ.items() if k.startswith("LSR_")} == before  # the settings went to the child
 
 
 def test_the_supervisor_of_several_workers_imports_no_numpy_numba_or_torch():
@@ -257,7 +261,7 @@ def test_the_supervisor_of_several_workers_imports_no_numpy_numba_or_torch():
     import subprocess
     import sys
 
-    code = ("import sys, uvicorn, lsr.cli, lsr.service.cli\n"
+    code = ("import sys, uvicorn, lsr.cli, lsr.service.cli, lsr.service.supervisor\n"
             "from lsr.service.settings import Settings\n"
             "from lsr.service.server import http_protocol\n"
             "from lsr.threads import plan\n"
