@@ -252,13 +252,19 @@ def measure(args, queries: list[str], modes: list[str], workers: int, clients: l
                                if client == "httpx" else run_wrk(base, concurrency, args.duration, scripts[mode]))
                     result["modes"][mode][f"{client}_c{concurrency}"] = figures
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop(server)
         log.close()
     return result
+
+
+def stop(server: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL after 30 s: the server this benchmark started is gone when it returns."""
+    server.terminate()
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
 
 
 def main() -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -30,15 +29,12 @@ from pathlib import Path
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from load import free_port, stop  # noqa: E402  (the same server start and stop as the HTTP load benchmark)
+
 ROOT = Path(__file__).resolve().parent.parent
 NFCORPUS = ROOT.parent / "shared" / "data" / "beir" / "nfcorpus"
 MB = 1 << 20
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def smaps(pid: int, index: Path) -> dict:
@@ -135,12 +131,7 @@ def measure(args, workers: int, queries: list[str]) -> dict:
         return {"workers": workers, "parent": parent if workers > 1 else None, "worker_processes": workers_out,
                 "pss_total_mb": sum(p["pss_mb"] for p in ([parent] if workers > 1 else []) + workers_out)}
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop(server)
 
 
 def main() -> int:
