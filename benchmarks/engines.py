@@ -84,10 +84,10 @@ def _generate(n_docs: int, vocab: int, nnz: int, seed: int, perm: np.ndarray):
     return _GENERATOR(n_docs, vocab, nnz, seed, perm)
 
 
-def synthetic(n_docs: int, n_queries: int, seed: int = 0) -> dict:
-    rng = np.random.default_rng(seed)
-    perm = rng.permutation(VOCAB).astype(np.int32)
-    indptr, indices, weights = _generate(n_docs, VOCAB, 180, seed, perm)
+def draw_queries(rng: np.random.Generator, perm: np.ndarray, indices: np.ndarray, n_docs: int,
+                 n_queries: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Queries of 1 + Poisson(6) terms drawn by the documents' popularity (``perm``), weighted by the IDF of the
+    documents whose term ids are ``indices`` (``n_docs`` of them); terms no document holds are left out."""
     df = np.bincount(indices, minlength=VOCAB)
     idf = np.log(1.0 + (n_docs - df + 0.5) / (df + 0.5))
     log_span = np.log((VOCAB + 10.0) / 10.0)
@@ -98,6 +98,14 @@ def synthetic(n_docs: int, n_queries: int, seed: int = 0) -> dict:
         terms = terms[df[terms] > 0]
         if len(terms):
             queries.append((terms.astype(np.int32), idf[terms].astype(np.float32)))
+    return queries
+
+
+def synthetic(n_docs: int, n_queries: int, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(VOCAB).astype(np.int32)
+    indptr, indices, weights = _generate(n_docs, VOCAB, 180, seed, perm)
+    queries = draw_queries(rng, perm, indices, n_docs, n_queries)
     return {"indptr": indptr, "indices": indices, "weights": weights, "queries": queries,
             "ids": [f"d{i}" for i in range(n_docs)]}
 

@@ -72,19 +72,8 @@ def chunks(size: int, seed: int):
 
 def queries(n_queries: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     perm = permutation(seed)
-    indptr, indices, _ = chunk(0, CHUNK, seed, perm)
-    df = np.bincount(indices, minlength=VOCAB)
-    idf = np.log(1.0 + (CHUNK - df + 0.5) / (df + 0.5))
-    rng = np.random.default_rng(seed + 1)
-    log_span = np.log((VOCAB + 10.0) / 10.0)
-    out = []
-    while len(out) < n_queries:
-        ranks = np.minimum((10 * np.exp(rng.random(1 + rng.poisson(6)) * log_span) - 10).astype(np.int64), VOCAB - 1)
-        terms = np.unique(perm[ranks])
-        terms = terms[df[terms] > 0]
-        if len(terms):
-            out.append((terms.astype(np.int32), idf[terms].astype(np.float32)))
-    return out
+    _, indices, _ = chunk(0, CHUNK, seed, perm)
+    return engines.draw_queries(np.random.default_rng(seed + 1), perm, indices, CHUNK, n_queries)
 
 
 def truth_queries(args, size: int) -> list[int]:
