@@ -26,6 +26,10 @@ Per size, each step in a child process of its own:
   build memory is the peak of the indexing JVM (a child process), serving memory the searching process's VmRSS.
 
 lsr's index is removed after its size is measured unless ``--keep`` (8.8M documents take about 6 GB).
+
+``--time-index DIR`` times a kept index only (single thread, the same queries, ``--passes`` passes after an untimed
+one; min and median of the per-pass means), with the lsr this script imports: run it from two checkouts to compare
+two kernels on the same index.
 """
 
 from __future__ import annotations
@@ -304,6 +308,31 @@ def row(system: str, size: int, build: dict, search: dict) -> dict:
             "setting": search.get("setting", "block-max 4, exact")}
 
 
+def time_index(args) -> int:
+    from lsr import Index
+    from lsr.index import kernel
+
+    print(f"lsr from {Path(kernel.__file__).resolve().parents[2]}", flush=True)
+    qs = queries(args.queries, args.seed)
+    segment = Index.open(args.time_index, load_encoder=False).segments[0]
+    ix, block_size, n = segment.kernel_arrays(), segment.block_size, segment.info.rows
+    scratch = kernel.blockmax_scratch(n, block_size)
+    live = np.zeros(0, np.uint8)
+    means = []
+    for p in range(args.passes + 1):  # (the first, untimed: compiles and pages the index in)
+        latencies = []
+        for terms, weights in qs:
+            started = time.perf_counter()
+            kernel.score_batch_blockmax_serial(ix, live, block_size, np.array([0, len(terms)]), terms, weights, n,
+                                               args.k, scratch, 1.0, 0)
+            latencies.append(time.perf_counter() - started)
+        if p:
+            means.append(float(np.mean(latencies)) * 1000)
+    print(f"mean ms a query, per pass: min {min(means):.3f}, median {np.median(means):.3f} "
+          f"({', '.join(f'{m:.3f}' for m in means)})")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default=f"1000000,2000000,4000000,{MS_MARCO_PASSAGES}")
@@ -319,10 +348,16 @@ def main() -> int:
     parser.add_argument("--encoder", default=None, metavar="DIR|default",
                         help="store this encoder with lsr's index (its vocabulary must have 30,522 ids: the shipped "
                              "default does), so that `lsr serve` answers text queries on it (benchmarks/serve_memory.py)")
-    parser.add_argument("--output", required=True, metavar="FILE.json")
+    parser.add_argument("--output", metavar="FILE.json", help="the report (required unless --time-index)")
+    parser.add_argument("--time-index", metavar="DIR", help="only time a kept lsr index of this script (see above)")
+    parser.add_argument("--passes", type=int, default=3, help="--time-index: timed passes over the queries")
     parser.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.time_index:
+        return time_index(args)
+    if args.output is None:
+        parser.error("--output FILE.json is required")
     if args.worker:
         os.environ.setdefault("NUMBA_NUM_THREADS", str(os.cpu_count() or 1))
         work = Path(args.work)

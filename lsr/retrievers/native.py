@@ -33,12 +33,6 @@ from lsr.sparse import SparseBatch
 FILTER_LISTS = 32  # filters whose kernel arguments a retriever keeps
 
 
-def team(threads: int) -> None:
-    from lsr.threads import team as set_team
-
-    set_team(threads)
-
-
 def default_threads() -> int:
     from lsr.threads import kernel_threads
 
@@ -133,6 +127,8 @@ class NativeRetriever:
         k = request.depth
         threads = request.threads or self.threads
         if threads > 1:
+            from lsr.threads import team
+
             team(threads)  # numba's thread count is per calling thread: set it in this one (a server handler's)
         pruning = request.pruning or self.pruning
         if pruning is not self.pruning:

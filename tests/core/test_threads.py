@@ -3,6 +3,7 @@ that calls configure() ends up with."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -10,6 +11,15 @@ import pytest
 
 from lsr.errors import InvalidInput
 from lsr.threads import available_cores, plan
+
+
+def run_fresh(code: str, **env: str) -> None:
+    """``code`` in a fresh interpreter (thread settings are process-wide), without the thread variables of this
+    process plus ``env``; it must print ok."""
+    base = {k: v for k, v in os.environ.items() if k not in ("LSR_THREADS", "LSR_TORCH_THREADS", "NUMBA_NUM_THREADS")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**base, **env})
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
 @pytest.mark.parametrize("text, cap", [("max 100000\n", None), ("150000 100000\n", 2), ("50000 100000\n", 1),
@@ -66,10 +76,7 @@ def test_a_handler_thread_sets_its_own_numba_team_and_configured_puts_the_pools_
         "assert seen == [1] and numba.get_num_threads() == before, (seen, before)\n"
         "print('ok')\n"
     )
-    env = {k: v for k, v in __import__("os").environ.items()
-           if k not in ("LSR_THREADS", "LSR_TORCH_THREADS", "NUMBA_NUM_THREADS")}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
-    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+    run_fresh(code)
 
 
 def test_configure_sets_torch_and_numba_in_the_process_that_calls_it():
@@ -91,10 +98,7 @@ def test_configure_sets_torch_and_numba_in_the_process_that_calls_it():
         "assert torch.get_num_threads() == 1\n"
         "print('ok')\n"
     )
-    env = {k: v for k, v in __import__("os").environ.items()
-           if k not in ("LSR_THREADS", "LSR_TORCH_THREADS", "NUMBA_NUM_THREADS")}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
-    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+    run_fresh(code)
 
 
 def test_lsr_threads_0_leaves_the_pools_alone():
@@ -106,6 +110,4 @@ def test_lsr_threads_0_leaves_the_pools_alone():
         "assert torch.get_num_threads() == 2\n"
         "print('ok')\n"
     )
-    env = {**__import__("os").environ, "LSR_THREADS": "0"}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
-    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+    run_fresh(code, LSR_THREADS="0")
